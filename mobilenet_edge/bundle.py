@@ -1,0 +1,188 @@
+"""Bundle folders (``export/<name>/``) and their ``manifest.json``; atomic file writes (stdlib only).
+
+A bundle holds::
+
+    model.onnx          fp32, simplified         (FILE_FP32)
+    model.int8.onnx     QDQ int8                 (FILE_INT8)
+    model.tflite        fp32 (optional)          (FILE_TFLITE)
+    model.int8.tflite   int8 (optional)          (FILE_TFLITE_INT8)
+    labels.txt          one label per output index
+    manifest.json       variant, weights, preprocessing, labels, files (sha256, size), parity, quantization
+
+Every artifact is written to a temporary file in the same folder and renamed, so nothing
+half-written survives a crash; a bundle folder is replaced only after its successor is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import MobilenetEdgeError, UsageError
+
+MANIFEST = "manifest.json"
+LABELS = "labels.txt"
+FILE_FP32 = "model.onnx"
+FILE_INT8 = "model.int8.onnx"
+FILE_TFLITE = "model.tflite"
+FILE_TFLITE_INT8 = "model.int8.tflite"
+FORMAT = "mobilenet-edge-bundle"
+FORMAT_VERSION = 1
+
+
+def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_record(path: str | Path) -> dict:
+    """``{"sha256": hex, "size": bytes}`` for a file."""
+    path = Path(path)
+    return {"sha256": sha256_file(path), "size": path.stat().st_size}
+
+
+@contextlib.contextmanager
+def atomic_path(dst: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside ``dst``; on success it is renamed onto ``dst``, on error removed.
+
+    The temp name keeps ``dst``'s suffixes (``.tmp-XXXX.onnx``) so tools that look at the suffix work.
+    """
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.tmp-", suffix=dst.suffix, dir=dst.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dst)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes_atomic(dst: str | Path, data: bytes) -> None:
+    with atomic_path(dst) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(dst: str | Path, text: str) -> None:
+    write_bytes_atomic(dst, text.encode("utf-8"))
+
+
+def write_json_atomic(dst: str | Path, obj) -> None:
+    write_text_atomic(dst, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def check_writable_dir(path: str | Path) -> Path:
+    """Create ``path`` if needed and check it is a writable folder. Raises UsageError naming it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {path} is not writable: {e.strerror or e}") from None
+    if not path.is_dir():
+        raise UsageError(f"--out {path} is not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {path} is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def staged_dir(dst: str | Path, *, force: bool = False, keep: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Build a folder in a temporary sibling, then put it in place of ``dst``.
+
+    Args:
+        dst: final folder.
+        force: replace an existing ``dst`` (only after the new one is complete). Without it an
+            existing ``dst`` raises UsageError before any work is done.
+        keep: names of files to copy from an existing ``dst`` into the staging folder first.
+    Yields:
+        The staging folder. If the body raises, the staging folder is removed and ``dst`` is untouched.
+    """
+    dst = Path(dst)
+    if dst.exists() and not force:
+        raise UsageError(f"{dst} exists; use --force to replace it")
+    parent = check_writable_dir(dst.parent)
+    stage = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=parent))
+    try:
+        for name in keep:
+            if (dst / name).is_file():
+                shutil.copy2(dst / name, stage / name)
+        yield stage
+        os.chmod(stage, 0o755)
+        if dst.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=parent))
+            os.replace(dst, old / dst.name)
+            os.replace(stage, dst)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(stage, dst)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def read_manifest(bundle: str | Path) -> dict:
+    """Parse ``bundle/manifest.json``. Raises MobilenetEdgeError if missing or not our format."""
+    path = Path(bundle) / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MobilenetEdgeError(f"{bundle} is not a bundle: no {MANIFEST}") from None
+    except (OSError, ValueError) as e:
+        raise MobilenetEdgeError(f"cannot read {path}: {e}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise MobilenetEdgeError(f"{path} is not a mobilenet-edge manifest")
+    return data
+
+
+def write_manifest(bundle: str | Path, manifest: dict) -> None:
+    write_json_atomic(Path(bundle) / MANIFEST, manifest)
+
+
+def read_labels(path: str | Path) -> list[str]:
+    """One label per line (blank trailing lines dropped)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def imagenet_labels(num_classes: int = 1000) -> list[str]:
+    """The ImageNet-1k class names shipped with the package (a public fact list).
+
+    ``num_classes=1001`` prepends ``"background"`` (TF-slim checkpoints: index 0 is background).
+    Other counts get ``class_<i>`` names.
+    """
+    path = Path(__file__).with_name("data") / "imagenet_labels.txt"
+    names = read_labels(path)
+    if num_classes == 1000:
+        return names
+    if num_classes == 1001:
+        return ["background"] + names
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def model_file(bundle: str | Path, *, int8: bool = False, fmt: str = "onnx") -> Path:
+    """Path of a model inside a bundle folder. Raises MobilenetEdgeError if it is absent."""
+    name = {
+        ("onnx", False): FILE_FP32,
+        ("onnx", True): FILE_INT8,
+        ("tflite", False): FILE_TFLITE,
+        ("tflite", True): FILE_TFLITE_INT8,
+    }[(fmt, int8)]
+    path = Path(bundle) / name
+    if not path.is_file():
+        hint = " (run `mobilenet-edge quantize` first)" if int8 else ""
+        raise MobilenetEdgeError(f"{bundle} has no {name}{hint}")
+    return path

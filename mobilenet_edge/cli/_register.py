@@ -1,0 +1,3 @@
+"""Import every command module so it registers on the app (imported by ``main``)."""
+
+from . import summary  # noqa: F401

@@ -1,0 +1,115 @@
+"""The typer app, console helpers and the error -> exit-code mapping.
+
+Exit codes: 0 ok, 1 runtime failure (MobilenetEdgeError, ParityError, ...), 2 usage error
+(bad option, ValueError from the API), 130 interrupted. Errors print one line on stderr; ``--debug``
+(or MOBILENET_EDGE_DEBUG=1) shows the traceback. Command modules import heavy libraries lazily.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import typer
+from rich.console import Console
+
+from ..errors import MobilenetEdgeError, UsageError
+
+try:  # typer >= 0.22 vendors click
+    from typer._click import exceptions as _cx
+except ImportError:  # pragma: no cover - older typer depends on click
+    from click import exceptions as _cx
+
+_EXIT = tuple({typer.Exit, getattr(_cx, "Exit", typer.Exit)})
+_ABORT = tuple({typer.Abort, getattr(_cx, "Abort", typer.Abort)})
+
+PROG = "mobilenet-edge"
+
+app = typer.Typer(
+    name=PROG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    help="MobileNet V1 from a reference PyTorch model to an int8 file on a Raspberry Pi.",
+    epilog=(
+        "Examples:\n\n"
+        "  mobilenet-edge summary --alpha 0.5 --res 160\n\n"
+        "  mobilenet-edge export --alpha 0.5 --res 160 --weights mobilenet_v1_0.5_160_quant.tflite\n\n"
+        "  mobilenet-edge predict export/mobilenet_v1_0.50_160 photo.jpg --int8"
+    ),
+)
+
+#: results go to stdout, logs and progress to stderr
+out = Console()
+err = Console(stderr=True)
+if not out.is_terminal and "COLUMNS" not in os.environ:
+    out.width = 160  # piped output: don't truncate tables to 80 columns
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+) -> None:
+    """MobileNet V1 from a reference PyTorch model to an int8 file on a Raspberry Pi."""
+    if debug:
+        os.environ["MOBILENET_EDGE_DEBUG"] = "1"
+
+
+def _error(msg: str) -> None:
+    print(f"{PROG}: error: {msg}", file=sys.stderr)
+
+
+def _usage_message(e: Exception, args: list[str]) -> str:
+    """One line; for a bad option value, quote the value received."""
+    msg = e.format_message().replace("\n", " ")
+    param = getattr(e, "param", None)
+    for opt in getattr(param, "opts", []) or []:
+        for i, a in enumerate(args):
+            if a == opt and i + 1 < len(args):
+                return f"{msg} (got {args[i + 1]!r})"
+            if a.startswith(opt + "="):
+                return f"{msg} (got {a.split('=', 1)[1]!r})"
+    return msg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns (and, as a script, exits with) the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("MOBILENET_EDGE_DEBUG") == "1"
+    if "--debug" in args[1:]:  # accepted anywhere, not only before the command
+        args = [args[0]] + [a for a in args[1:] if a != "--debug"]
+    code = 0
+    try:
+        rv = app(args=args, prog_name=PROG, standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except _cx.NoArgsIsHelpError as e:
+        print(e.ctx.get_help() if e.ctx else "", file=sys.stderr)
+        code = 2
+    except _EXIT as e:
+        code = e.exit_code
+    except _cx.UsageError as e:
+        _error(_usage_message(e, args))
+        code = 2
+    except _ABORT:
+        _error("aborted")
+        code = 130
+    except KeyboardInterrupt:
+        _error("interrupted")
+        code = 130
+    except (ValueError, MobilenetEdgeError) as e:
+        if debug:
+            traceback.print_exc()
+        _error(str(e).strip().replace("\n", " "))
+        code = 2 if isinstance(e, UsageError) or not isinstance(e, MobilenetEdgeError) else 1
+    except Exception as e:  # noqa: BLE001  (last resort: one line, traceback with --debug)
+        if debug:
+            traceback.print_exc()
+        _error(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
+        code = 1
+    return code
+
+
+def run() -> None:  # pragma: no cover
+    sys.exit(main())

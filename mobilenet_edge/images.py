@@ -1,0 +1,214 @@
+"""Image decoding and preprocessing: the one pipeline shared by export parity, calibration, predict
+and eval (Pillow + numpy; no torch).
+
+Decoding applies EXIF orientation and converts every Pillow mode to RGB correctly (RGBA/LA/P with
+transparency are composited on black as TF's decoders drop alpha; CMYK through Pillow's ICC-free
+conversion, Adobe-inverted JPEGs included; 16-bit greyscale rescaled by 1/257 rather than clipped).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .errors import UsageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+# A 10000x10000 PNG (1e8 pixels) must decode (issue: no blow-up beyond one decoded image); Pillow's
+# default guard warns at 89M pixels and refuses at 179M. Keep the refusal, silence nothing globally.
+_MAX_PIXELS = 16384 * 16384
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How pixels become the model input; stored in ONNX metadata and manifest.json.
+
+    ``x = (pixel - mean) / std`` with pixels in [0, 255] after a central crop that keeps ``crop`` of
+    each side and a resize of the crop to ``res`` x ``res`` (aspect not kept, as TF-slim's
+    ``central_crop`` + ``resize_bilinear`` evaluation). TF-slim MobileNet: mean = std = 127.5
+    (``x/127.5 - 1``), crop 0.875, bilinear (tensorflow/models research/slim inception_preprocessing).
+    """
+
+    res: int = 224
+    mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
+    std: tuple[float, float, float] = (127.5, 127.5, 127.5)
+    crop: float = 0.875
+    resize: str = "bilinear"
+    channel_order: str = "RGB"
+    layout: str = "NCHW"
+    dtype: str = "float32"
+    resize_rule: str = field(default="central_crop(crop) then resize to res x res (aspect not kept)")
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.crop <= 1.0:
+            raise UsageError(f"crop must be in (0, 1], got {self.crop}")
+        if self.resize not in _RESAMPLE:
+            raise UsageError(f"resize must be one of {sorted(_RESAMPLE)}, got {self.resize!r}")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise UsageError(f"layout must be NCHW or NHWC, got {self.layout!r}")
+        if any(s == 0 for s in self.std):
+            raise UsageError(f"std must be non-zero, got {list(self.std)}")
+        object.__setattr__(self, "mean", tuple(float(v) for v in _three(self.mean, "mean")))
+        object.__setattr__(self, "std", tuple(float(v) for v in _three(self.std, "std")))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocessing:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+_RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def _three(v: Sequence[float] | float, name: str) -> tuple[float, ...]:
+    if isinstance(v, (int, float)):
+        return (float(v),) * 3
+    v = tuple(v)
+    if len(v) == 1:
+        return v * 3
+    if len(v) != 3:
+        raise UsageError(f"{name} needs 1 or 3 values, got {list(v)}")
+    return v
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def expand_paths(paths: Iterable[str | Path], *, recursive: bool = True) -> list[Path]:
+    """Files and folders -> image files; folders expand to their images in sorted order.
+
+    Raises:
+        UsageError: a path that does not exist, or a folder holding no image file.
+    """
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(
+                f for f in (p.rglob("*") if recursive else p.iterdir()) if f.is_file() and is_image_path(f)
+            )
+            if not found:
+                raise UsageError(f"no image files ({', '.join(IMAGE_SUFFIXES[:4])}, ...) in folder {p}")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise UsageError(f"no such file or folder: {p}")
+    return out
+
+
+def open_rgb(path: str | Path, *, target: int | None = None) -> Image.Image:
+    """Decode an image file to an RGB ``PIL.Image`` with EXIF orientation applied.
+
+    Args:
+        path: image file.
+        target: if given, JPEGs are decoded at a reduced scale no smaller than ``target`` pixels per
+            side (Pillow ``draft``), which bounds memory on huge photos.
+    Raises:
+        UsageError: the file is not a decodable image (message names the file and the reason).
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            old = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = _MAX_PIXELS
+            try:
+                img = Image.open(path)
+                if target and img.format == "JPEG":
+                    img.draft("RGB" if img.mode != "CMYK" else "CMYK", (target, target))
+                img.load()
+            finally:
+                Image.MAX_IMAGE_PIXELS = old
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img)
+    except UsageError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise UsageError(f"cannot decode image {path}: {e}") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB without clipping 16-bit data or inverting CMYK."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(img, dtype=np.float64)
+        # 16-bit data (PNG) span 0..65535; "I" from 8-bit sources stays within 0..255.
+        scale = 257.0 if (mode.startswith("I;16") or a.max(initial=0) > 255) else 1.0
+        a8 = np.clip(np.rint(a / scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(a8, "L").convert("RGB")
+    if mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        if a.max(initial=0) <= 1.0:
+            a = a * 255.0
+        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return img.convert("RGBA").convert("RGB")
+    return img.convert("RGB")
+
+
+def preprocess(img: Image.Image, prep: Preprocessing) -> np.ndarray:
+    """RGB image -> model input for one image.
+
+    Returns:
+        (3, res, res) float32 for layout NCHW, (res, res, 3) for NHWC; values ``(pixel-mean)/std``.
+    """
+    w, h = img.size
+    cw, ch = w * prep.crop, h * prep.crop
+    box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+    img = img.resize((prep.res, prep.res), _RESAMPLE[prep.resize], box=box)
+    x = np.asarray(img, dtype=np.float32)
+    x = (x - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
+    if prep.layout == "NCHW":
+        x = x.transpose(2, 0, 1)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def load(path: str | Path, prep: Preprocessing) -> np.ndarray:
+    """Decode + preprocess one file. Raises UsageError for an undecodable file."""
+    return preprocess(open_rgb(path, target=prep.res), prep)
+
+
+def iter_batches(
+    paths: Sequence[Path], prep: Preprocessing, *, batch: int = 1, on_error=None
+) -> Iterator[tuple[list[Path], np.ndarray]]:
+    """Yield (paths, (B, ...) float32) batches; undecodable files go to ``on_error(path, exc)``
+    (skipped) when given, else raise."""
+    buf_p: list[Path] = []
+    buf_x: list[np.ndarray] = []
+    for p in paths:
+        try:
+            x = load(p, prep)
+        except UsageError as e:
+            if on_error is None:
+                raise
+            on_error(p, e)
+            continue
+        buf_p.append(p)
+        buf_x.append(x)
+        if len(buf_p) == batch:
+            yield buf_p, np.stack(buf_x)
+            buf_p, buf_x = [], []
+    if buf_p:
+        yield buf_p, np.stack(buf_x)
