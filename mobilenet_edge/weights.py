@@ -209,12 +209,42 @@ def open_tflite(path: str | Path, **kwargs):
         raise WeightsError(
             f"{p.name} is not a TFLite flatbuffer: expected file identifier b'TFL3' at byte 4, found {found!r}"
         )
+    _check_appended_zip(p)
     Interpreter = _interpreter_class()
     try:
         return Interpreter(model_path=str(p), **kwargs)
     except (ValueError, RuntimeError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsError(f"{p.name} is truncated or corrupt ({p.stat().st_size} bytes): {msg}") from None
+
+
+def _check_appended_zip(p: Path) -> None:
+    """TFLite files with metadata carry their associated files (e.g. the labels) as a zip appended
+    after the flatbuffer. A file cut inside that zip still holds a valid flatbuffer, so check that a
+    zip which starts in the file also ends in it (its end-of-central-directory record is present).
+
+    Raises:
+        WeightsError: a zip local-file header is present but the zip's end record is missing.
+    """
+    import struct
+    import zipfile
+
+    data = p.read_bytes()
+    start = data.find(b"PK\x03\x04")
+    while start != -1:
+        head = data[start : start + 30]
+        if len(head) == 30:
+            _, _, _, method, _, _, _, _, _, name_len, _ = struct.unpack("<4sHHHHHIIIHH", head)
+            name = data[start + 30 : start + 30 + name_len]
+            plausible = method in (0, 8) and 0 < name_len < 256 and len(name) == name_len
+            if plausible and all(32 <= c < 127 for c in name):
+                if not zipfile.is_zipfile(p):
+                    raise WeightsError(
+                        f"{p.name} is truncated or corrupt ({len(data)} bytes): its appended metadata zip "
+                        f"(from byte {start}, first file {name.decode()!r}) has no end record"
+                    )
+                return
+        start = data.find(b"PK\x03\x04", start + 1)
 
 
 def read_tflite_tensors(path: str | Path) -> dict[tuple[str, str], RawTensor]:
@@ -506,13 +536,14 @@ def _read_torch(p: Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        m = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(e))
+        what = f"it would call {m.group(1)}" if m else "it needs more than tensors and plain containers"
         raise WeightsError(
-            f"refusing to load {p.name}: its pickle needs code execution, which weights_only=True forbids "
-            f"({first[:160]}); save a plain state dict or a .safetensors file"
+            f"refusing to load {p.name}: unpickling it needs code execution ({what}), which "
+            f"torch.load(weights_only=True) forbids; save a plain state dict or a .safetensors file"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
         raise WeightsError(f"{p.name} is not a readable PyTorch checkpoint (truncated or corrupt): {first}") from None
     meta: dict[str, Any] = {}
     if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
