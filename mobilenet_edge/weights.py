@@ -690,14 +690,26 @@ def read_imagenet_labels_csv(folder: str | Path) -> dict[str, int]:
 class TfliteClassifier:
     """Run a classification ``.tflite`` on NHWC float inputs, quantizing the input with the input
     tensor's scale/zero point when it is uint8/int8; returns float scores (dequantized output).
+
+    Raises:
+        UsageError: ``res`` differs from the file's and its graph cannot be resized (Google's
+            MobileNet files have a fixed average-pool kernel and reshape).
     """
 
     def __init__(self, path: str | Path, res: int | None = None, *, threads: int | None = None) -> None:
         self.interp = open_tflite(path, num_threads=threads) if threads else open_tflite(path)
         inp = self.interp.get_input_details()[0]
-        if res is not None and tuple(inp["shape"][1:3]) != (res, res):
-            self.interp.resize_tensor_input(inp["index"], [1, res, res, int(inp["shape"][3])])
-        self.interp.allocate_tensors()
+        own = int(inp["shape"][1])
+        try:
+            if res is not None and tuple(inp["shape"][1:3]) != (res, res):
+                self.interp.resize_tensor_input(inp["index"], [1, res, res, int(inp["shape"][3])])
+            self.interp.allocate_tensors()
+        except (RuntimeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UsageError(
+                f"{Path(path).name} cannot run at res {res}: its graph is fixed to res {own} ({first}); "
+                f"verify at res {own}"
+            ) from None
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
         self.res = int(self.inp["shape"][1])
@@ -752,9 +764,10 @@ def verify_import(
         progress: optional callable ``progress(done, total)`` (3 units per image: decode, LiteRT, torch).
     Returns:
         ``{"n", "res", "agreement", "agree", "n_labelled", "top1_tflite", "top1_torch",
-        "correct_tflite", "correct_torch", "max_abs_prob_diff", "tflite_top_ties"}``; accuracies are
-        fractions (None without labels); ``tflite_top_ties`` counts images whose uint8 .tflite output
-        has a tied maximum.
+        "correct_tflite", "correct_torch", "max_abs_prob_diff", "tflite_top_ties", "agree_within_ties"}``;
+        accuracies are fractions (None without labels); ``tflite_top_ties`` counts images whose uint8
+        .tflite output has a tied maximum, ``agree_within_ties`` those where the torch top-1 is among
+        the .tflite's top scores (ties included).
     """
     import torch
 
@@ -799,6 +812,8 @@ def verify_import(
     agree = int((top_t == top_p).sum())
     # the .tflite output is uint8 (1/256 steps): count images whose top score is tied
     ties = int(sum((y == y.max()).sum() > 1 for y in y_all))
+    # torch's top-1 is one of the .tflite's tied top scores (agreement up to the uint8 output step)
+    agree_ties = int(sum(y[q] == y.max() for y, q in zip(y_all, top_p)))
     label_cache: dict[Path, dict[str, int]] = {}
     n_lab = ok_t = ok_p = 0
     for path, t, q in zip(paths, top_t, top_p):
@@ -820,4 +835,5 @@ def verify_import(
         "top1_torch": ok_p / n_lab if n_lab else None,
         "max_abs_prob_diff": max_diff,
         "tflite_top_ties": ties,
+        "agree_within_ties": agree_ties,
     }

@@ -315,12 +315,20 @@ def test_verification_on_100_labelled_images(name, reference_dir, calib_dir):
     r = W.verify_import(reference_dir / name, lw, paths)
     figures = (
         f"{name} @ res {r['res']}: agreement {r['agree']}/{r['n']}, top-1 .tflite {r['correct_tflite']}/100, "
-        f"imported {r['correct_torch']}/100, ties in uint8 output {r['tflite_top_ties']}"
+        f"imported {r['correct_torch']}/100, ties in uint8 output {r['tflite_top_ties']}, "
+        f"agreement counting ties {r['agree_within_ties']}/100"
     )
     print(figures)
     assert r["res"] == res and r["n_labelled"] == 100, figures
     assert r["agreement"] >= 0.92, figures
     assert abs(r["top1_torch"] - r["top1_tflite"]) <= 0.03 + 1e-9, figures
+
+
+def test_verification_at_another_res_is_a_clear_error(small_tflite):
+    """Google's files fix the average-pool kernel and reshape to their own res."""
+    with pytest.raises(UsageError, match="cannot run at res 224.*fixed to res 128") as e:
+        W.TfliteClassifier(small_tflite, 224)
+    _one_line(e.value)
 
 
 @pytest.mark.export

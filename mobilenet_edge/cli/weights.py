@@ -130,7 +130,7 @@ def import_cmd(
         v = verification
         line = (
             f"verification on {v['n']} images at res {v['res']}: top-1 agreement {_pct(v['agreement'])} "
-            f"({v['agree']}/{v['n']})"
+            f"({v['agree']}/{v['n']}; {v['agree_within_ties']}/{v['n']} counting ties in the uint8 output)"
         )
         if v["n_labelled"]:
             line += (
