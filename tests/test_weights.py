@@ -229,6 +229,7 @@ def float_tflite(small_tflite, tmp_path_factory) -> Path:
 # import
 
 
+@pytest.mark.realdata
 def test_import_infers_config_and_sets_tf_slim_conventions(small_loaded, small_tflite):
     lw = small_loaded
     assert lw.config == {
@@ -247,6 +248,7 @@ def test_import_infers_config_and_sets_tf_slim_conventions(small_loaded, small_t
     assert not lw.model.training
 
 
+@pytest.mark.realdata
 def test_imported_values_are_the_dequantized_file_values(small_loaded, small_tflite):
     """Stem and logits weights equal scale * (q - zp) computed here, in torch layout; BN adds the bias."""
     interp = litert.Interpreter(model_path=str(small_tflite))
@@ -265,6 +267,7 @@ def test_imported_values_are_the_dequantized_file_values(small_loaded, small_tfl
     assert torch.allclose(y, expected, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.realdata
 def test_float_tflite_loads_through_the_same_path_and_matches_litert(float_tflite, small_loaded):
     """A float .tflite (no quantization, old-style names) imports to the same model, and LiteRT's
     float kernels (SAME padding, 1HWC depthwise, OHWI conv) agree with the torch model."""
@@ -324,6 +327,7 @@ def test_verification_on_100_labelled_images(name, reference_dir, calib_dir):
     assert abs(r["top1_torch"] - r["top1_tflite"]) <= 0.03 + 1e-9, figures
 
 
+@pytest.mark.realdata
 def test_verification_at_another_res_is_a_clear_error(small_tflite):
     """Google's files fix the average-pool kernel and reshape to their own res."""
     with pytest.raises(UsageError, match="cannot run at res 224.*fixed to res 128") as e:
@@ -331,6 +335,7 @@ def test_verification_at_another_res_is_a_clear_error(small_tflite):
     _one_line(e.value)
 
 
+@pytest.mark.realdata
 @pytest.mark.export
 def test_imported_model_exports_to_onnx(small_loaded, tmp_path):
     ort = pytest.importorskip("onnxruntime")
@@ -357,6 +362,7 @@ def test_imported_model_exports_to_onnx(small_loaded, tmp_path):
 # checkpoints
 
 
+@pytest.mark.realdata
 def test_safetensors_round_trip(small_loaded, tmp_path):
     dst = tmp_path / "w.safetensors"
     W.save_checkpoint(small_loaded, dst)
@@ -374,6 +380,7 @@ def test_safetensors_round_trip(small_loaded, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # no temp file left
 
 
+@pytest.mark.realdata
 def test_save_refuses_other_suffix(small_loaded, tmp_path):
     with pytest.raises(UsageError, match=r"\.safetensors"):
         W.save_checkpoint(small_loaded, tmp_path / "w.pt")
@@ -389,6 +396,22 @@ def test_pt_state_dict_loads_with_weights_only(tmp_path):
     assert lw.preprocessing is None and lw.labels is None
     for k, v in m.state_dict().items():
         assert torch.equal(lw.model.state_dict()[k], v)
+
+
+def test_plain_safetensors_state_dict_without_metadata(tmp_path):
+    """A foreign .safetensors (no metadata): alpha and classes come from the tensor shapes."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    m = MobileNetV1(alpha=0.75, num_classes=1000).eval()
+    p = tmp_path / "plain.safetensors"
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(p))
+    lw = W.load_weights(p)
+    assert lw.config["alpha"] == 0.75 and lw.config["num_classes"] == 1000
+    assert lw.preprocessing is None and lw.labels is None and lw.origin is None
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(lw.model(x), m(x))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -422,6 +445,7 @@ def test_not_a_flatbuffer(tmp_path):
     _one_line(e.value)
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("frac", [0.05, 0.5, 0.98])  # 0.98 cuts the appended labels zip only
 def test_truncated_tflite(small_tflite, tmp_path, frac):
     data = small_tflite.read_bytes()
@@ -432,6 +456,7 @@ def test_truncated_tflite(small_tflite, tmp_path, frac):
     _one_line(e.value)
 
 
+@pytest.mark.realdata
 def test_tflite_missing_layer_is_named(small_tflite, tmp_path):
     """Renaming one layer's weight tensor (same length, so the flatbuffer stays valid) removes it."""
     data = small_tflite.read_bytes()
@@ -444,6 +469,7 @@ def test_tflite_missing_layer_is_named(small_tflite, tmp_path):
     _one_line(e.value)
 
 
+@pytest.mark.realdata
 def test_tflite_alpha_mismatch(small_tflite):
     with pytest.raises(UsageError) as e:
         W.import_tflite(small_tflite, alpha=0.5)
@@ -452,6 +478,7 @@ def test_tflite_alpha_mismatch(small_tflite):
     assert "0.5" in msg and "16" in msg and "8 output channels" in msg and "0.25" in msg
 
 
+@pytest.mark.realdata
 def test_checkpoint_alpha_mismatch_names_first_layer_and_shapes(small_loaded, tmp_path):
     dst = tmp_path / "w.safetensors"
     W.save_checkpoint(small_loaded, dst)
@@ -475,6 +502,7 @@ def test_checkpoint_shape_mismatch_without_alpha(tmp_path):
     assert "blocks.2.pointwise.0.weight" in msg and "(64, 32, 3, 3)" in msg and str(want) in msg
 
 
+@pytest.mark.realdata
 def test_truncated_safetensors(small_loaded, tmp_path):
     dst = tmp_path / "w.safetensors"
     W.save_checkpoint(small_loaded, dst)
@@ -562,6 +590,7 @@ def test_zip_pt_is_checked_file_type(tmp_path):
 # CLI
 
 
+@pytest.mark.realdata
 def test_cli_import_writes_checkpoint_with_metadata(small_tflite, tmp_path, capsys):
     dst = tmp_path / "w.safetensors"
     assert main(["weights", "import", str(small_tflite), "-o", str(dst), "--json"]) == 0
@@ -580,6 +609,7 @@ def test_cli_import_writes_checkpoint_with_metadata(small_tflite, tmp_path, caps
     assert "exists" in capsys.readouterr().err and dst.read_bytes() == before
 
 
+@pytest.mark.realdata
 def test_cli_import_verifies_on_photos(small_tflite, images_dir, tmp_path, capsys):
     dst = tmp_path / "w.safetensors"
     assert main(["weights", "import", str(small_tflite), "-o", str(dst), "--verify-images", str(images_dir)]) == 0
@@ -587,6 +617,7 @@ def test_cli_import_verifies_on_photos(small_tflite, images_dir, tmp_path, capsy
     assert "top-1 agreement" in text and "saved" in text
 
 
+@pytest.mark.realdata
 def test_cli_bad_inputs_exit_codes(small_tflite, tmp_path, capsys):
     dst = tmp_path / "w.safetensors"
     junk = tmp_path / "junk.tflite"
