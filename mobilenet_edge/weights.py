@@ -367,13 +367,17 @@ def tflite_state_dict(
 
     inferred = _infer_alpha(channels)
     if alpha is not None:
-        expected = _expected_channels(alpha)
-        for layer, want, got in zip(TFLITE_LAYERS[0:1] + TFLITE_LAYERS[2::2], expected, channels):
-            if want != got:
+        exp = _expected_channels(alpha)
+        want_shapes = [(exp[0], 3, 3, 3)]  # the file's layouts: OHWI, 1HWC, OHWI, ...
+        for i in range(len(BLOCKS)):
+            want_shapes += [(1, 3, 3, exp[i]), (exp[i + 1], 1, 1, exp[i])]
+        for layer, want in zip(TFLITE_LAYERS, want_shapes):
+            got = tuple(w[layer].shape)
+            if got != want:
                 found = f"alpha {inferred:g}" if inferred is not None else "no standard alpha"
                 raise UsageError(
-                    f"--alpha {alpha:g} does not match {path.name} ({found}): layer {layer} has {got} "
-                    f"output channels, alpha {alpha:g} needs {want}"
+                    f"--alpha {alpha:g} does not match {path.name} ({found}): first mismatching layer "
+                    f"{layer} has weights of shape {got}, alpha {alpha:g} needs {want}"
                 )
         alpha_used = float(alpha)
     elif inferred is None:

@@ -474,8 +474,9 @@ def test_tflite_alpha_mismatch(small_tflite):
     with pytest.raises(UsageError) as e:
         W.import_tflite(small_tflite, alpha=0.5)
     msg = _one_line(e.value)
-    # expected (alpha 0.5: 16 stem channels) and found (8, alpha 0.25) both named
-    assert "0.5" in msg and "16" in msg and "8 output channels" in msg and "0.25" in msg
+    # first mismatching layer, expected (alpha 0.5: 32 * 0.5 = 16 stem channels, OHWI) and found
+    # (8 channels, alpha 0.25) all named
+    assert "Conv2d_0" in msg and "(16, 3, 3, 3)" in msg and "(8, 3, 3, 3)" in msg and "alpha 0.25" in msg
 
 
 @pytest.mark.realdata
