@@ -102,14 +102,17 @@ def weight_grid(w: np.ndarray, *, tol: float = 1e-3, max_levels: int = 1024) -> 
     if mags.size == 0:
         return None
     steps = np.diff(np.concatenate([[0.0], mags]))
-    s = float(steps[steps > 0].min())
-    k = np.round(w / s)
-    if np.abs(k).max() > max_levels or np.abs(w / s - k).max() > tol:
-        return None
-    s = float((w * k).sum() / (k * k).sum())
-    if np.abs(w / s - k).max() > tol:
-        return None
-    return s
+    d = float(steps[steps > 0].min())
+    # the smallest gap is a multiple j * s of the grid step (few weights, e.g. a 3x3 depthwise channel)
+    for j in range(1, 257):
+        s = d / j
+        k = np.round(w / s)
+        if np.abs(k).max() > max_levels:
+            return None
+        if np.abs(w / s - k).max() <= tol:
+            s = float((w * k).sum() / (k * k).sum())
+            return s if np.abs(w / s - k).max() <= tol else None
+    return None
 
 
 def grid_weight_overrides(model) -> tuple[dict, dict]:
@@ -217,6 +220,7 @@ def cross_layer_equalize(
     *,
     act_max: dict[str, np.ndarray] | None = None,
     max_scale: float = 16.0,
+    headroom: float = 1.0,
 ) -> tuple[object, dict]:
     """Equalize every :func:`equalization_pairs` pair; returns a new model (the input is not modified).
 
@@ -231,6 +235,8 @@ def cross_layer_equalize(
             tensor's range (Meller et al. 2019). None: data-free weight ranges (Nagel et al. 2019,
             eq. 9: ``s_c = sqrt(r1_c r2_c) / r2_c``, ``r`` = max |w| of the channel).
         max_scale: ``1 / s_c`` and ``s_c`` are clipped to [1 / max_scale, max_scale].
+        headroom: with ``act_max``, ``s_c = min(1, headroom * max_c / max(max))``: a channel may exceed
+            its calibrated max by this factor before the tensor's int8 range clips it.
     Returns:
         (equalized model, record ``{"pairs", "mode", "scale_min", "scale_max"}``).
     """
@@ -249,7 +255,7 @@ def cross_layer_equalize(
         r2 = np.abs(wb).reshape(wb.shape[0], -1).max(1)
         if act_max is not None and act.output[0] in act_max:
             m = np.asarray(act_max[act.output[0]], np.float64)
-            s = np.where(m > 0, m / max(m.max(), 1e-30), 1.0)
+            s = np.where(m > 0, np.minimum(headroom * m / max(m.max(), 1e-30), 1.0), 1.0)
         else:
             s = np.where((r1 > 0) & (r2 > 0), np.sqrt(r1 * r2) / np.maximum(r2, 1e-30), 1.0)
         s = np.clip(s, 1.0 / max_scale, max_scale)
@@ -277,7 +283,8 @@ def cross_layer_equalize(
     _drop_unused_constants(model)
     mode = "activations" if act_max is not None else "weights"
     return model, {"pairs": len(pairs), "mode": mode, "scale_min": smin if pairs else None,
-                   "scale_max": smax if pairs else None, "max_scale": max_scale}
+                   "scale_max": smax if pairs else None, "max_scale": max_scale,
+                   "headroom": headroom if act_max is not None else None}
 
 
 def _drop_unused_constants(model) -> None:

@@ -1,0 +1,477 @@
+"""int8 vs fp32 fidelity of every quantization method tried for issue #10, and the latency of the kept ones.
+
+For each bundle (exported with weights imported from Google's reference .tflite files) and each
+method: 2-fold cross evaluation over a labelled image folder (sorted files; even positions calibrate
+and odd positions evaluate, then swapped; the two evaluation halves pooled), then
+
+- top-1 agreement int8 vs fp32 (fraction of images whose argmax is the same),
+- logits SQNR in dB, ``10 log10(sum(fp32^2) / sum((fp32 - int8)^2))`` per image, mean over images,
+- top-1 accuracy of the int8 model (and of fp32), with a 1001-class model: argmax - 1 == imagenet_index.
+
+Latency: ORT CPU, 1 intra-op thread, batch 1, the fold-0 model of each kept method and the fp32 model
+in one process, interleaved round by round (``--rounds`` x ``--runs`` runs each); reported as the
+median over rounds of the per-round median (wall time, ``perf_counter_ns``) and of the thread CPU
+time (``thread_time_ns``: less sensitive to other processes on a shared machine), with ratios to
+plain int8.
+
+Run (about 10 minutes on 2 shared cores):
+
+    PYTHONPATH=$PWD python benchmarks/quant_fidelity.py export/mobilenet_v1_0.25_128 \\
+        export/mobilenet_v1_0.50_160 export/mobilenet_v1_0.75_192 \\
+        --calib ../shared/data/imagenet-calib --out benchmarks/quant_fidelity
+
+writes ``quant_fidelity.json`` (numbers, machine, versions) and ``quant_fidelity.md`` (tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mobilenet_edge import equalize as eq  # noqa: E402
+from mobilenet_edge import recipes  # noqa: E402
+from mobilenet_edge.bundle import read_manifest  # noqa: E402
+from mobilenet_edge.images import Preprocessing, load  # noqa: E402
+
+# name -> spec. Keys: method, calib (calibrator options), samples, activations, act_symmetric, per_channel,
+# recipe (weight_grid / float_logits / float_first as in mobilenet_edge.recipes), u8_grid, cle, bias_correction.
+METHODS: dict[str, dict] = {
+    "plain (MinMax, per-channel, U8S8)": {"recipe": "plain"},
+    "per-tensor weights": {"recipe": "plain", "per_channel": False},
+    "int8 activations (asymmetric)": {"recipe": "plain", "activations": "int8"},
+    "int8 activations (symmetric)": {"recipe": "plain", "activations": "int8", "act_symmetric": True},
+    "Entropy, 128 bins (ORT default)": {"recipe": "plain", "method": "entropy", "calib": {"num_bins": 128, "num_quantized_bins": 128}},
+    "Entropy, 2048 bins": {"recipe": "plain", "method": "entropy", "calib": {"num_bins": 2048, "num_quantized_bins": 128}},
+    "Percentile 99.99": {"recipe": "plain", "method": "percentile", "calib": {"num_bins": 2048, "percentile": 99.99, "symmetric": False}},
+    "Percentile 99.999": {"recipe": "plain", "method": "percentile", "calib": {"num_bins": 2048, "percentile": 99.999, "symmetric": False}},
+    "MinMax, 10 calibration images": {"recipe": "plain", "samples": 10},
+    "MinMax, 25 calibration images": {"recipe": "plain", "samples": 25},
+    "logits in float": {"weight_grid": False, "float_logits": True, "float_first": 0},
+    "uint8 per-tensor weights on Google's grid": {"recipe": "plain", "per_channel": False, "u8_grid": True},
+    "weight grid (per-channel, aligned)": {"weight_grid": True, "float_logits": False, "float_first": 0},
+    "recipe grid (aligned + float logits)": {"recipe": "grid"},
+    "grid + Percentile 99.999": {"recipe": "grid", "method": "percentile", "calib": {"num_bins": 2048, "percentile": 99.999, "symmetric": False}},
+    "grid + CLE (weight ranges)": {"recipe": "grid", "cle": "weights"},
+    "grid + CLE (activation ranges)": {"recipe": "grid", "cle": "activations"},
+    "grid + bias correction": {"recipe": "grid", "bias_correction": True},
+    "grid + 1st conv float": {"weight_grid": True, "float_logits": True, "float_first": 1},
+    "recipe fidelity (grid + 2 first convs float)": {"recipe": "fidelity"},
+    "grid + 4 first convs float": {"weight_grid": True, "float_logits": True, "float_first": 4},
+    "grid + 8 first convs float": {"weight_grid": True, "float_logits": True, "float_first": 8},
+}
+LATENCY = {
+    "plain": "plain (MinMax, per-channel, U8S8)",
+    "grid": "recipe grid (aligned + float logits)",
+    "fidelity": "recipe fidelity (grid + 2 first convs float)",
+    "grid+4 float": "grid + 4 first convs float",
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# ORT driver (the same calls as mobilenet_edge.quantize: quant_pre_process, create_calibrator,
+# range guard for Clip outputs, quantize_static QDQ with every argument explicit)
+# ----------------------------------------------------------------------------------------------
+
+
+def _ort():
+    sys.modules.setdefault("torch", None)  # onnxruntime.tools imports torch helpers when it finds torch
+    import onnxruntime.quantization as q
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if sys.modules.get("torch", 0) is None:
+        del sys.modules["torch"]
+    return q, create_calibrator, save_tensors_data, sorted(set(QLinearOpsRegistry) | set(QDQRegistry)), quant_pre_process
+
+
+class _Reader:
+    def __init__(self, x):
+        self.x, self.i = x, 0
+
+    def get_next(self):
+        if self.i >= len(self.x):
+            return None
+        self.i += 1
+        return {"input": self.x[self.i - 1 : self.i]}
+
+
+def session(path, threads: int = 1):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def run(path, x, batch: int = 25) -> np.ndarray:
+    s = session(path)
+    return np.concatenate([s.run(None, {"input": x[i : i + batch]})[0] for i in range(0, len(x), batch)])
+
+
+def preprocess(src: Path, dst: Path) -> Path:
+    *_, qpp = _ort()
+    qpp(str(src), str(dst), skip_optimization=False, skip_onnx_shape=False, skip_symbolic_shape=False,
+        auto_merge=False, verbose=0)
+    return dst
+
+
+def calibrate(pre: Path, x: np.ndarray, method: str, options: dict, work: Path):
+    q, create_calibrator, _, ops, _ = _ort()
+    m = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+         "percentile": q.CalibrationMethod.Percentile}[method]
+    cal = create_calibrator(pre, ops, augmented_model_path=str(work / "augmented.onnx"), calibrate_method=m,
+                            use_external_data_format=False, providers=["CPUExecutionProvider"], extra_options=options)
+    for i in range(0, len(x), 16):
+        cal.collect_data(_Reader(x[i : i + 16]))
+    return cal.compute_data()
+
+
+def _guard(model, ranges) -> None:
+    """Clamp calibrated ranges of Clip(lo, hi) outputs to [lo, hi] (ORT drops the Clip in QDQ); and, after
+    cross-layer equalization, a Relu feeding a per-channel Min gets the Min output's range."""
+    consts = eq._consts(model)
+    for n in model.graph.node:
+        if n.op_type == "Clip" and n.output[0] in ranges.data:
+            lo, hi = float(consts[n.input[1]]), float(consts[n.input[2]])
+            td = ranges.data[n.output[0]]
+            low, high = td.range_value
+            td.lowest = np.maximum(low, np.float32(lo)).astype(low.dtype)
+            td.highest = np.minimum(high, np.float32(hi)).astype(high.dtype)
+        elif n.op_type == "Min" and n.input[0] in ranges.data and n.output[0] in ranges.data:
+            a, b = ranges.data[n.input[0]], ranges.data[n.output[0]]
+            a.highest = np.minimum(a.range_value[1], b.range_value[1]).astype(a.range_value[1].dtype)
+        elif n.op_type == "Relu" and n.output[0] in ranges.data:
+            td = ranges.data[n.output[0]]
+            td.lowest = np.maximum(td.range_value[0], np.float32(0)).astype(td.range_value[0].dtype)
+
+
+def u8_grid_overrides(model) -> dict:
+    """Per-tensor uint8 weights reproducing Google's narrow-range grid: q in [1, 255], scale s, zero point."""
+    from onnx import numpy_helper
+    from onnxruntime.quantization import QuantType
+
+    inits = {i.name: i for i in model.graph.initializer}
+    ov = {}
+    for _n, name, _axis in eq.weight_nodes(model):
+        w = numpy_helper.to_array(inits[name])
+        s = eq.weight_grid(w)
+        if s is None:
+            continue
+        k = np.round(w / s)
+        zp = int(1 - k.min()) if k.max() - k.min() == 254 else int(-k.min())
+        ov[name] = [{"quant_type": QuantType.QUInt8, "scale": np.float32(s), "zero_point": np.uint8(zp)}]
+    return ov
+
+
+def quantize(pre: Path, ranges, dst: Path, spec: dict, rplan) -> Path:
+    import onnx
+
+    q, _, save_tensors_data, ops, _ = _ort()
+    model = onnx.load(str(pre))
+    r = copy.deepcopy(ranges)
+    _guard(model, r)
+    extra = {"ActivationSymmetric": bool(spec.get("act_symmetric", False)), "WeightSymmetric": True,
+             "QDQKeepRemovableActivations": False, "DedicatedQDQPair": False, **rplan.extra_options()}
+    weight_type = q.QuantType.QInt8
+    if spec.get("u8_grid"):
+        extra["TensorQuantOverrides"] = u8_grid_overrides(model)
+        extra["WeightSymmetric"] = False
+        weight_type = q.QuantType.QUInt8
+    with tempfile.TemporaryDirectory() as td:
+        cache = Path(td) / "calibration.json"
+        save_tensors_data(r, cache)
+        q.quantize_static(
+            str(pre), str(dst), None, quant_format=q.QuantFormat.QDQ, op_types_to_quantize=ops,
+            per_channel=spec.get("per_channel", True), reduce_range=False,
+            activation_type=q.QuantType.QInt8 if spec.get("activations") == "int8" else q.QuantType.QUInt8,
+            weight_type=weight_type, nodes_to_quantize=None, nodes_to_exclude=list(rplan.nodes_to_exclude) or None,
+            use_external_data_format=False, calibrate_method=r.calibration_method,
+            calibration_providers=["CPUExecutionProvider"], extra_options=extra, calibration_cache_path=str(cache))
+    return dst
+
+
+def recipe_of(spec: dict) -> recipes.Recipe:
+    if "recipe" in spec:
+        return recipes.get_recipe(spec["recipe"])
+    return recipes.Recipe("custom", spec["weight_grid"], spec["float_logits"], spec["float_first"])
+
+
+def quantize_method(src: Path, x_cal: np.ndarray, dst: Path, spec: dict, work: Path) -> dict:
+    """fp32 ONNX -> int8 ONNX for one method; returns a small record."""
+    import onnx
+
+    rec: dict = {}
+    fp32 = onnx.load(str(src))
+    if spec.get("cle"):
+        act_max = eq.activation_channel_max(fp32, x_cal) if spec["cle"] == "activations" else None
+        fp32, rec["cle"] = eq.cross_layer_equalize(fp32, act_max=act_max)
+        src = work / "equalized.onnx"
+        onnx.save(fp32, str(src))
+    pre = preprocess(src, work / "pre.onnx")
+    x_used = x_cal[: spec["samples"]] if spec.get("samples") else x_cal
+    method = spec.get("method", "minmax")
+    ranges = calibrate(pre, x_used, method, spec.get("calib", {}), work)
+    pre_model = onnx.load(str(pre))
+    rplan = recipes.plan(pre_model, recipe_of(spec))
+    rec["plan"] = rplan.record
+    quantize(pre, ranges, dst, spec, rplan)
+    if spec.get("bias_correction"):
+        corrected, rec["bias_correction"] = eq.bias_correct(pre_model, onnx.load(str(dst)), x_used, local=True)
+        onnx.save(corrected, str(work / "corrected.onnx"))
+        quantize(work / "corrected.onnx", ranges, dst, spec, rplan)
+    return rec
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation
+# ----------------------------------------------------------------------------------------------
+
+
+def sqnr_db(f: np.ndarray, q: np.ndarray) -> np.ndarray:
+    f64, q64 = f.astype(np.float64), q.astype(np.float64)
+    return 10 * np.log10((f64**2).sum(1) / np.maximum(((f64 - q64) ** 2).sum(1), 1e-300))
+
+
+def images_and_labels(folder: Path, prep: Preprocessing) -> tuple[list[str], np.ndarray, np.ndarray]:
+    with open(folder / "labels.csv", newline="", encoding="utf-8") as fh:
+        rows = sorted(csv.DictReader(fh), key=lambda r: r["file"])
+    x = np.stack([load(folder / r["file"], prep) for r in rows])
+    return [r["file"] for r in rows], x, np.array([int(r["imagenet_index"]) for r in rows])
+
+
+def folds(n: int):
+    even, odd = np.arange(0, n, 2), np.arange(1, n, 2)
+    return [(even, odd), (odd, even)]
+
+
+def evaluate_bundle(bundle: Path, calib: Path, methods: dict, work: Path, keep: set[str]) -> dict:
+    man = read_manifest(bundle)
+    prep = Preprocessing.from_dict(man["preprocessing"])
+    src = bundle / "model.onnx"
+    files, x, y = images_and_labels(calib, prep)
+    f = run(src, x)
+    offset = 1 if f.shape[1] == 1001 else 0
+    out = {"bundle": bundle.name, "images": len(files), "fp32_top1": float(np.mean(f.argmax(1) - offset == y)),
+           "methods": {}, "kept_models": {}}
+    for name, spec in methods.items():
+        t0 = time.perf_counter()
+        q = np.zeros_like(f)
+        recs = []
+        for k, (cal, ev) in enumerate(folds(len(files))):
+            wd = work / f"{bundle.name}-{abs(hash(name)) % 10**8}-{k}"
+            wd.mkdir(parents=True, exist_ok=True)
+            dst = wd / "model.int8.onnx"
+            recs.append(quantize_method(src, x[cal], dst, spec, wd))
+            q[ev] = run(dst, x[ev])
+            if k == 0 and name in keep:
+                out["kept_models"][name] = str(dst)
+        s = sqnr_db(f, q)
+        out["methods"][name] = {
+            "agreement_top1": float(np.mean(f.argmax(1) == q.argmax(1))),
+            "sqnr_db_mean": float(np.mean(s)), "sqnr_db_worst": float(np.min(s)),
+            "int8_top1": float(np.mean(q.argmax(1) - offset == y)),
+            "disagreements": [files[i] for i in np.where(f.argmax(1) != q.argmax(1))[0]],
+            "spec": {k: v for k, v in spec.items()}, "record_fold0": _jsonable(recs[0]),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        m = out["methods"][name]
+        print(f"{bundle.name:24s} {name:46s} agree {100 * m['agreement_top1']:5.1f}%  SQNR {m['sqnr_db_mean']:5.2f} dB  "
+              f"top-1 {100 * m['int8_top1']:4.1f}% (fp32 {100 * out['fp32_top1']:4.1f}%)  {m['seconds']:.0f}s",
+              file=sys.stderr, flush=True)
+    return out
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {k: _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (np.floating, float)):
+        return float(o) if math.isfinite(float(o)) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    return o
+
+
+# ----------------------------------------------------------------------------------------------
+# latency
+# ----------------------------------------------------------------------------------------------
+
+
+def latency(paths: dict[str, str], res: int, *, rounds: int, runs: int) -> dict:
+    """Interleaved 1-thread latency (ms) of several models in this process; see the module docstring."""
+    x = np.random.default_rng(0).standard_normal((1, 3, res, res)).astype(np.float32)
+    ss = {k: session(p, 1) for k, p in paths.items()}
+    for s in ss.values():
+        for _ in range(10):
+            s.run(None, {"input": x})
+    wall = {k: [] for k in ss}
+    cpu = {k: [] for k in ss}
+    for _ in range(rounds):
+        for k, s in ss.items():
+            tw, tc = [], []
+            for _ in range(runs):
+                w0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+                s.run(None, {"input": x})
+                tc.append(time.thread_time_ns() - c0)
+                tw.append(time.perf_counter_ns() - w0)
+            wall[k].append(np.median(tw) / 1e6)
+            cpu[k].append(np.median(tc) / 1e6)
+    return {k: {"wall_p50_ms": float(np.median(wall[k])), "cpu_p50_ms": float(np.median(cpu[k])),
+                "wall_rounds_ms": [float(v) for v in wall[k]]} for k in ss}
+
+
+def machine() -> dict:
+    import onnx
+    import onnxruntime
+
+    model = ""
+    flags: list[str] = []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                fl = set(line.split(":", 1)[1].split())
+                flags = sorted(fl & {"avx2", "avx512bw", "avx512_vnni", "avx_vnni", "asimddp", "i8mm"})
+    except OSError:
+        pass
+    return {"cpu": model, "isa_flags": flags, "machine": platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
+            "numpy": np.__version__, "load_avg": list(os.getloadavg()),
+            "note": "2 cores shared with other jobs: wall times are noisy, CPU times and ratios within one run are the figures to read"}
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+# ----------------------------------------------------------------------------------------------
+
+
+def markdown(res: dict) -> str:
+    bs = res["bundles"]
+    lines = ["# int8 vs fp32 fidelity of the quantization methods tried (issue #10)", "",
+             f"Generated by `benchmarks/quant_fidelity.py` on {res['created']}. Weights imported from Google's "
+             "reference `.tflite` files; 2-fold cross evaluation over "
+             f"`{res['calib']}` ({bs[0]['images']} images: calibrate on one half, evaluate on the other, swap, "
+             "pool). Agreement = same top-1 as the fp32 ONNX model; SQNR = logits SQNR in dB, mean over images; "
+             "top-1 = ImageNet top-1 of the int8 model. ORT "
+             f"{res['machine']['onnxruntime']}, CPU {res['machine']['cpu']} ({', '.join(res['machine']['isa_flags'])}).",
+             ""]
+    head = "| method | " + " | ".join(f"{b['bundle'].replace('mobilenet_v1_', '')} agree / SQNR / top-1" for b in bs) + " |"
+    lines += [head, "|---|" + "---|" * len(bs)]
+    lines.append("| fp32 (reference) | " + " | ".join(f"100% / - / {100 * b['fp32_top1']:.0f}%" for b in bs) + " |")
+    if res.get("google_tflite"):
+        g = res["google_tflite"]
+        lines.append("| Google's QAT int8 .tflite (LiteRT) vs our fp32 | " + " | ".join(
+            f"{100 * g[b['bundle']]['agreement_top1']:.0f}% / {g[b['bundle']]['sqnr_db_mean']:.1f} / "
+            f"{100 * g[b['bundle']]['int8_top1']:.0f}%" if b["bundle"] in g else "-" for b in bs) + " |")
+    for name in bs[0]["methods"]:
+        cells = []
+        for b in bs:
+            m = b["methods"][name]
+            cells.append(f"{100 * m['agreement_top1']:.0f}% / {m['sqnr_db_mean']:.1f} / {100 * m['int8_top1']:.0f}%")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if res.get("latency"):
+        lines += ["", "## Latency (ORT CPU, 1 thread, batch 1; ratio to plain int8 in the same run)", "",
+                  "| model | " + " | ".join(res["latency"][bs[0]["bundle"]].keys()) + " |",
+                  "|---|" + "---|" * len(res["latency"][bs[0]["bundle"]])]
+        for b in bs:
+            lat = res["latency"][b["bundle"]]
+            base_w, base_c = lat["plain"]["wall_p50_ms"], lat["plain"]["cpu_p50_ms"]
+            lines.append(f"| {b['bundle']} wall p50 | " + " | ".join(
+                f"{v['wall_p50_ms']:.2f} ms ({v['wall_p50_ms'] / base_w:.2f}x)" for v in lat.values()) + " |")
+            lines.append(f"| {b['bundle']} CPU p50 | " + " | ".join(
+                f"{v['cpu_p50_ms']:.2f} ms ({v['cpu_p50_ms'] / base_c:.2f}x)" for v in lat.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def google_tflite(bundle: Path, calib: Path) -> dict | None:
+    """Google's own int8 .tflite (from the bundle's manifest weights file) vs our fp32 ONNX, same images."""
+    man = read_manifest(bundle)
+    wf = (man.get("weights") or {}).get("file")
+    ref = ROOT.parent / "shared" / "data" / "reference" / Path(wf or "").name
+    if not wf or not ref.is_file():
+        return None
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return None
+    prep = Preprocessing.from_dict(man["preprocessing"])
+    files, x, y = images_and_labels(calib, prep)
+    f = run(bundle / "model.onnx", x)
+    it = Interpreter(str(ref))
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    sc, zp = i["quantization"]
+    osc, ozp = o["quantization"]
+    g = []
+    for xi in x:
+        u = np.clip(np.round(xi.transpose(1, 2, 0) / sc + zp), 0, 255).astype(np.uint8)[None]
+        it.set_tensor(i["index"], u)
+        it.invoke()
+        g.append((it.get_tensor(o["index"])[0].astype(np.float32) - ozp) * osc)
+    g = np.array(g)
+    # the .tflite outputs softmax probabilities: compare log-probabilities (logits up to a constant)
+    lf = f - np.log(np.exp(f - f.max(1, keepdims=True)).sum(1, keepdims=True)) - f.max(1, keepdims=True)
+    lg = np.log(np.maximum(g, osc / 2))
+    tie_ok = float(np.mean([g[k, f[k].argmax()] == g[k].max() for k in range(len(f))]))
+    return {"agreement_top1": float(np.mean(f.argmax(1) == g.argmax(1))), "agreement_top1_ties_counted": tie_ok,
+            "sqnr_db_mean": float(np.mean(sqnr_db(lf, lg))), "int8_top1": float(np.mean(g.argmax(1) - 1 == y)),
+            "note": "uint8 softmax output (scale 1/256): ties in argmax are frequent; SQNR on log-probabilities"}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("bundles", nargs="+", type=Path)
+    ap.add_argument("--calib", type=Path, required=True, help="labelled folder (labels.csv: file,imagenet_index)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "quant_fidelity")
+    ap.add_argument("--methods", default="", help="comma-separated subset of method names (default: all)")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--runs", type=int, default=40)
+    ap.add_argument("--no-latency", action="store_true")
+    a = ap.parse_args(argv)
+    methods = {k: v for k, v in METHODS.items() if not a.methods or k in a.methods.split(",")}
+    res = {"created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "calib": str(a.calib),
+           "machine": machine(), "bundles": [], "latency": {}, "google_tflite": {}}
+    with tempfile.TemporaryDirectory(prefix="quant-fidelity-") as td:
+        for b in a.bundles:
+            r = evaluate_bundle(b, a.calib, methods, Path(td), set(LATENCY.values()))
+            res["bundles"].append(r)
+            g = google_tflite(b, a.calib)
+            if g:
+                res["google_tflite"][b.name] = g
+            if not a.no_latency and all(v in r["kept_models"] for v in LATENCY.values()):
+                paths = {"fp32": str(b / "model.onnx"), **{k: r["kept_models"][v] for k, v in LATENCY.items()}}
+                res["latency"][b.name] = latency(paths, read_manifest(b)["preprocessing"]["res"],
+                                                 rounds=a.rounds, runs=a.runs)
+                print(b.name, {k: round(v["cpu_p50_ms"], 3) for k, v in res["latency"][b.name].items()},
+                      file=sys.stderr, flush=True)
+            r.pop("kept_models")
+    res["machine"]["load_avg_end"] = list(os.getloadavg())
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{a.out}.json").write_text(json.dumps(_jsonable(res), indent=1) + "\n")
+    Path(f"{a.out}.md").write_text(markdown(res))
+    print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
