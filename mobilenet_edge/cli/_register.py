@@ -1,3 +1,3 @@
 """Import every command module so it registers on the app (imported by ``main``)."""
 
-from . import predict, summary, verify  # noqa: F401
+from . import export, predict, summary, verify  # noqa: F401
