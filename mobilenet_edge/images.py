@@ -183,8 +183,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
         mode = img.mode
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        # composite on black: premultiplied colour (Pillow's RGBa), then drop alpha
-        return img.convert("RGBA").convert("RGBa").convert("RGB")
+        # composite on black: colour * alpha / 255, rounded (uint16 arithmetic, one small copy)
+        a = np.asarray(img.convert("RGBA"))
+        rgb = (a[..., :3].astype(np.uint16) * a[..., 3:4] + 127) // 255
+        return Image.fromarray(rgb.astype(np.uint8), "RGB")
     return img.convert("RGB")
 
 
