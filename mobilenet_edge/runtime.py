@@ -220,6 +220,8 @@ class Runner:
 
     def _init_tflite(self) -> None:
         self.backend, self.backend_version, mod = _tflite_module()
+        if self.backend == "tflite-runtime":
+            _probe_tflite_runtime(self.path)
         try:
             with _quiet_stderr() as captured:  # TFLite's C++ logs ("INFO: Created ... XNNPACK delegate")
                 it = mod.Interpreter(model_path=str(self.path), num_threads=self.threads)
@@ -367,6 +369,44 @@ class Runner:
             it.invoke()
             outs.append(np.array(it.get_tensor(self._out_index)))  # copy: the buffer is reused
         return np.concatenate(outs)
+
+
+#: files that loaded in a probe process: (resolved path, size, mtime_ns)
+_PROBED: set[tuple[str, int, int]] = set()
+PROBE_ENV = "MOBILENET_EDGE_TFLITE_PROBE"
+_PROBE_CODE = (
+    "import sys\n"
+    "from tflite_runtime.interpreter import Interpreter\n"
+    "Interpreter(model_path=sys.argv[1]).allocate_tensors()\n"
+)
+
+
+def _probe_tflite_runtime(path: Path) -> None:
+    """Load ``path`` once in a child process before loading it here.
+
+    tflite-runtime 2.14 does not verify the flatbuffer: a truncated or corrupt ``.tflite`` kills the
+    process with SIGSEGV inside ``Interpreter()`` (LiteRT verifies and raises ValueError instead).
+    The probe turns that into a MobilenetEdgeError; it costs one interpreter start (about 0.3 s on
+    x86) per file per process. ``MOBILENET_EDGE_TFLITE_PROBE=0`` skips it.
+    """
+    import subprocess
+
+    if os.environ.get(PROBE_ENV, "1") == "0":
+        return
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _PROBED:
+        return
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PROBE_CODE, str(path)], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise MobilenetEdgeError(f"cannot load TFLite model {path}: probe failed: {_one_line(e)}") from None
+    if proc.returncode != 0:
+        why = f"signal {-proc.returncode}" if proc.returncode < 0 else _one_line(Exception(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"))
+        raise MobilenetEdgeError(
+            f"cannot load TFLite model {path}: tflite-runtime fails on it ({why}); the file is corrupt or truncated"
+        )
+    _PROBED.add(key)
 
 
 class _Captured:
