@@ -329,13 +329,17 @@ class Runner:
             xin = quantize(x, self.input_quant[0], self.input_quant[1], self.input_dtype)
         else:
             xin = x.astype(self.input_dtype, copy=False)
+        n, b = x.shape[0], self.fixed_batch
+        if b is not None and n % b:  # fixed-batch file (e.g. 8) and a ragged batch: pad with zeros, trim after
+            xin = np.concatenate([xin, np.zeros((b - n % b, *xin.shape[1:]), xin.dtype)])
         if self.backend == "onnxruntime":
-            if self.fixed_batch is not None and self.fixed_batch != x.shape[0]:
-                raw = np.concatenate([self._run_onnx(xin[i : i + 1]) for i in range(x.shape[0])])
+            if b is not None and b != xin.shape[0]:  # fixed-batch file: run it chunk by chunk
+                raw = np.concatenate([self._run_onnx(xin[i : i + b]) for i in range(0, xin.shape[0], b)])
             else:
                 raw = self._run_onnx(xin)
         else:
             raw = self._run_tflite(xin)
+        raw = raw[:n]
         raw = raw.reshape(raw.shape[0], -1)
         if self.output_quant is not None:
             return dequantize(raw, *self.output_quant)
@@ -360,9 +364,7 @@ class Runner:
             it.set_tensor(self._in_index, np.ascontiguousarray(x))
             it.invoke()
             return np.array(it.get_tensor(self._out_index))
-        b = self.fixed_batch
-        if n % b:
-            raise UsageError(f"batch of {n} does not split into the model's fixed batch {b}")
+        b = self.fixed_batch  # run() padded n to a multiple of b
         outs = []
         for i in range(0, n, b):  # batch-1-only files (Google's): loop
             it.set_tensor(self._in_index, np.ascontiguousarray(x[i : i + b]))

@@ -111,6 +111,13 @@ def test_onnx_fixed_batch_one_loops(tmp_path):
     np.testing.assert_allclose(r.run(x), _expected_tiny(x, 5), atol=1e-5)
 
 
+def test_onnx_fixed_batch_three_pads_ragged_batches(tmp_path):
+    r = Runner(tiny_onnx(tmp_path / "b3.onnx", res=8, classes=5, batch=3))
+    x = np.random.default_rng(2).uniform(-1, 1, (5, 3, 8, 8)).astype(np.float32)  # 3 + 2 (padded)
+    np.testing.assert_allclose(r.run(x), _expected_tiny(x, 5), atol=1e-5)
+    np.testing.assert_allclose(r.run(x[:1]), _expected_tiny(x[:1], 5), atol=1e-5)
+
+
 def test_run_rejects_wrong_shape(tmp_path):
     r = Runner(tiny_onnx(tmp_path / "m.onnx", res=8, classes=5))
     with pytest.raises(UsageError, match="does not fit"):
