@@ -22,7 +22,7 @@ from PIL import Image
 
 from mobilenet_edge import bundle
 from mobilenet_edge.cli import main
-from mobilenet_edge.cli.predict import ground_truth, imagenet_synsets
+from mobilenet_edge.evaluate import ground_truth, imagenet_synsets
 from mobilenet_edge.runtime import softmax
 
 HAS_TFLITE = has_module("ai_edge_litert") or has_module("tflite_runtime")

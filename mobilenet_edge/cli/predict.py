@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -68,25 +67,6 @@ def _floats(text: str | None, name: str):
 
 def _overrides(mean, std, crop, resize) -> dict:
     return {"mean": _floats(mean, "mean"), "std": _floats(std, "std"), "crop": crop, "resize": resize}
-
-
-def _precision(runner, manifest, int8: bool) -> str:
-    """"int8" for quantized models (integer I/O, a bundle's int8 file, or ``int8``/``quant`` in the name)."""
-    if manifest is not None:
-        rec = (manifest.get("files") or {}).get(runner.path.name) or {}
-        if rec.get("precision"):
-            return str(rec["precision"])
-        return "int8" if int8 else "fp32"
-    name = runner.path.name.lower()
-    if runner.input_quant or runner.output_quant or "int8" in name or "quant" in name:
-        return "int8"
-    return "fp32"
-
-
-def _model_name(path: Path, manifest) -> str:
-    if manifest is not None and manifest.get("name"):
-        return str(manifest["name"])
-    return path.name
 
 
 def _progress(total: int, desc: str):
@@ -175,78 +155,6 @@ def predict(
 # -- eval ----------------------------------------------------------------------------------------------
 
 
-def imagenet_synsets() -> list[str]:
-    """The 1000 ImageNet-1k synset ids in the standard sorted order (index = position).
-
-    Source: tensorflow/models research/slim/datasets/imagenet_lsvrc_2015_synsets.txt (Apache-2.0),
-    shipped as ``mobilenet_edge/data/imagenet_synsets.txt``.
-    """
-    path = Path(__file__).resolve().parents[1] / "data" / "imagenet_synsets.txt"
-    return path.read_text(encoding="utf-8").split()
-
-
-def _is_synset(name: str) -> bool:
-    return len(name) == 9 and name[0] == "n" and name[1:].isdigit()
-
-
-def ground_truth(folder: Path, labels_csv: Path | None) -> tuple[dict[Path, int], str]:
-    """Map each labelled image under ``folder`` to its ImageNet index (0-999).
-
-    Returns:
-        (mapping, source description).
-    Raises:
-        UsageError: unreadable CSV, missing columns, no labelled image.
-    """
-    import csv
-
-    from .. import images as imglib
-
-    csv_path = labels_csv if labels_csv is not None else (folder / "labels.csv")
-    if labels_csv is not None and not labels_csv.is_file():
-        raise UsageError(f"no such labels file: {labels_csv}")
-    if csv_path.is_file():
-        try:
-            with open(csv_path, newline="", encoding="utf-8") as f:
-                rows = list(csv.DictReader(f))
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise UsageError(f"cannot read {csv_path}: {e}") from None
-        if not rows or not {"file", "imagenet_index"} <= set(rows[0]):
-            raise UsageError(f"{csv_path} needs a header with columns file,imagenet_index")
-        gt = {}
-        for n, row in enumerate(rows, 2):
-            try:
-                gt[folder / row["file"]] = int(row["imagenet_index"])
-            except (TypeError, ValueError):
-                raise UsageError(f"{csv_path} line {n}: imagenet_index {row.get('imagenet_index')!r} is not an integer") from None
-        return gt, f"{csv_path}"
-    subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    synsets = {s: i for i, s in enumerate(imagenet_synsets())}
-    if subdirs:
-        gt = {}
-        by_synset = all(d.name in synsets for d in subdirs)
-        for pos, d in enumerate(subdirs):
-            cls = synsets[d.name] if by_synset else pos
-            for f in sorted(d.rglob("*")):
-                if f.is_file() and imglib.is_image_path(f):
-                    gt[f] = cls
-        if not gt:
-            raise UsageError(f"no images in the class folders of {folder}")
-        how = "synset folders (standard sorted synset order)" if by_synset else "class folders (sorted position)"
-        return gt, how
-    gt = {}
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and imglib.is_image_path(f):
-            head = f.name.split("_", 1)[0]
-            if _is_synset(head) and head in synsets:
-                gt[f] = synsets[head]
-    if not gt:
-        raise UsageError(
-            f"no ground truth for {folder}: give --labels labels.csv (file,imagenet_index), class folders, "
-            "or files named nXXXXXXXX_*"
-        )
-    return gt, "nXXXXXXXX_ file names (standard sorted synset order)"
-
-
 @app.command(name="eval", epilog=EVAL_EPILOG)
 def eval_cmd(
     model: Annotated[Path, typer.Argument(help="Bundle folder, .onnx or .tflite file.", show_default=False)],
@@ -268,76 +176,27 @@ def eval_cmd(
     top1/top5 in the JSON are fractions (0-1) of the n decoded images; images_per_s counts decoding,
     preprocessing and inference. Undecodable files are listed under "errors" and skipped.
     """
-    import numpy as np
+    from ..evaluate import evaluate
 
-    from .. import images as imglib
-    from ..runtime import background_offset, open_model
-    from ..runtime import top_k as topk_fn
-
-    if not folder.is_dir():
-        raise UsageError(f"no such folder: {folder}")
-    gt, source = ground_truth(folder, labels)
-    missing = [p for p in gt if not p.is_file()]
-    if missing:
-        raise UsageError(f"{len(missing)} labelled file(s) missing, first: {missing[0]}")
-    runner, prep, _, manifest = open_model(
-        model, int8=int8, fmt=fmt, threads=threads, prep_overrides=_overrides(mean, std, crop, resize)
-    )
-    off = background_offset(runner.num_classes)
-    k = min(5, runner.num_classes)
-    paths = sorted(gt)
-    errors: list[dict] = []
-    n = c1 = c5 = 0
-    batch = 8 if runner.fixed_batch is None else runner.fixed_batch
-
-    def on_error(p, e):
-        errors.append({"image": str(p), "error": str(e)})
-        _report_bad(p, e)
-
-    t0 = time.perf_counter()
-    with _progress(len(paths), "eval") as bar:
-        task = bar.add_task("eval", total=len(paths))
-        for ps, x in imglib.iter_batches(paths, prep, batch=batch, on_error=on_error):
-            idx, _ = topk_fn(runner.run(x), k)  # softmax does not change the order
-            for p, row in zip(ps, idx):
-                truth = gt[p] + off
-                n += 1
-                c1 += int(row[0] == truth)
-                c5 += int(np.any(row == truth))
-            bar.advance(task, len(ps))
-    seconds = time.perf_counter() - t0
-    if n == 0:
-        from ..errors import MobilenetEdgeError
-
-        raise MobilenetEdgeError(f"no image of {folder} could be decoded ({len(errors)} errors)")
-    res = {
-        "n": n,
-        "top1": c1 / n,
-        "top5": c5 / n,
-        "model": _model_name(Path(model), manifest),
-        "precision": _precision(runner, manifest, int8),
-        "file": str(runner.path),
-        "backend": runner.backend,
-        "backend_version": runner.backend_version,
-        "threads": threads,
-        "top1_correct": c1,
-        "top5_correct": c5,
-        "images_per_s": n / seconds if seconds > 0 else None,
-        "seconds": seconds,
-        "ground_truth": source,
-        "preprocessing": prep.to_dict(),
-        "errors": errors,
-    }
+    with _progress(8, "eval") as bar:  # total unknown until the ground truth is read
+        task = bar.add_task("eval", total=None)
+        res = evaluate(
+            model, folder, int8=int8, labels_csv=labels, threads=threads, fmt=fmt,
+            prep_overrides=_overrides(mean, std, crop, resize), on_error=_report_bad,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    n, c1, c5, errors = res["n"], res["top1_correct"], res["top5_correct"], res["errors"]
+    prep, source = res["preprocessing"], res["ground_truth"]
     if as_json:
         out.print_json(json.dumps(res))
         return
-    out.print(f"{res['model']} ({res['precision']}, {runner.backend} {runner.backend_version}) on {folder}")
+    out.print(f"{res['model']} ({res['precision']}, {res['backend']} {res['backend_version']}) on {folder}")
     t = Table()
     for col in ("n", "top-1", "top-5", "images/s", "errors"):
         t.add_column(col, justify="right")
     t.add_row(str(n), f"{100 * c1 / n:.1f}% ({c1})", f"{100 * c5 / n:.1f}% ({c5})", f"{res['images_per_s']:.1f}", str(len(errors)))
     out.print(t)
     out.print(
-        f"preprocessing: crop {prep.crop}, {prep.resize}, mean {list(prep.mean)}, std {list(prep.std)}, "
-        f"res {prep.res}, {prep.layout}; ground truth: {source}"
+        f"preprocessing: crop {prep['crop']}, {prep['resize']}, mean {prep['mean']}, std {prep['std']}, "
+        f"res {prep['res']}, {prep['layout']}; ground truth: {source}"
     )
