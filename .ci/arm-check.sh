@@ -209,7 +209,8 @@ pkg_hash=$(cd "$SRC" && find . -type f -print0 | sort -z | xargs -0 sha256sum | 
 dep_hash=$(sha256sum "$SRC/pyproject.toml" | cut -c1-16)
 
 # venv NAME EXTRA_REQS...: create once; full install when the dependencies or wheels asked for change,
-# else reinstall just the package (--no-deps) when the source changed.
+# else reinstall just the package (--no-deps; setuptools lives in the venv so no isolated build env has
+# to be set up under emulation) when the source changed.
 make_venv() {
   local name=$1; shift
   local v=/opt/$name stamp="$ROOT/opt/$name/.mobilenet-edge-stamp"
@@ -225,7 +226,7 @@ make_venv() {
     printf '%s\n%s\n' "$want_deps" "$pkg_hash" > "$stamp"
   elif [ "$(sed -n 2p "$stamp")" != "$pkg_hash" ]; then
     log "$name: source changed, reinstalling the package only"
-    in_root "$v/bin/pip" install -q --no-deps --force-reinstall /opt/src > "$CACHE/$name-pip.log" 2>&1 || {
+    in_root "$v/bin/pip" install -q --no-deps --force-reinstall --no-build-isolation /opt/src > "$CACHE/$name-pip.log" 2>&1 || {
       tail -20 "$CACHE/$name-pip.log" >&2; die "$name: pip reinstall failed (log: $CACHE/$name-pip.log)"; }
     printf '%s\n%s\n' "$want_deps" "$pkg_hash" > "$stamp"
   else
@@ -233,9 +234,9 @@ make_venv() {
   fi
 }
 # The Pi install: no extras (no torch), + LiteRT.
-make_venv venv-litert "$LITERT_REQ"
+make_venv venv-litert "$LITERT_REQ" "setuptools>=68"
 # Older Pi images: tflite-runtime 2.14 needs numpy<2 (fails at the first Interpreter() under numpy 2).
-make_venv venv-tflite "numpy<2" "$TFLITE_REQ"
+make_venv venv-tflite "numpy<2" "$TFLITE_REQ" "setuptools>=68"
 
 for name in venv-litert venv-tflite; do
   in_root /opt/$name/bin/python - <<'EOF' >&2 || die "$name: torch is installed in the Pi venv (it must not be)"
@@ -362,6 +363,12 @@ for b in bad:
     print("  MISMATCH", b)
 sys.exit(1 if bad else 0)
 EOF
+# Emulation detection (mobilenet_edge.platform_info, used by bench) must say so by itself: this script
+# does not set MOBILENET_EDGE_EMULATED.
+emu=$(in_root /opt/venv-litert/bin/python -c 'import json; from mobilenet_edge.platform_info import environment as e; d = e(); print(json.dumps({k: d[k] for k in ("arch", "cpu_model", "emulated", "emulation_reason")}))') \
+  || die "platform_info.environment() failed in the arm64 root"
+echo "  platform_info in the arm64 root: $emu" >&2
+case $emu in *'"emulated": true'*) ;; *) die "platform_info does not detect the emulation in the arm64 root: $emu" ;; esac
 log "smoke checks passed"
 
 if [ $INFRA_ONLY = 1 ]; then
