@@ -103,7 +103,11 @@ if [ ! -e $BINFMT/status ]; then
     || die "cannot mount binfmt_misc at $BINFMT (a container without CAP_SYS_ADMIN?): this machine cannot emulate aarch64"
 fi
 [ "$(cat $BINFMT/status)" = enabled ] || echo 1 > $BINFMT/status
-if [ ! -e $BINFMT/qemu-aarch64 ] || ! grep -q '^enabled' $BINFMT/qemu-aarch64; then
+if [ -e $BINFMT/qemu-aarch64 ] && ! grep -q '^enabled' $BINFMT/qemu-aarch64; then
+  log "enabling the disabled qemu-aarch64 binfmt_misc entry"
+  echo 1 > $BINFMT/qemu-aarch64 || true
+fi
+if [ ! -e $BINFMT/qemu-aarch64 ]; then
   log "registering qemu-aarch64 with binfmt_misc"
   update-binfmts --enable qemu-aarch64 2>/dev/null || true
 fi
@@ -205,7 +209,9 @@ log "aarch64 runs under qemu-user ($(/usr/bin/qemu-aarch64-static --version | he
 SRC=$ROOT/opt/src
 safe_rm_root "$SRC"; mkdir -p "$SRC"
 (cd "$REPO" && git ls-files -co --exclude-standard -z | tar --null -T - -cf - 2>/dev/null) | tar -C "$SRC" -xf -
-pkg_hash=$(cd "$SRC" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+# What the installed package is built from (docs, tests and .ci changes need no reinstall).
+pkg_hash=$(cd "$SRC" && find pyproject.toml README.md mobilenet_edge -type f -print0 2>/dev/null | sort -z \
+  | xargs -0 sha256sum | sha256sum | cut -c1-16)
 dep_hash=$(sha256sum "$SRC/pyproject.toml" | cut -c1-16)
 
 # venv NAME EXTRA_REQS...: create once; full install when the dependencies or wheels asked for change,
