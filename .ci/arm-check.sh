@@ -245,7 +245,7 @@ make_venv venv-litert "$LITERT_REQ" "setuptools>=68"
 make_venv venv-tflite "numpy<2" "$TFLITE_REQ" "setuptools>=68"
 
 for name in venv-litert venv-tflite; do
-  in_root /opt/$name/bin/python - <<'EOF' >&2 || die "$name: torch is installed in the Pi venv (it must not be)"
+  in_root /opt/$name/bin/python - <<'EOF' >&2 || die "$name: a runtime fails to import, or torch is installed in the Pi venv (it must not be)"
 import importlib.metadata as md, importlib.util, platform, sys
 have = lambda m: importlib.util.find_spec(m) is not None
 def ver(d):
@@ -255,6 +255,11 @@ def ver(d):
         return "-"
 print(f"  {sys.prefix}: {platform.machine()} Python {platform.python_version()}, "
       + ", ".join(f"{d} {ver(d)}" for d in ("mobilenet-edge", "numpy", "onnxruntime", "ai-edge-litert", "tflite-runtime", "pillow")))
+import onnx, onnxruntime  # noqa: E401  the runtime stack imports under emulation (numpy 1 and 2)
+if have("ai_edge_litert"):
+    from ai_edge_litert.interpreter import Interpreter
+if have("tflite_runtime"):
+    from tflite_runtime.interpreter import Interpreter  # noqa: F811
 sys.exit(1 if have("torch") else 0)
 EOF
 done
