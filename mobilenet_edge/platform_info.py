@@ -55,6 +55,10 @@ ARM_PARTS = {
     0xD4F: "Neoverse-V2",
 }
 
+#: aarch64 Linux hardware capability bits: (auxv type, bit) per flag; AT_HWCAP = 16, AT_HWCAP2 = 26
+#: (include/uapi/linux/auxvec.h), bits from arch/arm64/include/uapi/asm/hwcap.h.
+ARM64_HWCAPS = {"asimd": (16, 1), "asimddp": (16, 20), "sve": (16, 22), "i8mm": (26, 13), "bf16": (26, 14)}
+
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -166,6 +170,28 @@ def detect_emulation(cpu: dict, machine: str, env: Mapping[str, str] | None = No
     return False, "native"
 
 
+def arm64_hwcaps() -> set[str] | None:
+    """ISA flags of the CPU this process runs on, from the kernel's (or qemu-user's) auxiliary vector.
+
+    Unlike /proc/cpuinfo, which qemu-user up to 8.0 passes through from the x86 host, the auxiliary
+    vector describes the emulated CPU (``QEMU_CPU=cortex-a72`` has no asimddp, ``cortex-a76`` has it).
+
+    Returns:
+        the subset of ``ARM64_HWCAPS`` names present, or None off aarch64 Linux / when unreadable.
+    """
+    if not sys.platform.startswith("linux") or platform.machine().lower() not in ("aarch64", "arm64"):
+        return None
+    import ctypes
+
+    try:
+        getauxval = ctypes.CDLL(None).getauxval
+    except (OSError, AttributeError):
+        return None
+    getauxval.restype, getauxval.argtypes = ctypes.c_ulong, [ctypes.c_ulong]
+    caps = {t: getauxval(t) for t in (16, 26)}
+    return {name for name, (t, bit) in ARM64_HWCAPS.items() if caps[t] >> bit & 1}
+
+
 def _read(path: str | Path) -> str | None:
     try:
         return Path(path).read_text(errors="replace").strip("\x00\n ")
@@ -208,6 +234,7 @@ def environment(
     machine: str | None = None,
     env: Mapping[str, str] | None = None,
     sys_root: str | Path = "/sys",
+    hwcaps: set[str] | None | bool = True,
 ) -> dict:
     """Describe this machine for a benchmark record (JSON-ready).
 
@@ -216,13 +243,17 @@ def environment(
         machine: ``platform.machine()`` override (tests).
         env: environment override (tests; default ``os.environ``).
         sys_root: where ``/sys`` is (tests); the CPU governor, max frequency and temperature come from it.
+        hwcaps: aarch64 flags from the auxiliary vector (``True``: read them, ``arm64_hwcaps()``; tests
+            pass a set, or None for "not available").
     Returns:
         dict with ``cpu_model``, ``device`` (board, e.g. "Raspberry Pi 5 Model B Rev 1.0", else the
         CPU model), ``arch``, ``cores`` (logical CPUs usable by this process), ``isa`` (bool per
-        ``ISA_FLAGS`` name), ``os``, ``kernel``, ``python``, ``numpy`` / ``onnxruntime`` /
+        ``ISA_FLAGS`` name; on aarch64 from the auxiliary vector, else from /proc/cpuinfo when it
+        describes this architecture; ``isa_source`` says which, None when neither does), ``os``, ``kernel``, ``python``, ``numpy`` / ``onnxruntime`` /
         ``ai_edge_litert`` / ``tflite_runtime`` versions (None when not installed), ``governor``,
         ``cpu_max_mhz``, ``cpu_temp_c`` (None when unreadable), ``throttled`` (``vcgencmd
-        get_throttled``, Pi only), ``emulated`` (bool), ``emulation_reason``.
+        get_throttled``, Pi only), ``emulated`` (bool), ``emulation_reason``, ``emulated_cpu``
+        (qemu's ``QEMU_CPU`` when emulated and set).
     Raises:
         ValueError: ``MOBILENET_EDGE_EMULATED`` has a value other than 1/0/true/false/yes/no.
     """
@@ -231,6 +262,15 @@ def environment(
     machine = platform.machine() if machine is None else machine
     cpu = parse_cpuinfo(cpuinfo)
     emulated, reason = detect_emulation(cpu, machine, env)
+    if hwcaps is True:
+        hwcaps = arm64_hwcaps()
+    if hwcaps is not None and machine_family(machine) == "arm":
+        flags, isa_source = set(hwcaps), "hwcap"
+    elif cpu["family"] is not None and cpu["family"] == machine_family(machine):
+        flags, isa_source = cpu["flags"], "cpuinfo"
+    else:  # cpuinfo describes another CPU (emulation) or nothing: claim no flag
+        flags, isa_source = set(), None
+    environ = os.environ if env is None else env
     sys_root = Path(sys_root)
     cpufreq = sys_root / "devices/system/cpu/cpu0/cpufreq"
     max_khz = _int(_read(cpufreq / "cpuinfo_max_freq"))
@@ -245,7 +285,8 @@ def environment(
         "device": board or cpu["model"] or machine,
         "arch": machine,
         "cores": cores,
-        "isa": {f: f in cpu["flags"] for f in ISA_FLAGS},
+        "isa": {f: f in flags for f in ISA_FLAGS},
+        "isa_source": isa_source,
         "os": _os_name(),
         "kernel": platform.release(),
         "python": platform.python_version(),
@@ -260,4 +301,5 @@ def environment(
         "throttled": _throttled(),
         "emulated": emulated,
         "emulation_reason": reason,
+        "emulated_cpu": environ.get("QEMU_CPU") if emulated else None,
     }

@@ -63,7 +63,7 @@ def test_pi4_is_a72_without_dot_product():
     assert cpu["model"] == "Cortex-A72"
     assert cpu["board"] == "Raspberry Pi 4 Model B Rev 1.4"
     assert cpu["processors"] == 4
-    env = pi.environment(cpuinfo=PI4, machine="aarch64", env=NO_ENV)
+    env = pi.environment(cpuinfo=PI4, machine="aarch64", env=NO_ENV, hwcaps=None)
     assert env["isa"]["asimd"] is True
     assert env["isa"]["asimddp"] is False and env["isa"]["i8mm"] is False
     assert env["device"] == "Raspberry Pi 4 Model B Rev 1.4"
@@ -71,7 +71,7 @@ def test_pi4_is_a72_without_dot_product():
 
 
 def test_pi5_is_a76_with_dot_product():
-    env = pi.environment(cpuinfo=PI5, machine="aarch64", env=NO_ENV)
+    env = pi.environment(cpuinfo=PI5, machine="aarch64", env=NO_ENV, hwcaps=None)
     assert env["cpu_model"] == "Cortex-A76"
     assert env["isa"]["asimddp"] is True
     assert env["isa"]["i8mm"] is False  # i8mm is ARMv8.6; the A76 is ARMv8.2
@@ -84,7 +84,7 @@ def test_x86_native():
     assert cpu["family"] == "x86"
     assert cpu["model"] == "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz"
     assert cpu["board"] is None  # x86's numeric "model : 106" is not a board name
-    env = pi.environment(cpuinfo=X86, machine="x86_64", env=NO_ENV)
+    env = pi.environment(cpuinfo=X86, machine="x86_64", env=NO_ENV, hwcaps=None)
     assert env["isa"]["avx2"] and env["isa"]["avx512_vnni"]
     assert not env["isa"]["asimddp"]
     assert env["emulated"] is False and env["emulation_reason"] == "native"
@@ -100,7 +100,7 @@ def test_qemu_user_passing_host_cpuinfo_through_is_emulated():
 def test_qemu_emulated_cpuinfo_is_emulated():
     cpu = pi.parse_cpuinfo(QEMU_EMULATED)
     assert cpu["family"] == "arm" and cpu["implementer"] == 0
-    env = pi.environment(cpuinfo=QEMU_EMULATED, machine="aarch64", env=NO_ENV)
+    env = pi.environment(cpuinfo=QEMU_EMULATED, machine="aarch64", env=NO_ENV, hwcaps=None)
     assert env["emulated"] is True
     assert "0x00" in env["emulation_reason"]
 
@@ -126,7 +126,7 @@ def test_env_override_bad_value():
 
 def test_empty_cpuinfo_is_not_called_emulated():
     # no /proc (macOS, a container without it): nothing to compare, no false alarm
-    env = pi.environment(cpuinfo="", machine="arm64", env=NO_ENV)
+    env = pi.environment(cpuinfo="", machine="arm64", env=NO_ENV, hwcaps=None)
     assert env["emulated"] is False
     assert not any(env["isa"].values())
 
@@ -139,14 +139,14 @@ def test_sys_readings(tmp_path):
     thermal = tmp_path / "class/thermal/thermal_zone0"
     thermal.mkdir(parents=True)
     (thermal / "temp").write_text("51950\n")  # millidegrees Celsius
-    env = pi.environment(cpuinfo=PI5, machine="aarch64", env=NO_ENV, sys_root=tmp_path)
+    env = pi.environment(cpuinfo=PI5, machine="aarch64", env=NO_ENV, sys_root=tmp_path, hwcaps=None)
     assert env["governor"] == "ondemand"
     assert env["cpu_max_mhz"] == 2400
     assert env["cpu_temp_c"] == pytest.approx(51.95)
 
 
 def test_missing_sys_readings_are_none(tmp_path):
-    env = pi.environment(cpuinfo=PI4, machine="aarch64", env=NO_ENV, sys_root=tmp_path)
+    env = pi.environment(cpuinfo=PI4, machine="aarch64", env=NO_ENV, sys_root=tmp_path, hwcaps=None)
     assert env["governor"] is None and env["cpu_max_mhz"] is None and env["cpu_temp_c"] is None
 
 
@@ -159,3 +159,29 @@ def test_this_machine_json_and_no_heavy_imports():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == []
+
+
+def test_isa_from_hwcaps_under_emulation():
+    # qemu-user with QEMU_CPU=cortex-a72 (Pi 4): /proc/cpuinfo is the x86 host's, the auxiliary
+    # vector is the emulated A72's (asimd, no asimddp). The x86 flags must not leak into the record.
+    env = pi.environment(cpuinfo=X86, machine="aarch64", env={"QEMU_CPU": "cortex-a72"}, hwcaps={"asimd"})
+    assert env["emulated"] is True and env["emulated_cpu"] == "cortex-a72"
+    assert env["isa_source"] == "hwcap"
+    assert env["isa"]["asimd"] and not env["isa"]["asimddp"]
+    assert not env["isa"]["avx2"] and not env["isa"]["avx512_vnni"]
+
+
+def test_isa_not_claimed_when_cpuinfo_describes_another_cpu():
+    env = pi.environment(cpuinfo=X86, machine="aarch64", env=NO_ENV, hwcaps=None)
+    assert env["isa_source"] is None and not any(env["isa"].values())
+    assert env["emulated_cpu"] is None  # QEMU_CPU not set
+
+
+def test_hwcaps_off_aarch64_is_none():
+    import platform
+
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        caps = pi.arm64_hwcaps()
+        assert caps is not None and "asimd" in caps  # every ARMv8-A Linux CPU has Advanced SIMD
+    else:
+        assert pi.arm64_hwcaps() is None
