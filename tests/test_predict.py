@@ -422,10 +422,12 @@ _TORCH_FREE = textwrap.dedent(
     """
     import json, sys
     import mobilenet_edge, mobilenet_edge.runtime, mobilenet_edge.images, mobilenet_edge.bundle
+    import mobilenet_edge.bench, mobilenet_edge.report, mobilenet_edge.evaluate, mobilenet_edge.platform_info
     from mobilenet_edge.cli import main
     bundle_dir, img_dir, eval_dir, ref = sys.argv[1:5]
     codes = [main(["predict", bundle_dir, img_dir, "--json"]), main(["predict", bundle_dir, img_dir, "--int8"]),
-             main(["eval", bundle_dir, eval_dir, "--json"]), main(["verify", bundle_dir])]
+             main(["eval", bundle_dir, eval_dir, "--json"]), main(["verify", bundle_dir]),
+             main(["bench", bundle_dir, "--runs", "2", "--warmup", "0", "--json", "-"])]
     if ref:
         codes.append(main(["predict", ref, img_dir, "--top-k", "1"]))
     print("RESULT", json.dumps({"codes": codes, "torch": "torch" in sys.modules,
