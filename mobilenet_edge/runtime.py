@@ -513,7 +513,7 @@ def default_preprocessing(fmt: str, res: int, layout: str) -> Preprocessing:
         layout: "NCHW" or "NHWC" (from the model).
     """
     if fmt == "tflite":
-        return Preprocessing(res=res, mean=(127.5,) * 3, std=(127.5,) * 3, crop=0.875, resize="bilinear", layout=layout)
+        return Preprocessing(res=res, mean=(127.5,) * 3, std=(127.5,) * 3, crop=0.875, resize="tf_bilinear", layout=layout)
     return Preprocessing(res=res, mean=TORCHVISION_MEAN, std=TORCHVISION_STD, crop=0.875, resize="bilinear", layout=layout)
 
 

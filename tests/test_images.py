@@ -246,3 +246,18 @@ def test_huge_png_costs_one_decoded_image(tmp_path):
     assert (r["peak_kb"] - r["base_kb"]) < 1.25 * decoded_kb, r
     assert r["shape"] == [3, 160, 160]
     np.testing.assert_allclose(r["centre"], [(30 - 127.5) / 127.5, (120 - 127.5) / 127.5, (200 - 127.5) / 127.5], atol=0.02)
+
+
+def test_tf_crop_resize_follows_tf1_resize_bilinear_semantics():
+    """TF1 resize_bilinear(align_corners=False): src = dst * in/out, right neighbour clamped."""
+    from mobilenet_edge.images import tf_crop_resize
+
+    row = np.array([10, 20, 30, 40], np.uint8)
+    img = np.repeat(np.repeat(row[None, :, None], 4, 0), 3, 2)  # 4x4x3, columns 10..40
+    # 4 -> 2: samples at 0 and 2 exactly (no anti-aliasing, unlike Pillow)
+    np.testing.assert_allclose(tf_crop_resize(img, 1.0, 2)[0, :, 0], [10, 30])
+    small = img[:2, :2]  # columns 10, 20
+    # 2 -> 4: src 0, 0.5, 1, 1.5 -> 10, 15, 20, 20 (clamped at the edge)
+    np.testing.assert_allclose(tf_crop_resize(small, 1.0, 4)[0, :, 0], [10, 15, 20, 20])
+    # central_crop(0.5) of 4 px: start int((4 - 2) / 2) = 1, size 2 -> columns 20, 30
+    np.testing.assert_allclose(tf_crop_resize(img, 0.5, 2)[0, :, 0], [20, 30])
