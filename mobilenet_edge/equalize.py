@@ -33,8 +33,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
-#: max |integer| of a symmetric int8 weight grid (ORT uses [-127, 127] for symmetric QInt8).
+#: max |integer| of a symmetric int8 weight grid: ORT quantizes symmetric QInt8 weights to [-127, 127]
+#: (scale ``max|w| / 127``), or to [-64, 64] with ``reduce_range`` (onnxruntime quant_utils.py,
+#: ONNX_INT_TYPE_SYMMETRIC_RANGE / ONNX_INT_TYPE_REDUCED_RANGE).
 QMAX = 127
+QMAX_REDUCED = 64
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,14 +118,15 @@ def weight_grid(w: np.ndarray, *, tol: float = 1e-3, max_levels: int = 1024) -> 
     return None
 
 
-def grid_weight_overrides(model) -> tuple[dict, dict]:
+def grid_weight_overrides(model, *, reduce_range: bool = False) -> tuple[dict, dict]:
     """ORT ``TensorQuantOverrides`` giving per-channel symmetric int8 scales aligned to each weight's grid.
 
     For every Conv/Gemm weight whose channels are each on a grid (:func:`weight_grid` of the channel, else
     of the tensor), step ``s``: channel ``c`` with integer
     range ``m_c = max |w_c / s|`` gets ``rmax = 127 s / floor(127 / m_c)`` (scale ``s / floor(127 / m_c)``:
     each weight is exact); if ``m_c > 127`` the better of ORT's ``max|w_c|`` and ``127 * 2 s`` in least
-    squares. Weights off any grid are left to ORT.
+    squares. Weights off any grid are left to ORT. With ``reduce_range`` (7-bit weights, ORT's advice for
+    x86 without VNNI) 127 becomes 64 and far fewer channels can be exact.
 
     Returns:
         (overrides ``{weight name: [{"axis", "rmin", "rmax"}, {"rmin", "rmax"}, ...]}``,
@@ -130,6 +134,7 @@ def grid_weight_overrides(model) -> tuple[dict, dict]:
     """
     from onnx import numpy_helper
 
+    qmax = QMAX_REDUCED if reduce_range else QMAX
     inits = {i.name: i for i in model.graph.initializer}
     ov: dict = {}
     rec = Counter()
@@ -149,14 +154,14 @@ def grid_weight_overrides(model) -> tuple[dict, dict]:
             s_c = sc if sc is not None else s  # a channel's own grid may be coarser (e.g. after equalization)
             m = float(np.abs(np.round(c / s_c)).max())
             if m == 0:
-                rmax = QMAX * s_c
-            elif m <= QMAX:
-                rmax = QMAX * s_c / math.floor(QMAX / m)
+                rmax = qmax * s_c
+            elif m <= qmax:
+                rmax = qmax * s_c / math.floor(qmax / m)
                 rec["channels_exact"] += 1
                 rec["weights_exact"] += c.size
             else:
-                cands = [float(np.abs(c).max())] + ([QMAX * 2 * s_c] if m <= 2 * QMAX else [])
-                errs = [float(np.square(c - np.clip(np.round(c / (r / QMAX)), -QMAX, QMAX) * (r / QMAX)).sum())
+                cands = [float(np.abs(c).max())] + ([qmax * 2 * s_c] if m <= 2 * qmax else [])
+                errs = [float(np.square(c - np.clip(np.round(c / (r / qmax)), -qmax, qmax) * (r / qmax)).sum())
                         for r in cands]
                 rmax = cands[int(np.argmin(errs))]
             chans.append({"rmin": -rmax, "rmax": rmax})
@@ -164,6 +169,7 @@ def grid_weight_overrides(model) -> tuple[dict, dict]:
         ov[name] = chans
     record = {k: int(rec[k]) for k in ("tensors_on_grid", "tensors", "channels_exact", "channels")}
     record["weights_exact_fraction"] = rec["weights_exact"] / rec["weights"] if rec["weights"] else 0.0
+    record["qmax"] = qmax
     return ov, record
 
 
@@ -423,6 +429,6 @@ def bias_correct(fp32_model, int8_model, x: np.ndarray, *, local: bool = False) 
 
 
 __all__ = [
-    "QMAX", "activation_channel_max", "bias_correct", "cross_layer_equalize", "equalization_pairs",
+    "QMAX", "QMAX_REDUCED", "activation_channel_max", "bias_correct", "cross_layer_equalize", "equalization_pairs",
     "grid_weight_overrides", "run_tensors", "weight_grid", "weight_nodes",
 ]

@@ -95,9 +95,10 @@ class Plan:
         return d
 
 
-def plan(model, recipe: Recipe | str) -> Plan:
+def plan(model, recipe: Recipe | str, *, reduce_range: bool = False) -> Plan:
     """Turn ``recipe`` into ORT arguments for ``model`` (the ``onnx.ModelProto`` that is quantized,
-    i.e. after ``quant_pre_process``: node names must match).
+    i.e. after ``quant_pre_process``: node names must match). ``reduce_range``: the value passed to
+    ``quantize_static`` (the weight grid must match ORT's 7-bit range then).
 
     Returns:
         :class:`Plan`. ``weight_grid`` on weights that lie on no grid (random or float-trained weights)
@@ -109,7 +110,7 @@ def plan(model, recipe: Recipe | str) -> Plan:
     overrides: dict = {}
     rec: dict = {"recipe": r.to_dict()}
     if r.weight_grid:
-        overrides, stats = grid_weight_overrides(model)
+        overrides, stats = grid_weight_overrides(model, reduce_range=reduce_range)
         rec["weight_grid"] = stats
     ops: tuple[str, ...] = ()
     if r.float_logits:

@@ -96,9 +96,11 @@ def test_weight_grid_is_none_for_float_weights():
     assert eq.weight_grid(np.zeros((4, 4), np.float32)) is None
 
 
-def test_grid_overrides_make_ort_weights_exact(tmp_path):
-    """Quantized with ORT and the overrides, every channel whose integer range fits in [-127, 127] dequantizes
-    to exactly the fp32 weight; ORT's default scale (max|w| / 127) does not."""
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_grid_overrides_make_ort_weights_exact(tmp_path, reduce_range):
+    """Quantized with ORT and the overrides, every channel whose integer range fits in [-127, 127] ([-64, 64]
+    with reduce_range) dequantizes to exactly the fp32 weight; ORT's default scale (max|w| / 127) does not."""
+    qmax = 64 if reduce_range else 127
     sys.modules.setdefault("torch", None)
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -106,6 +108,10 @@ def test_grid_overrides_make_ort_weights_exact(tmp_path):
         del sys.modules["torch"]
     rng = np.random.default_rng(2)
     m = tiny_model(rng)
+    for init in m.graph.initializer:  # depthwise weights with small integer ranges (|k| <= 40): fit in 7 bits too
+        if init.name in ("w1", "w3"):
+            k = rng.integers(-40, 41, size=tuple(init.dims))
+            init.CopyFrom(numpy_helper.from_array((k * 0.03).astype(np.float32), init.name))
     src = tmp_path / "m.onnx"
     onnx.save(m, src)
     x = inputs(rng, 8)
@@ -122,8 +128,9 @@ def test_grid_overrides_make_ort_weights_exact(tmp_path):
         extra = {"WeightSymmetric": True, "ActivationSymmetric": False}
         if overrides:
             extra["TensorQuantOverrides"] = overrides
-        quantize_static(str(src), str(dst), R(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, extra_options=extra)
+        quantize_static(str(src), str(dst), R(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        extra_options=extra)
         q = onnx.load(str(dst))
         inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
         out = {}
@@ -136,7 +143,7 @@ def test_grid_overrides_make_ort_weights_exact(tmp_path):
                     out[base] = inits[n.input[0]].astype(np.float64) * scale.reshape(shape)
         return out
 
-    ov, rec = eq.grid_weight_overrides(m)
+    ov, rec = eq.grid_weight_overrides(m, reduce_range=reduce_range)
     assert rec["tensors_on_grid"] == rec["tensors"] == 5
     fp = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in m.graph.initializer}
     aligned, default = dequantized_weights(ov), dequantized_weights({})
@@ -144,11 +151,11 @@ def test_grid_overrides_make_ort_weights_exact(tmp_path):
     for name, dq in aligned.items():
         s = eq.weight_grid(fp[name])
         for c in range(fp[name].shape[0]):
-            if np.abs(np.round(fp[name][c] / s)).max() <= 127:
+            if np.abs(np.round(fp[name][c] / s)).max() <= qmax:
                 np.testing.assert_allclose(dq[c], fp[name][c], rtol=0, atol=1e-6 * np.abs(fp[name][c]).max())
                 exact_checked += 1
                 default_err = max(default_err, float(np.abs(default[name][c] - fp[name][c]).max() / s))
-    assert exact_checked >= 5
+    assert exact_checked >= (5 if qmax == 127 else 1)
     assert default_err > 0.05  # ORT's own scale misses the grid by a visible fraction of a step
 
 
