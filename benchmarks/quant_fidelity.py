@@ -68,18 +68,24 @@ METHODS: dict[str, dict] = {
     "grid + Percentile 99.999": {"recipe": "grid", "method": "percentile", "calib": {"num_bins": 2048, "percentile": 99.999, "symmetric": False}},
     "grid + CLE (weight ranges)": {"recipe": "grid", "cle": "weights"},
     "grid + CLE (activation ranges)": {"recipe": "grid", "cle": "activations"},
-    "grid + bias correction": {"recipe": "grid", "bias_correction": True},
+    "grid + bias correction (activation errors, empirical)": {"recipe": "grid", "bias_correction": True},
+    "grid + bias correction (weight errors)": {"weight_grid": True, "float_logits": True, "float_first": 0,
+                                               "weight_bias_correction": True},
     "grid + 1st conv float": {"weight_grid": True, "float_logits": True, "float_first": 1},
-    "recipe fidelity (grid + 2 first convs float)": {"recipe": "fidelity"},
+    "grid + 2 first convs float": {"weight_grid": True, "float_logits": True, "float_first": 2},
+    "recipe fidelity (grid + weight bias corr. + 2 first convs float)": {"recipe": "fidelity"},
     "grid + 4 first convs float": {"weight_grid": True, "float_logits": True, "float_first": 4},
     "grid + 8 first convs float": {"weight_grid": True, "float_logits": True, "float_first": 8},
+    "uint8 Google grid + float logits + 2 first convs float": {"weight_grid": False, "float_logits": True,
+                                                                "float_first": 2, "per_channel": False, "u8_grid": True},
 }
 LATENCY = {
     "plain": "plain (MinMax, per-channel, U8S8)",
     "grid": "recipe grid (aligned + float logits)",
-    "fidelity": "recipe fidelity (grid + 2 first convs float)",
+    "fidelity": "recipe fidelity (grid + weight bias corr. + 2 first convs float)",
     "grid+4 float": "grid + 4 first convs float",
     "grid+8 float": "grid + 8 first convs float",
+    "uint8 weights": "uint8 per-tensor weights on Google's grid",
 }
 
 
@@ -212,7 +218,8 @@ def quantize(pre: Path, ranges, dst: Path, spec: dict, rplan) -> Path:
 def recipe_of(spec: dict) -> recipes.Recipe:
     if "recipe" in spec:
         return recipes.get_recipe(spec["recipe"])
-    return recipes.Recipe("custom", spec["weight_grid"], spec["float_logits"], spec["float_first"])
+    return recipes.Recipe("custom", spec["weight_grid"], spec["float_logits"], spec["float_first"],
+                          spec.get("weight_bias_correction", False))
 
 
 def quantize_method(src: Path, x_cal: np.ndarray, dst: Path, spec: dict, work: Path) -> dict:
@@ -229,9 +236,13 @@ def quantize_method(src: Path, x_cal: np.ndarray, dst: Path, spec: dict, work: P
     pre = preprocess(src, work / "pre.onnx")
     x_used = x_cal[: spec["samples"]] if spec.get("samples") else x_cal
     method = spec.get("method", "minmax")
-    ranges = calibrate(pre, x_used, method, spec.get("calib", {}), work)
     pre_model = onnx.load(str(pre))
-    rplan = recipes.plan(pre_model, recipe_of(spec))
+    model, rplan = recipes.apply(pre_model, recipe_of(spec), x_used)
+    if model is not pre_model:
+        pre = work / "pre_corrected.onnx"
+        onnx.save(model, str(pre))
+        pre_model = model
+    ranges = calibrate(pre, x_used, method, spec.get("calib", {}), work)
     rec["plan"] = rplan.record
     quantize(pre, ranges, dst, spec, rplan)
     if spec.get("bias_correction"):

@@ -11,14 +11,17 @@ on imagenet-calib):
   (:func:`~.equalize.grid_weight_overrides`: Google's weights become exact) and the logits left in
   float (no QuantizeLinear after the classifier: ORT ``OpTypesToExcludeOutputQuantization``). Every
   Conv still runs in int8.
-- ``fidelity`` (default): ``grid`` plus the first two Conv nodes (the stem and the first depthwise
+- ``fidelity`` (default): ``grid``, plus bias correction of the weight rounding error that remains
+  (:func:`~.equalize.weight_bias_correct`; Nagel et al. 2019, arXiv:1906.04721, sec. 4.2), plus the first
+  two Conv nodes (the stem and the first depthwise
   conv) kept in float, so the input image and the stem's output are never rounded to 8 bits: ORT's
   QDQ debugging tools (``qdq_loss_debug``) and a leave-one-out test showed those two tensors cost the
   most logits SQNR (each later tensor costs < 0.3 dB). On x86 the float stem is not slower: ORT's
   int8 stem (3 input channels) gains nothing over fp32.
 
 Not kept (measured, see the benchmark table): Entropy and Percentile calibration, fewer calibration
-images, int8 activations, cross-layer equalization, bias correction.
+images, int8 activations, uint8 per-tensor weights on Google's own grid (exact, but ORT's U8U8 kernels
+are ~2x slower on x86), cross-layer equalization, empirical bias correction of activation errors.
 """
 
 from __future__ import annotations
@@ -38,12 +41,15 @@ class Recipe:
         weight_grid: align per-channel weight scales to the weights' grid when they lie on one.
         float_logits: do not quantize the output of the node producing the model's output (logits).
         float_first: number of Conv nodes, in graph order from the input, kept in float.
+        weight_bias_correction: correct biases for the weight rounding error (needs calibration
+            inputs: :func:`apply`).
     """
 
     name: str
     weight_grid: bool
     float_logits: bool
     float_first: int
+    weight_bias_correction: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,7 +58,7 @@ class Recipe:
 RECIPES = {
     "plain": Recipe("plain", weight_grid=False, float_logits=False, float_first=0),
     "grid": Recipe("grid", weight_grid=True, float_logits=True, float_first=0),
-    "fidelity": Recipe("fidelity", weight_grid=True, float_logits=True, float_first=2),
+    "fidelity": Recipe("fidelity", weight_grid=True, float_logits=True, float_first=2, weight_bias_correction=True),
 }
 
 
@@ -125,4 +131,29 @@ def plan(model, recipe: Recipe | str, *, reduce_range: bool = False) -> Plan:
     return Plan(tensor_quant_overrides=overrides, exclude_output_op_types=ops, nodes_to_exclude=excl, record=rec)
 
 
-__all__ = ["DEFAULT_RECIPE", "Plan", "RECIPES", "RECIPE_NAMES", "Recipe", "get_recipe", "plan"]
+def apply(model, recipe: Recipe | str, calib, *, reduce_range: bool = False) -> tuple[object, Plan]:
+    """The model to calibrate and quantize, and the ORT arguments, for ``recipe``.
+
+    Args:
+        model: ``onnx.ModelProto`` after ``quant_pre_process`` (not modified).
+        calib: calibration inputs for the bias correction: (N, 3, H, W) float32 or an iterable of batches.
+            Unused unless ``recipe.weight_bias_correction``.
+    Returns:
+        (model, :class:`Plan`): the model has corrected biases when the recipe asks for it (and the plan's
+        record says by how much); otherwise it is ``model`` itself.
+    """
+    from .equalize import weight_bias_correct
+
+    r = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    p = plan(model, r, reduce_range=reduce_range)
+    if not (r.weight_bias_correction and p.tensor_quant_overrides):
+        return model, p
+    inits = {n.name: n.input[1] for n in model.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 1}
+    floated = {inits[n] for n in p.nodes_to_exclude if n in inits}
+    quantized = {k: v for k, v in p.tensor_quant_overrides.items() if k not in floated}
+    corrected, rec = weight_bias_correct(model, quantized, calib, reduce_range=reduce_range)
+    p.record["weight_bias_correction"] = rec
+    return corrected, p
+
+
+__all__ = ["DEFAULT_RECIPE", "Plan", "RECIPES", "RECIPE_NAMES", "Recipe", "apply", "get_recipe", "plan"]
