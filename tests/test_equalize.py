@@ -298,3 +298,59 @@ def test_recipe_plans():
     assert grid.tensor_quant_overrides == {} and grid.record["weight_grid"]["tensors_on_grid"] == 0
     with pytest.raises(ValueError, match="recipe must be one of plain, grid, fidelity, got 'best'"):
         recipes.get_recipe("best")
+
+
+def _tensor(model, name, x):
+    m = onnx.ModelProto.FromString(model.SerializeToString())
+    m.graph.output.append(helper.make_empty_tensor_value_info(name))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]).run([name], {"input": x})[0]
+
+
+def test_weight_bias_correction_matches_numpy():
+    """b += (W - W_q) E[x] with W_q = clip(round(W / (rmax / 127)), -127, 127) * rmax / 127 (ORT's symmetric rule)."""
+    rng = np.random.default_rng(10)
+    m = tiny_model(rng)
+    ov, _ = eq.grid_weight_overrides(m)
+    x = inputs(rng, 5, scale=2.0)
+    corrected, rec = eq.weight_bias_correct(m, ov, [x[:2], x[2:]])  # streamed in two batches
+    assert rec["layers"] == 5
+    fp = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in m.graph.initializer}
+    got = {i.name: numpy_helper.to_array(i) for i in corrected.graph.initializer}
+    # pointwise conv w2 (6, 4, 1, 1) on a1
+    scale = np.array([abs(c["rmax"]) for c in ov["w2"]]) / 127
+    wq = np.clip(np.round(fp["w2"] / scale[:, None, None, None]), -127, 127) * scale[:, None, None, None]
+    ea1 = _tensor(m, "a1", x).astype(np.float64).mean(axis=(0, 2, 3))
+    np.testing.assert_allclose(got["b2"], fp["b2"] + (fp["w2"] - wq)[:, :, 0, 0] @ ea1, rtol=1e-5, atol=1e-6)
+    # classifier Gemm (transB=1) on the flattened pool output
+    scale = np.array([abs(c["rmax"]) for c in ov["wf"]]) / 127
+    wq = np.clip(np.round(fp["wf"] / scale[:, None]), -127, 127) * scale[:, None]
+    ef = _tensor(m, "f", x).astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(got["bf"], fp["bf"] + (fp["wf"] - wq) @ ef, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_bias_correction_is_zero_for_exact_weights():
+    rng = np.random.default_rng(11)
+    m = tiny_model(rng)
+    for init in m.graph.initializer:  # every integer within [-127, 127]: grid-aligned scales are exact
+        if init.name.startswith("w"):
+            k = rng.integers(-127, 128, size=tuple(init.dims))
+            init.CopyFrom(numpy_helper.from_array((k * 0.004).astype(np.float32), init.name))
+    ov, rec = eq.grid_weight_overrides(m)
+    assert rec["channels_exact"] == rec["channels"]
+    corrected, _ = eq.weight_bias_correct(m, ov, inputs(rng, 3))
+    for a, b in zip(m.graph.initializer, corrected.graph.initializer):
+        np.testing.assert_allclose(numpy_helper.to_array(b), numpy_helper.to_array(a), atol=1e-6)
+
+
+def test_recipe_apply_corrects_only_quantized_layers():
+    rng = np.random.default_rng(12)
+    m = tiny_model(rng)
+    corrected, p = recipes.apply(m, "fidelity", inputs(rng, 4))
+    assert p.record["weight_bias_correction"]["layers"] == 3  # pw1, dw2, classifier (stem and dw1 stay float)
+    b = {i.name: numpy_helper.to_array(i) for i in corrected.graph.initializer}
+    a = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    assert np.array_equal(a["b0"], b["b0"]) and np.array_equal(a["b1"], b["b1"])
+    same, p_plain = recipes.apply(m, "plain", None)
+    assert same is m and p_plain.record["float_nodes"] == []
