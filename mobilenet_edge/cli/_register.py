@@ -1,3 +1,6 @@
 """Import every command module so it registers on the app (imported by ``main``)."""
 
-from . import summary  # noqa: F401
+from . import (
+    quantize,  # noqa: F401
+    summary,  # noqa: F401
+)
