@@ -1,6 +1,3 @@
 """Import every command module so it registers on the app (imported by ``main``)."""
 
-from . import (
-    quantize,  # noqa: F401
-    summary,  # noqa: F401
-)
+from . import export, quantize, summary  # noqa: F401
