@@ -272,7 +272,7 @@ class _Warnings(list):
 
     def __call__(self, msg: str) -> None:
         self.append(msg)
-        _console.print(f"warning: {msg}", markup=False, highlight=False, soft_wrap=True)
+        print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
 def _progress(enabled: bool = True) -> Progress:
@@ -502,6 +502,21 @@ def resolve_labels(
 # ----------------------------------------------------------------------------------------------
 
 
+def _import_ort_tools_without_torch() -> None:
+    """Import ``onnxruntime.tools`` (used by ``quant_pre_process``'s symbolic shape inference) without
+    torch: its ``__init__`` imports a PyTorch export helper whenever ``find_spec("torch")`` finds torch
+    (onnxruntime 1.32, tools/__init__.py), which would break the runtime side's no-torch rule and cost
+    seconds. ``sys.modules["torch"] = None`` makes ``find_spec`` return None for that one import."""
+    if "onnxruntime.tools" in sys.modules or "torch" in sys.modules:
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        import onnxruntime.tools  # noqa: F401
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+
+
 def _versions() -> dict:
     import onnx
     import onnxruntime
@@ -674,6 +689,8 @@ def quantize_model(
         UsageError: no calibration input could be read (nothing is written).
     """
     import onnx
+
+    _import_ort_tools_without_torch()
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
@@ -1099,6 +1116,7 @@ def quantize_file(
         raise UsageError(f"preprocessing layout must be NCHW for ONNX, got {prep.layout}")
     if calib is None and not synthetic:
         raise UsageError("--calib DIR is required (calibration images)")
+    images = None if synthetic else _collect_images(calib, eval_dir, warn)  # bad folders fail before any work
     decision = decide_reduce_range(detect_isa(), options.reduce_range)
     if decision["warning"]:
         warn(decision["warning"])
@@ -1139,7 +1157,7 @@ def quantize_file(
             if calib is not None:
                 warn("--synthetic given: ignoring --calib")
         else:
-            cal_paths, eval_items, cal_root, eval_root, split = _collect_images(calib, eval_dir, warn)
+            cal_paths, eval_items, cal_root, eval_root, split = images
             if options.samples is not None and len(cal_paths) > options.samples:
                 cal_paths = cal_paths[: options.samples]
             reader = make_image_reader(cal_paths, prep, input_name=input_name, warn=warn, progress=prog)
