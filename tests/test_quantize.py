@@ -429,3 +429,60 @@ def test_no_torch_on_the_quantize_path(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+# ------------------------------------------------------------------ "Must hold" with real weights (issue #5)
+
+REFERENCE = {  # data README: Google's TF-slim MobileNet V1 quantized .tflite files
+    "0.25_128": ("mobilenet_v1_0.25_128_quant.tflite", 128),
+    "0.5_160": ("mobilenet_v1_0.5_160_quant.tflite", 160),
+    "0.75_192": ("mobilenet_v1_0.75_192_quant.tflite", 192),
+}
+# Measured with plain ORT MinMax per-channel (docs/quantize.md): 0.25/128 agrees on 84% and loses 8 points
+# of top-1; 0.5/160 agrees on 86%. Issue #10 (CLE, bias correction, mixed precision) is where these close.
+_BELOW_TARGET = {"0.25_128": "agreement 84% < 90%, top-1 -8 points (issue #10)", "0.5_160": "agreement 86% < 90% (issue #10)"}
+
+
+@pytest.fixture(scope="module")
+def real_bundles(tmp_path_factory, reference_dir):
+    pytest.importorskip("torch")
+    if importlib.util.find_spec("mobilenet_edge.weights") is None:
+        pytest.skip("mobilenet_edge.weights (the .tflite import) is not merged yet")
+    from mobilenet_edge.export import ExportOptions, export_bundle
+
+    out = tmp_path_factory.mktemp("real")
+    return {
+        k: export_bundle(ExportOptions(res=res, weights=reference_dir / f, out=out))["bundle"]
+        for k, (f, res) in REFERENCE.items()
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.parametrize("key", list(REFERENCE))
+def test_must_hold_real_weights(real_bundles, calib_dir, key, request):
+    if key in _BELOW_TARGET:
+        request.applymarker(pytest.mark.xfail(reason=_BELOW_TARGET[key], strict=False))
+    b = real_bundles[key]
+    rec = quantize_bundle(b, calib=calib_dir, progress=False, force=True)
+    f = rec["fidelity"]
+    assert f["images"] == 50 and f["labelled"] == 50  # the odd half of the 100 labelled images
+    assert rec["calibration"]["images"] == 50
+    assert (b / "model.int8.onnx").stat().st_size <= 0.30 * (b / "model.onnx").stat().st_size
+    assert not rec["activation_ranges"]["outside_one_step"]
+    assert f["agreement_top1"] >= 0.90
+    assert f["int8"]["top1"] >= f["fp32"]["top1"] - 0.04  # at most two images of 50
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_methods_and_per_channel_real_weights(real_bundles, calib_dir):
+    """All three calibration methods run; per-channel beats per-tensor on logits SQNR (same model, data)."""
+    b = real_bundles["0.5_160"]
+    sq = {}
+    for name, opts in [("minmax", QuantOptions()), ("entropy", QuantOptions(method="entropy")),
+                       ("percentile", QuantOptions(method="percentile")), ("per-tensor", QuantOptions(per_channel=False))]:
+        rec = quantize_bundle(b, calib=calib_dir, options=opts, progress=False, force=True)
+        sq[name] = rec["fidelity"]["sqnr_db"]["mean"]
+        assert rec["fidelity"]["images"] == 50
+    assert sq["minmax"] > sq["per-tensor"] + 6.0, sq

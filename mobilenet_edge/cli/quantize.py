@@ -35,7 +35,7 @@ def quantize(
     activations: Annotated[str, typer.Option(help="Activation type: uint8 | int8.")] = "uint8",
     samples: Annotated[int, typer.Option(min=1, help="Maximum calibration images.")] = 256,
     percentile: Annotated[float, typer.Option(help="Percentile for --method percentile.")] = 99.999,
-    bins: Annotated[Optional[int], typer.Option(help="Histogram bins (entropy default 128, percentile 2048).")] = None,
+    bins: Annotated[Optional[int], typer.Option(help="Histogram bins (ORT defaults: entropy 128, percentile 2048).")] = None,
     symmetric_activations: Annotated[bool, typer.Option("--symmetric-activations", help="Symmetric activation ranges (zero point 0).")] = False,
     reduce_range: Annotated[Optional[bool], typer.Option("--reduce-range/--no-reduce-range", help="7-bit weights; default: decided from this CPU (x86 without VNNI -> on).")] = None,
     synthetic: Annotated[bool, typer.Option("--synthetic", help="Calibrate on noise images (random-weight bundles only: accuracy meaningless).")] = False,
