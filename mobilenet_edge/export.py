@@ -109,7 +109,7 @@ def build_model(opts: ExportOptions):
             raise UsageError(
                 f"--classes {opts.num_classes} does not match the weights ({lw.config['num_classes']} classes)"
             )
-        record = {"source": lw.source, "file": lw.file, "sha256": lw.sha256}
+        record = lw.source_info()
         return lw.model.eval(), record, lw.preprocessing, lw.labels
     cfg = {
         "alpha": 1.0 if opts.alpha is None else opts.alpha,
