@@ -39,6 +39,7 @@ def quantize(
     symmetric_activations: Annotated[bool, typer.Option("--symmetric-activations", help="Symmetric activation ranges (zero point 0).")] = False,
     reduce_range: Annotated[Optional[bool], typer.Option("--reduce-range/--no-reduce-range", help="7-bit weights; default: decided from this CPU (x86 without VNNI -> on).")] = None,
     synthetic: Annotated[bool, typer.Option("--synthetic", help="Calibrate on noise images (random-weight bundles only: accuracy meaningless).")] = False,
+    fold: Annotated[int, typer.Option(min=0, max=1, help="Without --eval: 0 = even positions calibrate, 1 = odd (2-fold check).")] = 0,
     debug_layers: Annotated[bool, typer.Option("--debug-layers", help="Per-layer SQNR from ORT's QDQ debug tools, worst first.")] = False,
     mean: Annotated[Optional[list[float]], typer.Option(help="Foreign ONNX: per-channel mean (pixels 0..255), 1 or 3 values.")] = None,
     std: Annotated[Optional[list[float]], typer.Option(help="Foreign ONNX: per-channel std, 1 or 3 values.")] = None,
@@ -79,7 +80,7 @@ def quantize(
         if any(v is not None for v in (mean, std, crop, resize, res)):
             raise UsageError("--mean/--std/--crop/--resize/--res apply to a lone .onnx file; a bundle has its preprocessing")
         rec = quantize_bundle(target, calib=calib, eval_dir=eval_dir, options=opts, synthetic=synthetic,
-                              labels_csv=labels, debug_layers=debug_layers, force=force)
+                              labels_csv=labels, debug_layers=debug_layers, force=force, fold=fold)
         dst = target / "model.int8.onnx"
     elif target.is_file():
         io = model_io(target)
@@ -104,7 +105,7 @@ def quantize(
         if calib is None and not synthetic:
             raise UsageError("--calib DIR is required (or --synthetic for a random-weight model)")
         rec = quantize_file(target, dst, prep, calib=calib, eval_dir=eval_dir, options=opts, synthetic=synthetic,
-                            labels_csv=labels, debug_layers_=debug_layers, weights_source=weights)
+                            labels_csv=labels, debug_layers_=debug_layers, weights_source=weights, fold=fold)
     else:
         raise UsageError(f"no such bundle folder or .onnx file: {target}")
 
