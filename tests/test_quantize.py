@@ -504,3 +504,31 @@ def test_methods_and_per_channel_real_weights(real_bundles, calib_dir):
         sq[name] = rec["fidelity"]["sqnr_db"]["mean"]
         assert rec["fidelity"]["images"] == 50
     assert sq["minmax"] > sq["per-tensor"] + 6.0, sq
+
+
+def test_odd_modes_decode_to_the_right_pixels(tmp_path):
+    """What calibration sees for the odd modes: CMYK not inverted, 16-bit rescaled (not clipped to white),
+    EXIF orientation applied before resizing. Expected arrays are computed here from the source pixels."""
+    from mobilenet_edge.images import load
+
+    prep = Preprocessing(res=16, crop=1.0, mean=(0, 0, 0), std=(1, 1, 1), resize="nearest")
+    colour = np.array([200, 40, 90], np.uint8)
+    flat = np.broadcast_to(colour, (32, 32, 3)).copy()
+    Image.fromarray(flat).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    x = load(tmp_path / "cmyk.jpg", prep)
+    assert np.abs(x.mean(axis=(1, 2)) - colour).max() < 8  # a few levels of JPEG/CMYK round trip
+
+    grey16 = np.full((32, 32), 40000, np.uint16)  # 40000 / 65535 of full scale -> 40000/257 = 155.6
+    Image.fromarray(grey16).save(tmp_path / "g16.png")
+    assert np.allclose(load(tmp_path / "g16.png", prep), round(40000 / 257), atol=1)
+
+    top_red = np.zeros((32, 48, 3), np.uint8)  # wide image, top half red, bottom half blue
+    top_red[:16, :, 0] = 255
+    top_red[16:, :, 2] = 255
+    im = Image.fromarray(top_red)
+    exif = im.getexif()
+    exif[0x0112] = 6  # display = rotate 90 degrees clockwise: the red half ends up on the right
+    im.save(tmp_path / "rot.jpg", exif=exif.tobytes(), quality=95)
+    x = load(tmp_path / "rot.jpg", prep)
+    assert x[0, :, 12:].mean() > 200 and x[0, :, :4].mean() < 50  # red channel: right side
+    assert x[2, :, :4].mean() > 200  # blue: left side
