@@ -397,6 +397,9 @@ def test_compaction_is_exact(spread_onnx, tmp_path):
          for c, p in paths.items()}
     assert np.array_equal(y[False], y[True])
     assert paths[True].stat().st_size < paths[False].stat().st_size
+    import onnx
+
+    onnx.checker.check_model(onnx.load(str(paths[True])), full_check=True)
 
 
 @torch_needed
