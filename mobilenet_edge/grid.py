@@ -100,7 +100,7 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
                     targets += B.targets_for(ref)
                 top1 = {}
                 if eval_dir is not None:
-                    from .runtime import evaluate
+                    from .evaluate import evaluate
 
                     for t in targets:
                         top1[t.path] = evaluate(t.path, eval_dir)["top1"]

@@ -189,7 +189,7 @@ def build(config: dict | None = None, **overrides) -> MobileNetV1:
     return MobileNetV1(**{k: v for k, v in cfg.items() if k in known})
 
 
-def calibrate_bn(model: MobileNetV1, res: int, *, steps: int = 4, batch: int = 8, seed: int = 0) -> MobileNetV1:
+def calibrate_bn(model: MobileNetV1, res: int, *, steps: int = 2, batch: int = 4, seed: int = 0) -> MobileNetV1:
     """Set BN running statistics of a randomly initialised model by forward passes on random data.
 
     Gives activations realistic ranges for export/quantization demos without real weights. Data are

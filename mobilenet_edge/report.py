@@ -152,7 +152,8 @@ def plot_latency_vs_macs(rows: list[dict], dst: str | Path, *, title: str = "") 
     ax.set_ylabel("p50 latency, batch 1 (ms)")
     ax.set_title(title or "MobileNet V1: latency vs MACs (ONNX Runtime)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=2)
     _save(fig, dst)
 
 
@@ -178,7 +179,8 @@ def plot_top1_vs_latency(rows: list[dict], dst: str | Path, *, title: str = "") 
     ax.set_ylabel("top-1 (%)")
     ax.set_title(title or "MobileNet V1: top-1 vs latency")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     _save(fig, dst)
 
 

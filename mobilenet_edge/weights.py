@@ -70,7 +70,7 @@ _BIAS_RE = re.compile(
 def tflite_preprocessing() -> dict:
     """TF-slim evaluation preprocessing without ``res``: x/127.5 - 1 (mean = std = 127.5), central crop
     0.875, bilinear resize, RGB (tensorflow/models research/slim ``inception_preprocessing``)."""
-    d = Preprocessing(mean=(127.5,) * 3, std=(127.5,) * 3, crop=0.875, resize="bilinear").to_dict()
+    d = Preprocessing(mean=(127.5,) * 3, std=(127.5,) * 3, crop=0.875, resize="tf_bilinear").to_dict()
     d.pop("res")
     return d
 

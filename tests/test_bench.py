@@ -83,3 +83,74 @@ def test_random_input_respects_dtype():
 
     x = _random_input(np.random.default_rng(0), [1, 4, 4, 3], np.uint8)
     assert x.dtype == np.uint8 and x.shape == (1, 4, 4, 3)
+
+
+# -- the command, on torch-free tiny bundles (tests/_tiny_models.py) ------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_bundle_dir(tmp_path_factory):
+    from _tiny_models import tiny_bundle
+
+    return tiny_bundle(tmp_path_factory.mktemp("bench") / "tiny", res=16, classes=1001, int8=True)
+
+
+def _run(capsys, *args):
+    from mobilenet_edge.cli import main
+
+    code = main(list(args))
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_bench_cli_writes_json_and_csv(capsys, tmp_path, tiny_bundle_dir):
+    j, c = tmp_path / "r.json", tmp_path / "r.csv"
+    code, out, err = _run(capsys, "bench", str(tiny_bundle_dir), "--threads", "1,2", "--runs", "5", "--warmup", "1",
+                          "--json", str(j), "--csv", str(c))
+    assert code == 0, err
+    data = json.loads(j.read_text())
+    assert {"cpu_model", "arch", "isa", "emulated", "onnxruntime"} <= data["environment"].keys()
+    rows = data["results"]
+    assert [(r["precision"], r["threads"]) for r in rows] == [("fp32", 1), ("fp32", 2), ("int8", 1), ("int8", 2)]
+    for r in rows:
+        assert set(COLUMNS) <= r.keys() and r["runs"] == 5
+        assert r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        assert r["throughput_ips"] == pytest.approx(1000 / r["mean_ms"])
+    header = c.read_text().splitlines()[0].split(",")
+    assert header == list(COLUMNS)
+    assert len(c.read_text().splitlines()) == 1 + 4
+
+
+@pytest.mark.parametrize("args, needle", [(["--threads", "0"], "--threads"), (["--runs", "0"], "--runs"),
+                                          (["--threads", "a"], "--threads"), (["--warmup", "-1"], "--warmup")])
+def test_bench_bad_numbers(capsys, tiny_bundle_dir, args, needle):
+    code, _, err = _run(capsys, "bench", str(tiny_bundle_dir), *args)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_failing_model_is_listed_and_others_run(capsys, tmp_path, tiny_bundle_dir):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x08\x07garbage")
+    j = tmp_path / "r.json"
+    code, out, err = _run(capsys, "bench", str(broken), str(tiny_bundle_dir / "model.onnx"), "--runs", "3",
+                          "--json", str(j))
+    assert code == 1
+    assert "broken.onnx" in out and "FAILED" in out
+    assert [r["model"] for r in json.loads(j.read_text())["results"]] == ["model.onnx"]
+
+
+def test_report_cli_merges_and_plots(capsys, tmp_path, tiny_bundle_dir):
+    pytest.importorskip("matplotlib")
+    j = tmp_path / "r.json"
+    assert _run(capsys, "bench", str(tiny_bundle_dir), "--runs", "3", "--json", str(j))[0] == 0
+    data = json.loads(j.read_text())
+    data["environment"].update(cpu_model="Cortex-A76", arch="aarch64")
+    pi = tmp_path / "pi.json"
+    pi.write_text(json.dumps(data))
+    png = tmp_path / "lat.png"
+    code, out, err = _run(capsys, "report", str(j), str(pi), "--plot", str(png))
+    assert code == 0, err
+    assert "Cortex-A76 (aarch64)" in out and png.read_bytes()[:4] == b"\x89PNG"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"rows": []}')
+    code, _, err = _run(capsys, "report", str(bad))
+    assert code == 2 and "bad.json" in err

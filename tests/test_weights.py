@@ -238,7 +238,7 @@ def test_import_infers_config_and_sets_tf_slim_conventions(small_loaded, small_t
     }
     assert lw.source == "tflite" and lw.file == SMALL and len(lw.sha256) == 64
     assert lw.preprocessing["mean"] == [127.5] * 3 and lw.preprocessing["std"] == [127.5] * 3
-    assert lw.preprocessing["crop"] == 0.875 and lw.preprocessing["resize"] == "bilinear"
+    assert lw.preprocessing["crop"] == 0.875 and lw.preprocessing["resize"] == "tf_bilinear"
     assert "res" not in lw.preprocessing
     ref_labels = (small_tflite.parent / "imagenet_labels.txt").read_text().splitlines()
     assert lw.labels == ref_labels[:1001] and lw.labels[0] == "background"

@@ -131,7 +131,7 @@ def run_targets(targets, thread_list, *, runs, warmup, env, json_path=None, csv_
 
 
 def _top1_for(targets, eval_dir: Path) -> dict:
-    from ..runtime import evaluate
+    from ..evaluate import evaluate
 
     res = {}
     for t in targets:
