@@ -27,12 +27,10 @@ when labels are known.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import math
 import os
 import platform
-import re
 import shutil
 import sys
 import tempfile
@@ -420,84 +418,33 @@ def split_paths(paths: Sequence[Path], *, fold: int = 0) -> tuple[list[Path], li
 # labels
 # ----------------------------------------------------------------------------------------------
 
-_SYNSET = re.compile(r"^(n\d{8})(?:_|$)")
-
-
-def read_labels_csv(path: str | Path) -> tuple[dict[str, int], dict[str, int]]:
-    """Parse ``labels.csv`` (``file,imagenet_index`` columns, optional ``synset``).
-
-    Returns:
-        (file name -> ImageNet index 0..999, synset -> index).
-    Raises:
-        UsageError: missing file or columns, or a non-integer index (names the row).
-    """
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as e:
-        raise UsageError(f"cannot read labels {path}: {e.strerror or e}") from None
-    if not rows or "file" not in rows[0] or "imagenet_index" not in rows[0]:
-        raise UsageError(f"{path} needs the columns file,imagenet_index")
-    by_file, by_synset = {}, {}
-    for i, r in enumerate(rows, start=2):
-        try:
-            idx = int(r["imagenet_index"])
-        except (TypeError, ValueError):
-            raise UsageError(f"{path} line {i}: imagenet_index {r['imagenet_index']!r} is not an integer") from None
-        by_file[r["file"]] = idx
-        if r.get("synset"):
-            by_synset[r["synset"]] = idx
-    return by_file, by_synset
-
-
 def resolve_labels(
     paths: Sequence[Path], root: Path | None, labels_csv: str | Path | None = None
 ) -> tuple[dict[Path, int], str]:
-    """ImageNet index (0..999) of each image when it can be known.
+    """ImageNet index (0..999) of each evaluation image when it can be known.
 
-    Sources, in order: ``labels_csv`` (or a ``labels.csv`` in ``root``), matched by path relative to
-    the csv's folder or by file name; a folder-per-class layout (folder named by the integer index, or
-    1000 synset folders in sorted order = the ImageNet index); ``nXXXXXXXX_*`` file names through the
-    csv's ``synset`` column.
+    Delegates to :func:`mobilenet_edge.evaluate.ground_truth` (shared with ``eval``): ``labels_csv``
+    or a ``labels.csv`` in ``root`` (``file,imagenet_index``), class folders (synset folders in the
+    standard sorted synset order, else sorted position), or ``nXXXXXXXX_*`` file names.
 
     Returns:
-        (path -> index for the labelled images, description of the source).
+        (path -> index for the labelled images among ``paths``, description of the source or "none").
+    Raises:
+        UsageError: an explicit ``labels_csv`` that is missing or malformed.
     """
-    csv_path = Path(labels_csv) if labels_csv else (root / "labels.csv" if root and (root / "labels.csv").is_file() else None)
-    by_file: dict[str, int] = {}
-    by_synset: dict[str, int] = {}
-    if csv_path is not None:
-        by_file, by_synset = read_labels_csv(csv_path)
-    out: dict[Path, int] = {}
-    source = []
-    folder_rank: dict[str, int] = {}
-    if root is not None and root.is_dir():
-        subdirs = sorted(d.name for d in root.iterdir() if d.is_dir())
-        if len(subdirs) == 1000 and all(_SYNSET.match(d) for d in subdirs):
-            folder_rank = {d: i for i, d in enumerate(subdirs)}
-    for p in paths:
-        rel = None
-        if csv_path is not None:
-            with contextlib.suppress(ValueError):
-                rel = p.relative_to(csv_path.parent).as_posix()
-        if rel is not None and rel in by_file:
-            out[p] = by_file[rel]
-            source.append("labels.csv")
-        elif p.name in by_file:
-            out[p] = by_file[p.name]
-            source.append("labels.csv")
-        elif root is not None and p.parent != root and p.parent.parent == root and p.parent.name.isdigit():
-            out[p] = int(p.parent.name)
-            source.append("class folders")
-        elif folder_rank and p.parent.name in folder_rank:
-            out[p] = folder_rank[p.parent.name]
-            source.append("synset folders")
-        elif (m := _SYNSET.match(p.name)) and m.group(1) in by_synset:
-            out[p] = by_synset[m.group(1)]
-            source.append("synset file names")
-    desc = ", ".join(sorted(set(source))) if source else "none"
-    return out, desc
+    from .evaluate import ground_truth
+
+    if root is None:
+        return {}, "none"
+    try:
+        gt, source = ground_truth(Path(root), Path(labels_csv) if labels_csv is not None else None)
+    except UsageError:
+        if labels_csv is not None:
+            raise
+        return {}, "none"
+    by_path = {p.resolve(): i for p, i in gt.items()}
+    out = {p: by_path[p.resolve()] for p in paths if p.resolve() in by_path}
+    return out, source if out else "none"
 
 
 # ----------------------------------------------------------------------------------------------

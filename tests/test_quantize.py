@@ -203,11 +203,21 @@ def test_isa_decision(tmp_path, machine, flags, vnni, reduce):
 
 
 def test_resolve_labels(tmp_path):
-    (tmp_path / "labels.csv").write_text("file,imagenet_index,synset\na.jpg,7,n01514859\n")
-    (tmp_path / "12").mkdir()
-    paths = [tmp_path / "a.jpg", tmp_path / "12" / "x.jpg", tmp_path / "n01514859_hen.jpg", tmp_path / "z.jpg"]
-    got, _ = resolve_labels(paths, tmp_path)
-    assert got == {paths[0]: 7, paths[1]: 12, paths[2]: 7}
+    # labels.csv wins when present
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "labels.csv").write_text("file,imagenet_index\na.jpg,7\n")
+    a, z = tmp_path / "csv" / "a.jpg", tmp_path / "csv" / "z.jpg"
+    assert resolve_labels([a, z], tmp_path / "csv")[0] == {a: 7}
+    # nXXXXXXXX_ names: the data README's labels.csv gives n01440764 (tench) -> 0, n01530575 (brambling) -> 10
+    (tmp_path / "syn").mkdir()
+    t, b = tmp_path / "syn" / "n01440764_tench.JPEG", tmp_path / "syn" / "n01530575_brambling.JPEG"
+    for p in (t, b):
+        p.write_bytes(b"")
+    assert resolve_labels([t, b], tmp_path / "syn")[0] == {t: 0, b: 10}
+    # nothing known: unlabelled, not an error
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "x.jpg").write_bytes(b"")
+    assert resolve_labels([tmp_path / "none" / "x.jpg"], tmp_path / "none") == ({}, "none")
 
 
 def test_options_validate():

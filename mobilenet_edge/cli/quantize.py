@@ -44,7 +44,7 @@ def quantize(
     mean: Annotated[Optional[list[float]], typer.Option(help="Foreign ONNX: per-channel mean (pixels 0..255), 1 or 3 values.")] = None,
     std: Annotated[Optional[list[float]], typer.Option(help="Foreign ONNX: per-channel std, 1 or 3 values.")] = None,
     crop: Annotated[Optional[float], typer.Option(help="Foreign ONNX: central crop fraction (0, 1].")] = None,
-    resize: Annotated[Optional[str], typer.Option(help="Foreign ONNX: resampling bilinear | bicubic | nearest | lanczos.")] = None,
+    resize: Annotated[Optional[str], typer.Option(help="Foreign ONNX: resize tf_bilinear | bilinear | bicubic | nearest | lanczos.")] = None,
     res: Annotated[Optional[int], typer.Option(help="Foreign ONNX with a symbolic H/W: input resolution.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the quantization record as JSON.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing int8 model.")] = False,
