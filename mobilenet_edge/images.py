@@ -212,7 +212,7 @@ def preprocess(img: Image.Image, prep: Preprocessing) -> np.ndarray:
         (3, res, res) float32 for layout NCHW, (res, res, 3) for NHWC.
     """
     if prep.resize == "tf_bilinear":
-        x = tf_crop_resize(np.asarray(to_rgb(img)), prep.crop, prep.res)
+        x = tf_crop_resize(img, prep.crop, prep.res)
     else:
         if img.mode not in _RESIZE_NATIVE:
             img = to_rgb(img)
@@ -227,28 +227,31 @@ def preprocess(img: Image.Image, prep: Preprocessing) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def tf_crop_resize(rgb: np.ndarray, crop: float, res: int) -> np.ndarray:
-    """TF-slim evaluation crop + resize of an (H, W, 3) uint8 array -> (res, res, 3) float32 in 0..255.
+def tf_crop_resize(img: Image.Image, crop: float, res: int) -> np.ndarray:
+    """TF-slim evaluation crop + resize of an image (any mode) -> (res, res, 3) float32 RGB in 0..255.
 
     ``tf.image.central_crop``: start = int((side - side * crop) / 2), size = side - 2 * start; then
     TF1 ``tf.image.resize_bilinear(align_corners=False)``: source = dst * (in / out), floor/ceil
     neighbours clamped to the edge, linear weights (tensorflow/models research/slim
-    preprocessing/inception_preprocessing.py ``preprocess_for_eval``).
+    preprocessing/inception_preprocessing.py ``preprocess_for_eval``). Only the <= 2 x res source rows
+    that the interpolation reads are converted to arrays, so a huge image costs no second copy.
     """
-    h, w = rgb.shape[:2]
+    w, h = img.size
     top, left = int((h - h * crop) / 2), int((w - w * crop) / 2)
-    rgb = rgb[top : h - top, left : w - left]
-    h, w = rgb.shape[:2]
+    ch, cw = h - 2 * top, w - 2 * left
 
     def axis(n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         src = np.arange(res, dtype=np.float64) * (n_in / res)
         lo = np.floor(src).astype(np.int64)
         return lo, np.minimum(lo + 1, n_in - 1), (src - lo).astype(np.float32)
 
-    y0, y1, wy = axis(h)
-    x0, x1, wx = axis(w)
-    top_rows = rgb[y0].astype(np.float32)
-    bot_rows = rgb[y1].astype(np.float32)
+    y0, y1, wy = axis(ch)
+    x0, x1, wx = axis(cw)
+    rows = np.unique(np.concatenate([y0, y1]))
+    strip = np.concatenate(
+        [np.asarray(to_rgb(img.crop((left, top + int(r), left + cw, top + int(r) + 1)))) for r in rows]
+    ).astype(np.float32)
+    top_rows, bot_rows = strip[np.searchsorted(rows, y0)], strip[np.searchsorted(rows, y1)]
     wx = wx[None, :, None]
     top_i = top_rows[:, x0] * (1 - wx) + top_rows[:, x1] * wx
     bot_i = bot_rows[:, x0] * (1 - wx) + bot_rows[:, x1] * wx

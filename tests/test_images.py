@@ -253,11 +253,14 @@ def test_tf_crop_resize_follows_tf1_resize_bilinear_semantics():
     from mobilenet_edge.images import tf_crop_resize
 
     row = np.array([10, 20, 30, 40], np.uint8)
-    img = np.repeat(np.repeat(row[None, :, None], 4, 0), 3, 2)  # 4x4x3, columns 10..40
+    arr = np.repeat(np.repeat(row[None, :, None], 4, 0), 3, 2)  # 4x4x3, columns 10..40
+    img = Image.fromarray(arr, "RGB")
     # 4 -> 2: samples at 0 and 2 exactly (no anti-aliasing, unlike Pillow)
     np.testing.assert_allclose(tf_crop_resize(img, 1.0, 2)[0, :, 0], [10, 30])
-    small = img[:2, :2]  # columns 10, 20
+    small = Image.fromarray(np.ascontiguousarray(arr[:2, :2]), "RGB")  # columns 10, 20
     # 2 -> 4: src 0, 0.5, 1, 1.5 -> 10, 15, 20, 20 (clamped at the edge)
     np.testing.assert_allclose(tf_crop_resize(small, 1.0, 4)[0, :, 0], [10, 15, 20, 20])
     # central_crop(0.5) of 4 px: start int((4 - 2) / 2) = 1, size 2 -> columns 20, 30
     np.testing.assert_allclose(tf_crop_resize(img, 0.5, 2)[0, :, 0], [20, 30])
+    # rows interpolate the same way (a transposed image gives the transposed result)
+    np.testing.assert_allclose(tf_crop_resize(img.transpose(Image.Transpose.TRANSPOSE), 1.0, 2)[:, 0, 0], [10, 30])
