@@ -59,7 +59,9 @@ def export(
         f"parity vs PyTorch: max abs logit diff {p['max_abs_diff']:.2e} (tolerance {p['tolerance']:g}) on "
         f"{p['n_random']} random + {p['n_images']} real images, top-1 identical"
     )
+    record = None
     if int8:
+        from ..bundle import FILE_INT8
         from ..quantize import quantize_bundle
 
         record = quantize_bundle(bundle, calib=calib, eval_dir=eval_dir, synthetic=calib is None)
@@ -68,6 +70,10 @@ def export(
         out.print_json(json.dumps(manifest, default=str))
     else:
         out.print(f"saved {bundle / FILE_FP32} ({size_mb:.1f} MB) in {res_['seconds']:.1f} s")
+        if record is not None:
+            from .quantize import print_record
+
+            print_record(record, bundle / FILE_INT8)
         out.print("next:")
         if not int8:
             out.print(f"  mobilenet-edge quantize {bundle} --calib DIR")

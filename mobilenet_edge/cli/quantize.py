@@ -61,8 +61,6 @@ def quantize(
     from ..quantize import (
         OrtExtraOptions,
         QuantOptions,
-        fidelity_table,
-        layers_table,
         model_io,
         preprocessing_from_metadata,
         quantize_bundle,
@@ -112,6 +110,13 @@ def quantize(
     if as_json:
         out.print_json(json.dumps(rec))
         return
+    print_record(rec, dst)
+
+
+def print_record(rec: dict, dst) -> None:
+    """The human-readable quantization report: fidelity table, worst layers, one 'saved' line."""
+    from ..quantize import fidelity_table, layers_table
+
     fid = rec["fidelity"]
     title = (f"{dst}: int8 ({rec['method']}, {'per-channel' if rec['per_channel'] else 'per-tensor'}, "
              f"{rec['activation_type']} activations) vs fp32")
