@@ -290,21 +290,58 @@ def _io_record(detail: dict, *, layout: str | None) -> dict:
 
 
 def make_quantizer(*, per_channel: bool = True):
-    """litert-torch's ``PT2EQuantizer`` with its symmetric int8 config, plus one fix for TF-'SAME' pads.
+    """litert-torch's ``PT2EQuantizer`` with its symmetric int8 config, plus two annotations it lacks.
 
-    The stock annotator leaves ``aten.pad`` unannotated, so each explicit pad (stride-2 convs with
-    ``padding="tf_same"``) would get its own dequantize/quantize pair and a QUANTIZE (requantize) op in the
-    .tflite. Here a pad shares the quantization parameters of its input, as litert-torch already does for
-    ReLU6 (hardtanh), pooling and reshapes. Weights: int8 symmetric, per output channel (axis 0) when
-    ``per_channel``; activations: int8 per-tensor affine, ``HistogramObserver`` ranges.
+    - conv -> ReLU6: the stock annotator fuses conv with ReLU only; for ReLU6 (``aten.hardtanh``) it
+      observes the conv output *before* the clamp and lets the ReLU6 share that range, so each int8
+      activation spends its levels on pre-activation values (negative, or above 6) that ReLU6 then
+      discards. Here conv + ReLU6 form one pattern as conv + ReLU does: only the clamped output is
+      observed (range within [0, 6]) and the converter fuses RELU6 into the CONV_2D.
+    - pads: ``aten.pad`` is left unannotated, so each explicit TF-'SAME' pad would get its own
+      dequantize/quantize pair and a QUANTIZE (requantize) op in the .tflite. Here a pad shares the
+      quantization parameters of its input, as litert-torch already does for pooling and reshapes.
+
+    Weights: int8 symmetric, per output channel (axis 0) when ``per_channel``; activations: int8
+    per-tensor affine, ``HistogramObserver`` ranges (litert-torch's defaults).
     """
     from litert_torch.quantize import pt2e_quantizer as pq
+    from litert_torch.quantize import pt2e_quantizer_utils as qu
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
 
-    pads = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
+    aten = torch.ops.aten
+    pads = (aten.pad.default, aten.constant_pad_nd.default)
+    convs = (aten.conv1d.default, aten.conv2d.default, aten.convolution.default)
+    relu6s = (aten.hardtanh.default, aten.hardtanh_.default)
 
     class _Quantizer(pq.PT2EQuantizer):
+        def _annotate_conv_relu6(self, model: torch.fx.GraphModule) -> None:
+            config = self.global_config
+            for n in model.graph.nodes:
+                if n.op != "call_function" or n.target not in relu6s:
+                    continue
+                lo, hi = (list(n.args[1:3]) + [-1.0, 1.0])[:2]
+                conv = n.args[0]
+                if (lo, hi) != (0.0, 6.0) or not isinstance(conv, torch.fx.Node) or conv.target not in convs:
+                    continue
+                if len(conv.users) != 1:
+                    continue
+                qspec = {conv.args[0]: qu.get_input_act_qspec(config), conv.args[1]: qu.get_weight_qspec(config)}
+                partition = [n, conv, conv.args[1]]
+                bias = conv.args[2] if len(conv.args) > 2 else None
+                if isinstance(bias, torch.fx.Node):
+                    qspec[bias] = qu.get_bias_qspec(config)
+                    partition.append(bias)
+                if qu._is_annotated(partition):
+                    continue
+                conv.meta["quantization_annotation"] = QuantizationAnnotation(input_qspec_map=qspec, _annotated=True)
+                n.meta["quantization_annotation"] = QuantizationAnnotation(
+                    output_qspec=qu.get_output_act_qspec(config), _annotated=True
+                )
+                qu._mark_nodes_as_annotated(partition)
+
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            if self.global_config is not None and self.global_config.input_activation is not None:
+                self._annotate_conv_relu6(model)  # static only; before the stock conv annotator
             model = super().annotate(model)
             for n in model.graph.nodes:
                 if n.op != "call_function" or n.target not in pads:
