@@ -62,8 +62,10 @@ class ConvBNAct(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tf_same and self.kernel > 1:
-            top, bottom = tf_same_pads(x.shape[-2], self.kernel, self.stride)
-            left, right = tf_same_pads(x.shape[-1], self.kernel, self.stride)
+            # int(): the spatial size is static in every export (only the batch is dynamic), so the
+            # pads become constants that onnxsim folds into the Conv (ONNX Conv has asymmetric pads).
+            top, bottom = tf_same_pads(int(x.shape[-2]), self.kernel, self.stride)
+            left, right = tf_same_pads(int(x.shape[-1]), self.kernel, self.stride)
             x = F.pad(x, (left, right, top, bottom))
         return super().forward(x)
 
@@ -187,7 +189,7 @@ def build(config: dict | None = None, **overrides) -> MobileNetV1:
     return MobileNetV1(**{k: v for k, v in cfg.items() if k in known})
 
 
-def calibrate_bn(model: MobileNetV1, res: int, *, steps: int = 4, batch: int = 8, seed: int = 0) -> MobileNetV1:
+def calibrate_bn(model: MobileNetV1, res: int, *, steps: int = 2, batch: int = 4, seed: int = 0) -> MobileNetV1:
     """Set BN running statistics of a randomly initialised model by forward passes on random data.
 
     Gives activations realistic ranges for export/quantization demos without real weights. Data are

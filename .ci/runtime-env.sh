@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The Raspberry Pi install story, proven on every change (issue #6):
+# a second, torch-free virtual environment with the package installed WITHOUT extras, numpy<2 and
+# tflite-runtime (the fallback .tflite backend of older Pi images; tflite-runtime 2.14 needs numpy<2),
+# then the runtime tests run there against the installed package.
+#
+#   .ci/runtime-env.sh              # venv cached in $MOBILENET_EDGE_RUNTIME_VENV (default below)
+#   MOBILENET_EDGE_RUNTIME_VENV=/tmp/rt .ci/runtime-env.sh
+#
+# Proves: (1) `pip install mobilenet-edge` pulls no torch; (2) the tests import the installed
+# package, not the source tree; (3) .tflite files run on tflite-runtime (ai-edge-litert absent,
+# asserted by tests/test_runtime.py::test_tflite_backend_expected via MOBILENET_EDGE_EXPECT_TFLITE);
+# (4) predict/eval/verify work without torch. Tests needing torch or ai-edge-litert skip there.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${MOBILENET_EDGE_RUNTIME_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/mobilenet-edge/runtime-venv}"
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null || PY=python3
+start=$(date +%s)
+
+case "$VENV" in "$ROOT"/*) echo "runtime-env: venv must live outside the repo, got $VENV" >&2; exit 2;; esac
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "runtime-env: creating $VENV ($($PY --version))"
+    "$PY" -m venv "$VENV"
+fi
+# Package without extras (as on a Pi), numpy<2 for tflite-runtime 2.14, pytest to run the tests: one
+# resolver run, so numpy<2 also picks compatible versions of the dependencies (onnx -> ml_dtypes, whose
+# newest releases need numpy 2). Then a fresh copy of the package itself (no-deps reinstall); the
+# dependencies stay cached in the venv.
+pip_q() { "$VENV/bin/python" -m pip install -q "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+pip_q "$ROOT" "numpy<2" "tflite-runtime" "pytest>=8"
+pip_q --force-reinstall --no-deps "$ROOT"
+
+cd "$(mktemp -d)"  # not the repo: `import mobilenet_edge` must find the installed copy
+"$VENV/bin/python" - <<'EOF'
+import importlib.util, sys
+import numpy, mobilenet_edge
+bad = [m for m in ("torch", "ai_edge_litert") if importlib.util.find_spec(m) is not None]
+assert not bad, f"runtime env must not have {bad}"
+assert "site-packages" in mobilenet_edge.__file__, mobilenet_edge.__file__
+assert int(numpy.__version__.split(".")[0]) < 2, numpy.__version__
+import tflite_runtime, onnxruntime
+print(f"runtime-env: mobilenet_edge from {mobilenet_edge.__file__}; numpy {numpy.__version__}, "
+      f"onnxruntime {onnxruntime.__version__}, tflite-runtime {tflite_runtime.__version__}; no torch, no ai-edge-litert")
+EOF
+
+# The tests live in the repo; the package comes from site-packages (pytest's rootdir insertion adds
+# tests/ to sys.path, not the repo root; PYTHONPATH is cleared).
+env -u PYTHONPATH MOBILENET_EDGE_EXPECT_TFLITE=tflite-runtime \
+    "$VENV/bin/python" -c 'import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))' \
+    -q -p no:cacheprovider --rootdir "$ROOT" -c "$ROOT/pyproject.toml" \
+    "$ROOT/tests/test_runtime.py" "$ROOT/tests/test_images.py" "$ROOT/tests/test_predict.py"
+echo "runtime-env: OK in $(( $(date +%s) - start )) s"

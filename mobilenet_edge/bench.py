@@ -1,0 +1,265 @@
+"""Latency benchmarks of .onnx (ONNX Runtime) and .tflite (LiteRT) files; runtime side, no torch.
+
+Method (after ORT's perf_test and TFLite's benchmark_model): each (model, threads) runs in a fresh
+worker process (so peak RSS is the model's own and a crash is contained); session / interpreter
+creation and the first inference are timed apart, then ``warmup`` untimed runs, then ``runs`` timed
+runs with ``time.perf_counter_ns`` on one fixed random input of the model's own dtype and shape
+(batch 1). Statistics are min, p50, p90, p99, mean, std (ms, no outlier clipping), throughput
+(inferences/s = 1000 / mean_ms), peak RSS (MB, ``ru_maxrss``), and achieved GMAC/s
+(MACs / p50 time) where the variant's MACs are known.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8, read_manifest
+from .errors import MobilenetEdgeError, UsageError
+from .variants import Variant, parse_name
+
+#: Columns of a result row (JSON keys and CSV header, in order); issue #7.
+COLUMNS = (
+    "model", "variant", "alpha", "res", "precision", "runtime", "threads", "runs", "init_ms", "first_ms",
+    "min_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_ips", "peak_rss_mb", "size_mb",
+    "params", "macs", "gmacs_per_s", "top1",
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One model file to bench, with what is known about it."""
+
+    path: Path
+    precision: str  # fp32 | int8
+    runtime: str  # onnxruntime | litert
+    variant: str | None = None
+    alpha: float | None = None
+    res: int | None = None
+    num_classes: int | None = None
+    params: int | None = None
+    macs: int | None = None
+    label: str | None = None  # display name, e.g. bundle name or file name
+
+    def describe(self) -> dict:
+        return {
+            "model": self.label or self.path.name, "variant": self.variant, "alpha": self.alpha, "res": self.res,
+            "precision": self.precision, "runtime": self.runtime, "params": self.params, "macs": self.macs,
+            "size_mb": round(self.path.stat().st_size / 1e6, 3),
+        }
+
+
+def _runtime_for(path: Path) -> str:
+    if path.suffix == ".onnx":
+        return "onnxruntime"
+    if path.suffix == ".tflite":
+        return "litert"
+    raise UsageError(f"{path}: not a .onnx or .tflite file or a bundle folder")
+
+
+def _precision_of_file(path: Path) -> str:
+    """int8 if the file quantizes (QDQ / uint8 tensors), else fp32; from the file name when clear."""
+    name = path.name
+    if ".int8." in name or name.endswith("_quant.tflite"):
+        return "int8"
+    if path.suffix == ".onnx":
+        try:
+            import onnx
+
+            m = onnx.load(str(path), load_external_data=False)
+            if any(n.op_type in ("QuantizeLinear", "QLinearConv", "ConvInteger") for n in m.graph.node):
+                return "int8"
+        except Exception:  # noqa: BLE001 - an unreadable file fails later, in its worker, with a clear error
+            pass
+    return "fp32"
+
+
+def targets_for(spec: str | Path, *, formats: Iterable[str] = ("onnx", "tflite")) -> list[Target]:
+    """Expand a bundle folder (every model file it holds) or a single .onnx/.tflite file.
+
+    Raises:
+        UsageError: the path does not exist or is not a model file / bundle.
+    """
+    path = Path(spec)
+    if path.is_dir():
+        manifest = read_manifest(path)
+        v = manifest.get("variant", {})
+        out = []
+        for fname, precision in ((FILE_FP32, "fp32"), (FILE_INT8, "int8"), (FILE_TFLITE, "fp32"),
+                                 (FILE_TFLITE_INT8, "int8")):
+            f = path / fname
+            if f.is_file() and f.suffix.lstrip(".") in formats:
+                out.append(Target(
+                    f, precision, _runtime_for(f), manifest.get("name"), v.get("alpha"), v.get("res"),
+                    v.get("num_classes"), v.get("params"), v.get("macs"), f"{manifest.get('name')}/{fname}",
+                ))
+        if not out:
+            raise UsageError(f"{path}: bundle holds no model file")
+        return out
+    if not path.is_file():
+        raise UsageError(f"no such model file or bundle: {path}")
+    runtime = _runtime_for(path)
+    parsed = parse_name(path.name)
+    alpha = res = params = macs = classes = name = None
+    if parsed:
+        alpha, res = parsed
+        classes = 1001 if path.suffix == ".tflite" else None  # Google's TF-slim files have 1001 classes
+        v = Variant(alpha, res, classes or 1000)
+        name, params, macs = v.name, v.params, v.macs
+    return [Target(path, _precision_of_file(path), runtime, name, alpha, res, classes, params, macs, path.name)]
+
+
+def stats_ms(times_ns: Iterable[int]) -> dict:
+    """min/p50/p90/p99/mean/std in ms of a list of ns durations (linear-interpolated percentiles)."""
+    t = np.asarray(list(times_ns), dtype=np.float64) / 1e6
+    if t.size == 0:
+        raise ValueError("no timings")
+    p50, p90, p99 = np.percentile(t, [50, 90, 99])
+    return {
+        "min_ms": float(t.min()), "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
+        "mean_ms": float(t.mean()), "std_ms": float(t.std(ddof=1)) if t.size > 1 else 0.0,
+    }
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 1024.0 / 1024.0
+
+
+def _make_session(path: Path, runtime: str, threads: int):
+    """(run() callable on a fixed input, runtime version). Creation is what init_ms measures."""
+    rng = np.random.default_rng(0)
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+        dtype = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}[inp.type]
+        x = _random_input(rng, shape, dtype)
+        feed = {inp.name: x}
+        return (lambda: sess.run(None, feed)), ort.__version__
+    interp_cls, version = _tflite_interpreter()
+    it = interp_cls(model_path=str(path), num_threads=threads)
+    it.allocate_tensors()
+    d = it.get_input_details()[0]
+    x = _random_input(rng, list(d["shape"]), d["dtype"])
+    idx = d["index"]
+
+    def run():
+        it.set_tensor(idx, x)
+        it.invoke()
+
+    return run, version
+
+
+def _random_input(rng, shape, dtype):
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+    return rng.uniform(-1, 1, size=shape).astype(dtype)
+
+
+def _tflite_interpreter():
+    """LiteRT's Interpreter, else tflite-runtime's (older Pi images). Returns (class, 'name version')."""
+    try:
+        import importlib.metadata as md
+
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, f"ai-edge-litert {md.version('ai-edge-litert')}"
+    except ImportError:
+        pass
+    try:
+        import importlib.metadata as md
+
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter, f"tflite-runtime {md.version('tflite-runtime')}"
+    except ImportError:
+        raise MobilenetEdgeError(
+            "no TFLite runtime: pip install ai-edge-litert (or tflite-runtime on older systems)"
+        ) from None
+
+
+def measure(path: Path, runtime: str, *, threads: int = 1, runs: int = 100, warmup: int = 10) -> dict:
+    """Time one model in this process. Returns init_ms, first_ms, the stats, peak_rss_mb, runtime_version."""
+    t0 = time.perf_counter_ns()
+    run, version = _make_session(Path(path), runtime, threads)
+    t1 = time.perf_counter_ns()
+    run()
+    t2 = time.perf_counter_ns()
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(runs):
+        a = time.perf_counter_ns()
+        run()
+        times.append(time.perf_counter_ns() - a)
+    return {
+        "init_ms": (t1 - t0) / 1e6, "first_ms": (t2 - t1) / 1e6, **stats_ms(times),
+        "peak_rss_mb": _peak_rss_mb(), "runtime_version": version,
+    }
+
+
+def measure_in_subprocess(target: Target, *, threads: int, runs: int, warmup: int, timeout: float = 900) -> dict:
+    """Run :func:`measure` in a fresh interpreter (``python -m mobilenet_edge.bench``).
+
+    Raises:
+        MobilenetEdgeError: the worker failed (message carries its last stderr line).
+    """
+    cmd = [sys.executable, "-m", "mobilenet_edge.bench", str(target.path), target.runtime, str(threads), str(runs),
+           str(warmup)]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(threads))
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if p.returncode != 0:
+        lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+        raise MobilenetEdgeError(f"{target.path}: {lines[-1] if lines else f'worker exited {p.returncode}'}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def result_row(target: Target, m: dict, *, threads: int, runs: int) -> dict:
+    """A result row with the issue's columns (numbers as numbers)."""
+    row = {**target.describe(), "threads": threads, "runs": runs}
+    row.update({k: m[k] for k in ("init_ms", "first_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
+                                  "std_ms", "peak_rss_mb")})
+    row["throughput_ips"] = 1000.0 / m["mean_ms"] if m["mean_ms"] > 0 else math.inf
+    row["gmacs_per_s"] = (target.macs / (m["p50_ms"] / 1e3) / 1e9) if target.macs else None
+    row["runtime_version"] = m.get("runtime_version")
+    row["top1"] = None
+    row["timestamp"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {k: row.get(k) for k in COLUMNS} | {"runtime_version": row["runtime_version"],
+                                                "timestamp": row["timestamp"]}
+
+
+def _worker(argv: list[str]) -> int:
+    path, runtime, threads, runs, warmup = argv
+    try:
+        m = measure(Path(path), runtime, threads=int(threads), runs=int(runs), warmup=int(warmup))
+    except Exception as e:  # noqa: BLE001 - reported to the parent as one line
+        print(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}", file=sys.stderr)
+        return 1
+    print(json.dumps(m))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1:]))

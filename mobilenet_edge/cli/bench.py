@@ -1,0 +1,179 @@
+"""``mobilenet-edge bench`` and ``mobilenet-edge report``: latency tables, JSON/CSV, plots (no torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import UsageError
+from .app import app, err, out
+
+BENCH_EPILOG = (
+    "Examples:\n\n"
+    "  mobilenet-edge bench export/mobilenet_v1_0.50_160 --threads 1,4 --runs 100 --json bench.json\n\n"
+    "  mobilenet-edge bench export/mobilenet_v1_0.50_160 mobilenet_v1_0.5_160_quant.tflite --threads 1\n\n"
+    "  mobilenet-edge bench --grid --weights-dir reference/ --calib imagenet-calib/ --out benchmarks/results\n\n"
+    "Each (model, threads) runs in a fresh worker process: creation and first inference are reported apart,\n"
+    "then --warmup untimed runs, then --runs timed runs (perf_counter_ns, batch 1)."
+)
+
+REPORT_EPILOG = (
+    "Examples:\n\n"
+    "  mobilenet-edge report benchmarks/results/*.json --plot latency.png\n\n"
+    "  mobilenet-edge report x86.json pi5.json --csv merged.csv"
+)
+
+
+def parse_int_list(text: str, name: str, *, minimum: int = 1) -> list[int]:
+    """'1,4' -> [1, 4]; raises UsageError naming the option and the value."""
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{name} must be a comma-separated list of integers, got {text!r}") from None
+    if not vals or any(v < minimum for v in vals):
+        raise UsageError(f"{name} values must be >= {minimum}, got {text!r}")
+    return vals
+
+
+def parse_float_list(text: str, name: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{name} must be a comma-separated list of numbers, got {text!r}") from None
+    if not vals or any(v <= 0 for v in vals):
+        raise UsageError(f"{name} values must be > 0, got {text!r}")
+    return vals
+
+
+@app.command(epilog=BENCH_EPILOG)
+def bench(
+    models: Annotated[Optional[list[Path]], typer.Argument(help="Bundle folders and/or .onnx/.tflite files.")] = None,
+    threads: Annotated[str, typer.Option(help="Thread counts to bench, comma-separated.")] = "1",
+    runs: Annotated[int, typer.Option(help="Timed runs per model and thread count (>= 1).")] = 100,
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up runs (>= 0).")] = 10,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write results JSON here ('-' = stdout).")] = None,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write results CSV here.")] = None,
+    eval_dir: Annotated[Optional[Path], typer.Option("--eval", help="Labelled images: add top-1 per model.")] = None,
+    grid: Annotated[bool, typer.Option("--grid", help="Export + quantize + bench the alpha x res grid (export extra).")] = False,
+    alphas: Annotated[str, typer.Option(help="--grid: width multipliers.")] = "1,0.75,0.5,0.25",
+    res: Annotated[str, typer.Option("--res", help="--grid: resolutions.")] = "224,192,160,128",
+    weights_dir: Annotated[Optional[Path], typer.Option(help="--grid: folder of .tflite/.safetensors weights.")] = None,
+    calib: Annotated[Optional[Path], typer.Option(help="--grid: calibration images (else synthetic).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="--grid: results folder (bundles go to OUT/bundles).")] = Path("benchmarks/results"),
+) -> None:
+    """Latency of .onnx (ONNX Runtime) and .tflite (LiteRT) models: init, first run, p50/p90/p99, inf/s, RSS."""
+    from .. import bench as B
+    from ..platform_info import environment
+
+    thread_list = parse_int_list(threads, "--threads")
+    if runs < 1:
+        raise UsageError(f"--runs must be >= 1, got {runs}")
+    if warmup < 0:
+        raise UsageError(f"--warmup must be >= 0, got {warmup}")
+    if grid:
+        from ..grid import run_grid
+
+        run_grid(alphas=parse_float_list(alphas, "--alphas"), resolutions=parse_int_list(res, "--res", minimum=32),
+                 threads=thread_list, runs=runs, warmup=warmup, weights_dir=weights_dir, calib=calib,
+                 eval_dir=eval_dir, out_dir=out_dir)
+        return
+    if not models:
+        raise UsageError("give at least one bundle folder or model file (or --grid)")
+    targets = [t for m in models for t in B.targets_for(m)]
+    env = environment()
+    top1 = {}
+    if eval_dir is not None:
+        top1 = _top1_for(targets, eval_dir)
+    rows, failures = run_targets(targets, thread_list, runs=runs, warmup=warmup, env=env, json_path=json_path,
+                                 csv_path=csv_path, top1=top1)
+    _print(rows, failures, env)
+    if json_path is not None and str(json_path) == "-":
+        import json
+
+        print(json.dumps({"environment": env, "results": rows, "failures": failures}, indent=2))
+    if failures:
+        raise typer.Exit(1)
+
+
+def run_targets(targets, thread_list, *, runs, warmup, env, json_path=None, csv_path=None, top1=None):
+    """Bench every (target, threads) in a worker process; write JSON/CSV after each row (Ctrl-C keeps them)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .. import bench as B
+    from .. import report as R
+
+    rows: list[dict] = []
+    failures: list[dict] = []
+    jobs = [(t, n) for t in targets for n in thread_list]
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as prog:
+        task = prog.add_task("bench", total=len(jobs))
+        for t, n in jobs:
+            prog.update(task, description=f"{t.label} x{n} thread{'s' if n > 1 else ''}")
+            try:
+                m = B.measure_in_subprocess(t, threads=n, runs=runs, warmup=warmup)
+            except Exception as e:  # noqa: BLE001 - listed, the others still run
+                failures.append({"model": t.label, "threads": n, "error": str(e)})
+                err.print(f"[red]failed[/red] {t.label}: {e}")
+            else:
+                row = B.result_row(t, m, threads=n, runs=runs)
+                if top1 and t.path in top1:
+                    row["top1"] = top1[t.path]
+                rows.append(row)
+                if json_path is not None and str(json_path) != "-":
+                    R.write_results(json_path, env, rows)
+                if csv_path is not None:
+                    R.write_csv(csv_path, rows)
+            prog.advance(task)
+    return rows, failures
+
+
+def _top1_for(targets, eval_dir: Path) -> dict:
+    from ..evaluate import evaluate
+
+    res = {}
+    for t in targets:
+        err.print(f"[dim]top-1 of {t.label} on {eval_dir}[/dim]")
+        res[t.path] = evaluate(t.path, eval_dir)["top1"]
+    return res
+
+
+def _print(rows, failures, env) -> None:
+    from .. import report as R
+
+    out.print(R.table(rows, title=f"{R.device_name(env)} — onnxruntime {env.get('onnxruntime', '?')}"))
+    ratios = R.ratio_rows(rows)
+    for r in ratios:
+        parts = []
+        if "int8_speedup" in r:
+            parts.append(f"int8 is {r['int8_speedup']:.2f}x faster than fp32 (ORT)")
+        if "ours_over_reference" in r:
+            parts.append(f"ours int8 ORT / Google int8 LiteRT latency = {r['ours_over_reference']:.2f}")
+        out.print(f"{r['variant']} x{r['threads']}: " + "; ".join(parts))
+    for f in failures:
+        out.print(f"[red]FAILED[/red] {f['model']} (threads {f['threads']}): {f['error']}")
+
+
+@app.command(epilog=REPORT_EPILOG)
+def report(
+    files: Annotated[list[Path], typer.Argument(help="Result JSON files from bench (several machines welcome).")],
+    plot: Annotated[Optional[Path], typer.Option(help="Write a latency-vs-MACs PNG here.")] = None,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write the merged rows as CSV.")] = None,
+) -> None:
+    """Merge bench result files (e.g. a workstation and a Pi) into one table keyed by variant, precision, device."""
+    from .. import report as R
+
+    rows = R.load_results(files)
+    rows.sort(key=lambda r: (str(r.get("variant")), r["precision"], r["device"], r["runtime"], r["threads"]))
+    out.print(R.table(rows, title=f"{len(rows)} results from {len(files)} file(s)", show_device=True))
+    for r in R.ratio_rows(rows):
+        if "int8_speedup" in r:
+            out.print(f"{r['device']}: {r['variant']} x{r['threads']}: int8 {r['int8_speedup']:.2f}x faster than fp32")
+    if csv_path:
+        R.write_csv(csv_path, rows, extra=("device",))
+        err.print(f"wrote {csv_path}")
+    if plot:
+        R.plot_latency_vs_macs(rows, plot)
+        err.print(f"wrote {plot}")

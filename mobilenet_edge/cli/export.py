@@ -1,0 +1,75 @@
+"""``mobilenet-edge export``: a parity-checked ONNX bundle folder, ready to copy to a Pi."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .app import app, err, out
+
+EPILOG = (
+    "Examples:\n\n"
+    "  mobilenet-edge export --alpha 0.5 --res 160                      # random weights (demo)\n\n"
+    "  mobilenet-edge export --alpha 0.5 --res 160 --weights mobilenet_v1_0.5_160_quant.tflite\n\n"
+    "  mobilenet-edge export --alpha 0.5 --res 160 --weights W.tflite --int8 --calib imagenet-calib/\n\n"
+    "Writes export/mobilenet_v1_0.50_160/{model.onnx, labels.txt, manifest.json} (+ model.int8.onnx with --int8)."
+)
+
+
+@app.command(epilog=EPILOG)
+def export(
+    alpha: Annotated[Optional[float], typer.Option(help="Width multiplier (default: from --weights, else 1.0).")] = None,
+    res: Annotated[int, typer.Option(help="Input resolution in pixels (>= 32).")] = 224,
+    weights: Annotated[Optional[Path], typer.Option(help="Google TF-slim .tflite, or our .safetensors checkpoint.")] = None,
+    classes: Annotated[Optional[int], typer.Option("--classes", help="Classes for random weights (default 1000).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Parent folder of the bundle.")] = Path("export"),
+    opset: Annotated[int, typer.Option(help="ONNX opset (>= 13: per-channel QDQ).")] = 13,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle (only once the new one is complete).")] = False,
+    parity_images: Annotated[Optional[Path], typer.Option(help="Folder of real images for the parity check.")] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="Also write model.int8.onnx (static PTQ, ONNX Runtime).")] = False,
+    calib: Annotated[Optional[Path], typer.Option(help="Calibration images for --int8 (required with real weights).")] = None,
+    eval_dir: Annotated[Optional[Path], typer.Option("--eval", help="Evaluation images for the --int8 fidelity report.")] = None,
+    padding: Annotated[str, typer.Option(help="Random weights only: symmetric | tf_same.")] = "symmetric",
+    seed: Annotated[int, typer.Option(help="Seed of the random weights and parity inputs.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Export MobileNet V1 to a simplified ONNX bundle, checked for parity against PyTorch.
+
+    Without --weights the model gets seeded random weights (BN statistics from random data), useful
+    for latency work only; the manifest says "weights": "random".
+    """
+    from ..bundle import FILE_FP32
+    from ..export import ExportOptions, export_bundle
+
+    opts = ExportOptions(
+        alpha=alpha, res=res, num_classes=classes, weights=weights, out=out_dir, opset=opset, force=force,
+        parity_images=parity_images, seed=seed, padding=padding,
+    )
+    if int8 and weights is not None and calib is None:
+        raise typer.BadParameter("--int8 with real --weights needs --calib DIR (calibration images)")
+    with err.status("exporting..."):
+        res_ = export_bundle(opts, log=lambda m: err.print(f"[dim]{m}[/dim]"))
+    bundle, manifest = res_["bundle"], res_["manifest"]
+    size_mb = manifest["files"][FILE_FP32]["size"] / 1e6
+    p = manifest["export"]["parity"]
+    err.print(
+        f"parity vs PyTorch: max abs logit diff {p['max_abs_diff']:.2e} (tolerance {p['tolerance']:g}) on "
+        f"{p['n_random']} random + {p['n_images']} real images, top-1 identical"
+    )
+    if int8:
+        from ..quantize import quantize_bundle
+
+        record = quantize_bundle(bundle, calib=calib, eval_dir=eval_dir, synthetic=calib is None)
+        manifest["quantization"] = record
+    if as_json:
+        out.print_json(json.dumps(manifest, default=str))
+    else:
+        out.print(f"saved {bundle / FILE_FP32} ({size_mb:.1f} MB) in {res_['seconds']:.1f} s")
+        out.print("next:")
+        if not int8:
+            out.print(f"  mobilenet-edge quantize {bundle} --calib DIR")
+        out.print(f"  mobilenet-edge predict {bundle} photo.jpg{' --int8' if int8 else ''}")
+        out.print(f"  mobilenet-edge bench {bundle}")

@@ -1,0 +1,202 @@
+"""``mobilenet-edge predict`` and ``mobilenet-edge eval``: classify images with a bundle, a lone
+``.onnx`` or a foreign ``.tflite`` (no torch; the Raspberry Pi side).
+
+Heavy modules (runtime -> onnxruntime / LiteRT) are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import UsageError
+from .app import PROG, app, err, out
+
+PREDICT_EPILOG = (
+    "Examples:\n\n"
+    "  mobilenet-edge predict export/mobilenet_v1_0.50_160 photo.jpg holiday/ --int8\n\n"
+    "  mobilenet-edge predict ../shared/data/reference/mobilenet_v1_0.5_160_quant.tflite parrot.jpg --crop 1.0\n\n"
+    "  mobilenet-edge predict model.onnx cat.jpg --mean 123.675,116.28,103.53 --std 58.395,57.12,57.375 --json\n\n"
+    "Preprocessing: a bundle (or an .onnx with our metadata) says how it is fed; a foreign .tflite gets "
+    "TF-slim's mean=std=127.5, crop 0.875, bilinear; a foreign .onnx torchvision's mean/std, crop 0.875. "
+    "--mean/--std/--crop/--resize override either."
+)
+
+EVAL_EPILOG = (
+    "Examples:\n\n"
+    "  mobilenet-edge eval export/mobilenet_v1_0.50_160 ../shared/data/imagenet-calib --int8\n\n"
+    "  mobilenet-edge eval ../shared/data/reference/mobilenet_v1_0.5_160_quant.tflite val/ --json\n\n"
+    "Ground truth (ImageNet index 0-999), first that applies: --labels CSV (columns file,imagenet_index); "
+    "DIR/labels.csv; class folders (nXXXXXXXX synset names mapped through the standard sorted synset "
+    "order, other names: class = position of the folder in sorted order); files named nXXXXXXXX_*. "
+    "A 1001-class model's index 0 is background: prediction i counts as ImageNet class i-1."
+)
+
+# -- shared options ------------------------------------------------------------------------------------
+
+Int8Opt = Annotated[bool, typer.Option("--int8", help="Use the bundle's int8 model (model.int8.onnx / .tflite).")]
+FmtOpt = Annotated[
+    Optional[str], typer.Option("--format", help="Model format inside a bundle: onnx or tflite (default: onnx if present).")
+]
+ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="Backend threads (ORT intra-op / TFLite num_threads).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+MeanOpt = Annotated[
+    Optional[str], typer.Option("--mean", help="Pixel mean, one value or R,G,B in 0..255 (overrides the model's).")
+]
+StdOpt = Annotated[Optional[str], typer.Option("--std", help="Pixel std, one value or R,G,B in 0..255.")]
+CropOpt = Annotated[Optional[float], typer.Option("--crop", help="Central crop fraction per side, (0, 1]; 1.0 = plain resize.")]
+ResizeOpt = Annotated[Optional[str], typer.Option("--resize", help="Resize filter: bilinear, bicubic, nearest, lanczos.")]
+
+
+def _floats(text: str | None, name: str):
+    if text is None:
+        return None
+    try:
+        vals = tuple(float(v) for v in text.replace(" ", "").split(",") if v != "")
+    except ValueError:
+        raise UsageError(f"--{name} needs 1 or 3 numbers like 127.5 or 123.7,116.3,103.5, got {text!r}") from None
+    if len(vals) not in (1, 3):
+        raise UsageError(f"--{name} needs 1 or 3 numbers, got {text!r}")
+    return vals if len(vals) == 3 else vals * 3
+
+
+def _overrides(mean, std, crop, resize) -> dict:
+    return {"mean": _floats(mean, "mean"), "std": _floats(std, "std"), "crop": crop, "resize": resize}
+
+
+def _progress(total: int, desc: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn(desc), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, transient=True, disable=total < 8 or not err.is_terminal,
+    )
+
+
+def _report_bad(path, exc) -> None:
+    print(f"{PROG}: error: {exc}", file=sys.stderr)
+
+
+# -- predict -------------------------------------------------------------------------------------------
+
+
+@app.command(epilog=PREDICT_EPILOG)
+def predict(
+    model: Annotated[Path, typer.Argument(help="Bundle folder, .onnx or .tflite file.", show_default=False)],
+    images: Annotated[list[str], typer.Argument(help="Image files or folders (folders expand in sorted order).", show_default=False)],
+    int8: Int8Opt = False,
+    top_k: Annotated[int, typer.Option("--top-k", help="How many classes to show per image (1..classes).")] = 5,
+    as_json: JsonOpt = False,
+    threads: ThreadsOpt = 1,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    crop: CropOpt = None,
+    resize: ResizeOpt = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Labels file, one per output index.")] = None,
+    fmt: FmtOpt = None,
+) -> None:
+    """Top-k classes with probabilities for each image.
+
+    Probabilities are the model's softmax (Google's .tflite files output probabilities already; our
+    bundles output logits and get a softmax here). Undecodable files are reported on stderr (one line
+    each) and skipped; the exit code is then 1.
+    """
+    from .. import images as imglib
+    from ..runtime import open_model
+    from ..runtime import top_k as topk_fn
+
+    if top_k < 1:
+        raise UsageError(f"--top-k must be >= 1, got {top_k}")
+    paths = imglib.expand_paths(images)
+    runner, prep, names, _ = open_model(
+        model, int8=int8, fmt=fmt, threads=threads, prep_overrides=_overrides(mean, std, crop, resize), labels_file=labels
+    )
+    if top_k > runner.num_classes:
+        raise UsageError(f"--top-k must be between 1 and the class count {runner.num_classes}, got {top_k}")
+    results, bad = [], 0
+    batch = 1 if runner.fixed_batch is None else runner.fixed_batch
+
+    def on_error(p, e):
+        nonlocal bad
+        bad += 1
+        _report_bad(p, e)
+
+    with _progress(len(paths), "predict") as bar:
+        task = bar.add_task("predict", total=len(paths))
+        for ps, x in imglib.iter_batches(paths, prep, batch=batch, on_error=on_error):
+            probs = runner.probabilities(x)
+            idx, val = topk_fn(probs, top_k)
+            for p, ii, vv in zip(ps, idx, val):
+                results.append(
+                    {"image": str(p), "top_k": [{"index": int(i), "label": names[i], "score": float(v)} for i, v in zip(ii, vv)]}
+                )
+            bar.advance(task, len(ps))
+    if as_json:
+        out.print_json(json.dumps(results))
+    else:
+        for r in results:
+            t = Table(title=r["image"], title_justify="left")
+            t.add_column("Rank", justify="right")
+            t.add_column("Label")
+            t.add_column("Index", justify="right")
+            t.add_column("Probability", justify="right")
+            for rank, e in enumerate(r["top_k"], 1):
+                t.add_row(str(rank), e["label"], str(e["index"]), f"{e['score']:.4f}")
+            out.print(t)
+    if bad:
+        raise typer.Exit(1)
+
+
+# -- eval ----------------------------------------------------------------------------------------------
+
+
+@app.command(name="eval", epilog=EVAL_EPILOG)
+def eval_cmd(
+    model: Annotated[Path, typer.Argument(help="Bundle folder, .onnx or .tflite file.", show_default=False)],
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="Folder of labelled images.", show_default=False)],
+    int8: Int8Opt = False,
+    labels: Annotated[
+        Optional[Path], typer.Option("--labels", help="CSV with columns file,imagenet_index (default: DIR/labels.csv).")
+    ] = None,
+    as_json: JsonOpt = False,
+    threads: ThreadsOpt = 1,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    crop: CropOpt = None,
+    resize: ResizeOpt = None,
+    fmt: FmtOpt = None,
+) -> None:
+    """Top-1 / top-5 accuracy on a folder of labelled images.
+
+    top1/top5 in the JSON are fractions (0-1) of the n decoded images; images_per_s counts decoding,
+    preprocessing and inference. Undecodable files are listed under "errors" and skipped.
+    """
+    from ..evaluate import evaluate
+
+    with _progress(8, "eval") as bar:  # total unknown until the ground truth is read
+        task = bar.add_task("eval", total=None)
+        res = evaluate(
+            model, folder, int8=int8, labels_csv=labels, threads=threads, fmt=fmt,
+            prep_overrides=_overrides(mean, std, crop, resize), on_error=_report_bad,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    n, c1, c5, errors = res["n"], res["top1_correct"], res["top5_correct"], res["errors"]
+    prep, source = res["preprocessing"], res["ground_truth"]
+    if as_json:
+        out.print_json(json.dumps(res))
+        return
+    out.print(f"{res['model']} ({res['precision']}, {res['backend']} {res['backend_version']}) on {folder}")
+    t = Table()
+    for col in ("n", "top-1", "top-5", "images/s", "errors"):
+        t.add_column(col, justify="right")
+    t.add_row(str(n), f"{100 * c1 / n:.1f}% ({c1})", f"{100 * c5 / n:.1f}% ({c5})", f"{res['images_per_s']:.1f}", str(len(errors)))
+    out.print(t)
+    out.print(
+        f"preprocessing: crop {prep['crop']}, {prep['resize']}, mean {prep['mean']}, std {prep['std']}, "
+        f"res {prep['res']}, {prep['layout']}; ground truth: {source}"
+    )

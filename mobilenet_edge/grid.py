@@ -1,0 +1,140 @@
+"""``bench --grid``: export + quantize + bench every (alpha, res) of the paper's grid (needs torch).
+
+Bundles go to ``OUT/bundles/<name>`` and are reused when complete (every file's sha256 matches its
+manifest record); results are written after each row to ``OUT/grid.json`` and ``OUT/grid.csv`` (so
+Ctrl-C keeps what was measured), then the plots ``OUT/latency_vs_macs.png`` and, with ``eval_dir``,
+``OUT/top1_vs_latency.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .bundle import FILE_FP32, FILE_INT8, read_manifest, sha256_file
+from .errors import MobilenetEdgeError
+from .variants import Variant, parse_name
+
+
+def bundle_complete(bundle: Path, *, int8: bool = True) -> bool:
+    """True when the manifest lists model.onnx (and model.int8.onnx) and every listed sha256 matches."""
+    try:
+        files = read_manifest(bundle)["files"]
+    except MobilenetEdgeError:
+        return False
+    needed = [FILE_FP32] + ([FILE_INT8] if int8 else [])
+    if any(n not in files for n in needed):
+        return False
+    return all((bundle / n).is_file() and sha256_file(bundle / n) == rec.get("sha256") for n, rec in files.items())
+
+
+def find_weights(weights_dir: Path | None, alpha: float, res: int) -> tuple[Path | None, bool]:
+    """Weights for (alpha, res) in ``weights_dir``: (path, exact) where exact means the same res.
+
+    Google trained one checkpoint per (alpha, res); one of the same alpha at another res still loads
+    (the weights are resolution-free) and is used when no exact file exists.
+    """
+    if weights_dir is None:
+        return None, False
+    same_alpha = None
+    for p in sorted(weights_dir.iterdir()):
+        if p.suffix not in (".tflite", ".safetensors"):
+            continue
+        parsed = parse_name(p.name)
+        if parsed and abs(parsed[0] - alpha) < 1e-9:
+            if parsed[1] == res:
+                return p, True
+            same_alpha = same_alpha or p
+    return same_alpha, False
+
+
+def reference_for(weights_dir: Path | None, alpha: float, res: int) -> Path | None:
+    """Google's int8 reference ``.tflite`` of exactly this (alpha, res), if present."""
+    if weights_dir is None:
+        return None
+    for p in sorted(weights_dir.glob("*_quant.tflite")):
+        parsed = parse_name(p.name)
+        if parsed and abs(parsed[0] - alpha) < 1e-9 and parsed[1] == res:
+            return p
+    return None
+
+
+def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, calib=None, eval_dir=None,
+             out_dir=Path("benchmarks/results")) -> list[dict]:
+    """Export, quantize and bench the grid; returns the result rows. See module docstring."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from . import bench as B
+    from . import report as R
+    from .cli.app import err, out
+    from .export import ExportOptions, export_bundle
+    from .platform_info import environment
+    from .quantize import quantize_bundle
+
+    out_dir = Path(out_dir)
+    bundles_dir = out_dir / "bundles"
+    env = environment()
+    env["grid"] = {"alphas": list(alphas), "res": list(resolutions), "weights_dir": str(weights_dir or ""),
+                   "calib": str(calib or "synthetic"), "runs": runs, "warmup": warmup, "threads": list(threads)}
+    rows: list[dict] = []
+    failures: list[dict] = []
+    variants = [Variant(a, r, 1001 if weights_dir else 1000) for a in alphas for r in resolutions]
+    json_path, csv_path = out_dir / "grid.json", out_dir / "grid.csv"
+    if weights_dir is None:
+        err.print("[yellow]no --weights-dir: random weights and synthetic calibration (latency only; "
+                  "int8 accuracy meaningless)[/yellow]")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err) as prog:
+        task = prog.add_task("grid", total=len(variants))
+        for v in variants:
+            prog.update(task, description=f"{v.name}")
+            weights, exact = find_weights(weights_dir, v.alpha, v.res)
+            bundle = bundles_dir / v.name
+            try:
+                if not bundle_complete(bundle):
+                    export_bundle(ExportOptions(alpha=v.alpha, res=v.res, weights=weights, out=bundles_dir,
+                                                force=True, padding="tf_same"))
+                    quantize_bundle(bundle, calib=calib, synthetic=calib is None)
+                targets = B.targets_for(bundle, formats=("onnx",))
+                ref = reference_for(weights_dir, v.alpha, v.res)
+                if ref is not None:
+                    targets += B.targets_for(ref)
+                top1 = {}
+                if eval_dir is not None:
+                    from .evaluate import evaluate
+
+                    for t in targets:
+                        top1[t.path] = evaluate(t.path, eval_dir)["top1"]
+                for t in targets:
+                    for n in threads:
+                        m = B.measure_in_subprocess(t, threads=n, runs=runs, warmup=warmup)
+                        row = B.result_row(t, m, threads=n, runs=runs)
+                        row["top1"] = top1.get(t.path)
+                        row["weights"] = None if weights is None else weights.name
+                        row["weights_exact_res"] = exact
+                        rows.append(row)
+                        R.write_results(json_path, env, rows)
+                        R.write_csv(csv_path, rows, extra=("weights", "weights_exact_res"))
+            except KeyboardInterrupt:
+                err.print(f"[yellow]interrupted: {len(rows)} results kept in {json_path}[/yellow]")
+                raise
+            except Exception as e:  # noqa: BLE001 - listed; the grid goes on
+                failures.append({"variant": v.name, "error": str(e)})
+                err.print(f"[red]failed[/red] {v.name}: {e}")
+            prog.advance(task)
+    if rows:
+        R.plot_latency_vs_macs(rows, out_dir / "latency_vs_macs.png")
+        if eval_dir is not None:
+            R.plot_top1_vs_latency(rows, out_dir / "top1_vs_latency.png")
+    out.print(R.table(rows, title=f"grid on {R.device_name(env)}"))
+    for r in R.ratio_rows(rows):
+        parts = []
+        if "int8_speedup" in r:
+            parts.append(f"int8 {r['int8_speedup']:.2f}x faster than fp32")
+        if "ours_over_reference" in r:
+            parts.append(f"ours/Google latency {r['ours_over_reference']:.2f}")
+        out.print(f"{r['variant']} x{r['threads']}: " + "; ".join(parts))
+    out.print(f"wrote {json_path}, {csv_path} and plots in {out_dir}")
+    if failures:
+        raise MobilenetEdgeError(f"{len(failures)} grid point(s) failed: " + "; ".join(
+            f"{f['variant']}: {f['error']}" for f in failures))
+    return rows

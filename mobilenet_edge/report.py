@@ -1,0 +1,214 @@
+"""Bench results: JSON/CSV files, merging across machines, rich tables and matplotlib plots (no torch).
+
+A result file is ``{"environment": {...}, "results": [row, ...]}`` with rows keyed by
+:data:`mobilenet_edge.bench.COLUMNS`. Merged rows carry a ``device`` key (CPU model + arch, marked
+"(emulated)" for qemu runs) so that one table compares an x86 box and a Pi.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from .bench import COLUMNS
+from .bundle import atomic_path, write_json_atomic
+from .errors import UsageError
+
+
+def write_results(path: str | Path, environment: dict, rows: list[dict]) -> None:
+    """Write (atomically) the JSON result file ``{"environment", "results"}``."""
+    write_json_atomic(path, {"environment": environment, "results": rows})
+
+
+def write_csv(path: str | Path, rows: list[dict], *, extra: Iterable[str] = ()) -> None:
+    """CSV with the columns of :data:`COLUMNS` (plus ``extra``), one row per result; atomic."""
+    cols = list(COLUMNS) + [c for c in extra if c not in COLUMNS]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
+
+
+def device_name(env: dict) -> str:
+    """Short device label: CPU model (arch), '(emulated)' when the run was under qemu."""
+    cpu = env.get("cpu_model") or env.get("cpu") or "unknown CPU"
+    arch = env.get("arch") or env.get("machine") or "?"
+    label = f"{cpu} ({arch})"
+    return label + " (emulated)" if env.get("emulated") else label
+
+
+def load_results(paths: Iterable[str | Path]) -> list[dict]:
+    """Read result files and return all rows, each with ``device`` and ``source`` added.
+
+    Raises:
+        UsageError: a file that is missing, not JSON, or not of the ``{"environment", "results"}`` shape.
+    """
+    rows: list[dict] = []
+    for p in map(Path, paths):
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UsageError(f"no such result file: {p}") from None
+        except (OSError, ValueError) as e:
+            raise UsageError(f"{p} is not a JSON result file: {e}") from None
+        if not (isinstance(data, dict) and isinstance(data.get("environment"), dict)
+                and isinstance(data.get("results"), list)):
+            raise UsageError(f'{p} is not a bench result file (expected {{"environment": {{...}}, "results": [...]}})')
+        device = device_name(data["environment"])
+        for i, r in enumerate(data["results"]):
+            missing = [k for k in ("model", "precision", "runtime", "threads", "p50_ms") if k not in r]
+            if not isinstance(r, dict) or missing:
+                raise UsageError(f"{p}: result {i} lacks {', '.join(missing) or 'fields'}")
+            rows.append({**r, "device": device, "source": str(p)})
+    return rows
+
+
+def table(rows: list[dict], *, title: str = "", show_device: bool = False):
+    """A rich Table of result rows (latency in ms, throughput, GMAC/s, RSS, top-1 when present)."""
+    from rich.table import Table
+
+    t = Table(title=title or None, title_justify="left")
+    cols = [("model", "model"), ("precision", "prec"), ("runtime", "runtime"), ("threads", "thr"),
+            ("init_ms", "init ms"), ("first_ms", "first ms"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
+            ("p99_ms", "p99 ms"), ("std_ms", "std"), ("throughput_ips", "inf/s"), ("gmacs_per_s", "GMAC/s"),
+            ("peak_rss_mb", "RSS MB"), ("size_mb", "MB")]
+    if any(r.get("top1") is not None for r in rows):
+        cols.append(("top1", "top-1"))
+    if show_device:
+        cols.insert(0, ("device", "device"))
+    for _, head in cols:
+        t.add_column(head, justify="left" if head in ("model", "prec", "runtime", "device") else "right")
+    for r in rows:
+        t.add_row(*[_fmt(k, r.get(k)) for k, _ in cols])
+    return t
+
+
+def _fmt(key: str, v) -> str:
+    if v is None:
+        return "-"
+    if key == "top1":
+        return f"{100 * v:.1f}%"
+    if isinstance(v, float):
+        return f"{v:.2f}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
+def ratio_rows(rows: list[dict]) -> list[dict]:
+    """Per (device, variant, threads): int8/fp32 speed-up on ORT and ours(int8 ORT)/reference(.tflite
+    LiteRT) latency ratio, from p50 of the same run."""
+    out = []
+    keyed: dict[tuple, dict] = {}
+    for r in rows:
+        if r.get("variant") is None:
+            continue
+        keyed.setdefault((r.get("device"), r["variant"], r["threads"]), {})[(r["precision"], r["runtime"],
+                                                                            _is_reference(r))] = r
+    for (device, variant, threads), d in sorted(keyed.items(), key=lambda kv: str(kv[0])):
+        fp32 = d.get(("fp32", "onnxruntime", False))
+        int8 = d.get(("int8", "onnxruntime", False))
+        ref = d.get(("int8", "litert", True))
+        row = {"device": device, "variant": variant, "threads": threads}
+        if fp32 and int8:
+            row["int8_speedup"] = fp32["p50_ms"] / int8["p50_ms"]
+        if int8 and ref:
+            row["ours_over_reference"] = int8["p50_ms"] / ref["p50_ms"]
+            row["top1_ours"], row["top1_reference"] = int8.get("top1"), ref.get("top1")
+        if len(row) > 3:
+            out.append(row)
+    return out
+
+
+def _is_reference(r: dict) -> bool:
+    return str(r.get("model", "")).endswith("_quant.tflite")
+
+
+def plot_latency_vs_macs(rows: list[dict], dst: str | Path, *, title: str = "") -> None:
+    """PNG: p50 latency (ms) vs MMACs, one line per (alpha, precision), points labelled by res."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r.get("macs") and r.get("alpha") is not None and r.get("runtime") == "onnxruntime":
+            groups.setdefault((r["alpha"], r["precision"], r.get("device", "")), []).append(r)
+    for (alpha, precision, device), rs in sorted(groups.items(), key=lambda kv: (str(kv[0][2]), -kv[0][0], kv[0][1])):
+        rs = sorted(rs, key=lambda r: r["macs"])
+        xs = [r["macs"] / 1e6 for r in rs]
+        ys = [r["p50_ms"] for r in rs]
+        style = "-o" if precision == "fp32" else "--s"
+        label = f"alpha {alpha:g} {precision}" + (f" [{device}]" if len({k[2] for k in groups}) > 1 else "")
+        ax.plot(xs, ys, style, label=label, markersize=4)
+        for x, y, r in zip(xs, ys, rs):
+            ax.annotate(str(r["res"]), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    refs = [r for r in rows if _is_reference(r) and r.get("macs")]
+    if refs:
+        ax.plot([r["macs"] / 1e6 for r in refs], [r["p50_ms"] for r in refs], "k^", label="Google int8 .tflite (LiteRT)")
+    ax.set_xlabel("MMACs (multiply-adds)")
+    ax.set_ylabel("p50 latency, batch 1 (ms)")
+    ax.set_title(title or "MobileNet V1: latency vs MACs (ONNX Runtime)")
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=2)
+    _save(fig, dst)
+
+
+def plot_top1_vs_latency(rows: list[dict], dst: str | Path, *, title: str = "") -> None:
+    """PNG: top-1 vs p50 latency with the Pareto front (paper Figure 4 as latency)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    pts = [r for r in rows if r.get("top1") is not None]
+    for precision, marker in (("fp32", "o"), ("int8", "s")):
+        rs = [r for r in pts if r["precision"] == precision and not _is_reference(r)]
+        ax.scatter([r["p50_ms"] for r in rs], [100 * r["top1"] for r in rs], marker=marker, label=precision, s=18)
+        for r in rs:
+            ax.annotate(f"{r['alpha']:g}/{r['res']}", (r["p50_ms"], 100 * r["top1"]), fontsize=6,
+                        textcoords="offset points", xytext=(3, 2))
+    refs = [r for r in pts if _is_reference(r)]
+    if refs:
+        ax.scatter([r["p50_ms"] for r in refs], [100 * r["top1"] for r in refs], marker="^", c="k",
+                   label="Google int8 .tflite")
+    front = pareto_front(pts)
+    if front:
+        ax.plot([r["p50_ms"] for r in front], [100 * r["top1"] for r in front], "r-", alpha=0.5, label="Pareto front")
+    ax.set_xlabel("p50 latency, batch 1 (ms)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(title or "MobileNet V1: top-1 vs latency")
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    _save(fig, dst)
+
+
+def pareto_front(rows: list[dict]) -> list[dict]:
+    """Rows not dominated by a faster-or-equal, more-accurate row, sorted by latency."""
+    front, best = [], -1.0
+    for r in sorted(rows, key=lambda r: (r["p50_ms"], -r["top1"])):
+        if r["top1"] > best:
+            front.append(r)
+            best = r["top1"]
+    return front
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("plots need matplotlib: pip install 'mobilenet-edge[plot]'") from None
+    return plt
+
+
+def _save(fig, dst) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(dst) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
