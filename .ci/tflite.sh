@@ -8,8 +8,9 @@
 # Why a separate venv: litert-torch pulls ~1.1 GB more (litert-converter, jax/jaxlib, transformers,
 # torchao, ai-edge-quantizer, scipy, ...; no TensorFlow). torch==2.13.0 MUST be pinned in the same pip
 # command, or pip resolves litert-torch's `torch` requirement to a multi-GB CUDA build.
-# Measured on the 2-core dev machine: a fresh venv installs in ~70 s (2.3 GB), the tests take ~2.5-3 min
-# (the acceptance test vs Google's reference file, marked slow, is ~75 s of it).
+# Measured on the 2-core dev machine (shared, wheels in pip's cache): first run 257 s in all, of which
+# ~155 s creating + installing the venv (2.3 GB) and ~100 s for the 10 tests (the acceptance test vs
+# Google's reference file, marked slow, is ~75 s of them); later runs reuse the venv.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
