@@ -404,8 +404,8 @@ def export_tflite(
     ``check`` when given, else on ``calib``.
 
     Args:
-        model: an NCHW classifier (``MobileNetV1``) taking (N, 3, res, res) float32; put in eval mode for
-            the conversion (its training flag is restored afterwards).
+        model: an NCHW classifier (``MobileNetV1``) taking (N, 3, res, res) float32. An eval-mode copy
+            is converted; ``model`` itself is not modified.
         dst: output file; written atomically (a temp file beside it, renamed when all checks pass). An
             existing ``dst`` is left untouched on any failure.
         res: input side in pixels (the graph is static: batch 1, res x res).
@@ -440,51 +440,47 @@ def export_tflite(
     dst = Path(dst)
     t0 = time.perf_counter()
 
-    was_training = model.training
     module = NHWCInput(copy.deepcopy(model).eval(), nhwc=nhwc).eval()
-    try:
-        sample = torch.from_numpy((calib_list or check_list or random_inputs(1, res=res, nhwc=nhwc))[0])
-        quant_record = None
-        with _quiet_litert_torch(), _nhwc_constant_pads():
-            try:
-                if int8:
-                    qmodule, quantizer = quantize_pt2e(module, sample, calib_list, per_channel=per_channel)
-                    from litert_torch.quantize.quant_config import QuantConfig
-
-                    edge = litert_torch.convert(qmodule, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
-                else:
-                    edge = litert_torch.convert(module, (sample,))
-            except (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError) as e:
-                raise MobilenetEdgeError(f"litert-torch conversion failed: {type(e).__name__}: {e}") from e
-
-        with bundle.atomic_path(dst) as tmp:
-            with _quiet_litert_torch():
-                edge.export(str(tmp))
-            runner = TfliteModel(tmp, num_threads=1)
-            inputs = check_list + random_inputs(N_RANDOM, res=res, nhwc=nhwc)
+    sample = torch.from_numpy((calib_list or check_list or random_inputs(1, res=res, nhwc=nhwc))[0])
+    quant_record = None
+    with _quiet_litert_torch(), _nhwc_constant_pads():
+        try:
             if int8:
-                data = check_list if check_list else calib_list
-                quant_record = _fidelity_record(module, runner, data, per_channel=per_channel)
-                quant_record["calibration"] = {"n_images": len(calib_list), "observer": "HistogramObserver"}
-                quant_record["fidelity"]["data"] = "check" if check_list else "calibration"
-                parity = None
+                qmodule, quantizer = quantize_pt2e(module, sample, calib_list, per_channel=per_channel)
+                from litert_torch.quantize.quant_config import QuantConfig
+
+                edge = litert_torch.convert(qmodule, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
             else:
-                parity = _parity(module, runner, inputs, tolerance=tolerance, n_images=len(check_list))
-            layout = "NHWC" if nhwc else "NCHW"
-            rec = {
-                "file": dst.name,
-                "format": "tflite",
-                "precision": "int8" if int8 else "fp32",
-                **bundle.file_record(tmp),
-                "input": _io_record(runner.input, layout=layout),
-                "output": _io_record(runner.output, layout=None),
-                "exporter": EXPORTER,
-                "tool_versions": tool_versions(),
-                "op_counts": runner.op_counts(),
-            }
-            del runner
-    finally:
-        model.train(was_training)
+                edge = litert_torch.convert(module, (sample,))
+        except (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError) as e:
+            raise MobilenetEdgeError(f"litert-torch conversion failed: {type(e).__name__}: {e}") from e
+
+    with bundle.atomic_path(dst) as tmp:
+        with _quiet_litert_torch():
+            edge.export(str(tmp))
+        runner = TfliteModel(tmp, num_threads=1)
+        inputs = check_list + random_inputs(N_RANDOM, res=res, nhwc=nhwc)
+        if int8:
+            data = check_list if check_list else calib_list
+            quant_record = _fidelity_record(module, runner, data, per_channel=per_channel)
+            quant_record["calibration"] = {"n_images": len(calib_list), "observer": "HistogramObserver"}
+            quant_record["fidelity"]["data"] = "check" if check_list else "calibration"
+            parity = None
+        else:
+            parity = _parity(module, runner, inputs, tolerance=tolerance, n_images=len(check_list))
+        layout = "NHWC" if nhwc else "NCHW"
+        rec = {
+            "file": dst.name,
+            "format": "tflite",
+            "precision": "int8" if int8 else "fp32",
+            **bundle.file_record(tmp),
+            "input": _io_record(runner.input, layout=layout),
+            "output": _io_record(runner.output, layout=None),
+            "exporter": EXPORTER,
+            "tool_versions": tool_versions(),
+            "op_counts": runner.op_counts(),
+        }
+        del runner
     if parity is not None:
         rec["parity"] = parity
     if quant_record is not None:
