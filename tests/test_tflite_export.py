@@ -202,3 +202,26 @@ def test_int8_top1_within_4_points_of_google(tmp_path, calib_dir, reference_dir)
     ours = (_run_float(_interp(dst), x.transpose(0, 2, 3, 1)).argmax(1) == labels).mean()
     google = (_run_float(_interp(ref_file), x.transpose(0, 2, 3, 1)).argmax(1) == labels).mean()
     assert ours >= google - 0.04, (ours, google)
+
+
+def test_export_cli_format_tflite_adds_files_to_bundle(tmp_path, capsys, images_dir):
+    """`export --format tflite` writes model.onnx + model.tflite, both in the manifest; the runtime side
+    (predict --format tflite) reads the NHWC file and agrees with the ONNX model on top-1."""
+    import json
+
+    from mobilenet_edge.bundle import read_manifest, sha256_file
+    from mobilenet_edge.cli import main
+
+    code = main(["export", "--alpha", "0.25", "--res", "64", "--classes", "1001", "--padding", "tf_same",
+                 "--format", "tflite", "--out", str(tmp_path), "--parity-images", str(images_dir)])
+    assert code == 0, capsys.readouterr().err
+    b = tmp_path / "mobilenet_v1_0.25_64"
+    files = read_manifest(b)["files"]
+    assert {"model.onnx", "model.tflite"} <= files.keys()
+    assert files["model.tflite"]["sha256"] == sha256_file(b / "model.tflite")
+    capsys.readouterr()
+    tops = []
+    for fmt in ("onnx", "tflite"):
+        assert main(["predict", str(b), str(images_dir), "--format", fmt, "--top-k", "1", "--json"]) == 0
+        tops.append([r["top_k"][0]["index"] for r in json.loads(capsys.readouterr().out)])
+    assert tops[0] == tops[1]
