@@ -417,7 +417,7 @@ done
 BUNDLE=$WORK/export/mobilenet_v1_0.50_160
 log "host: export + int8 (weights from $REF)"
 "${HOST_CLI[@]}" export --alpha 0.5 --res 160 --weights "$WORK/data/reference/$REF" \
-  --int8 --calib "$WORK/data/imagenet-calib" --out "$WORK/export" >&2 \
+  --parity-images "$WORK/data/images" --int8 --calib "$WORK/data/imagenet-calib" --out "$WORK/export" >&2 \
   || die "host: mobilenet-edge export failed"
 [ -f "$BUNDLE/model.int8.onnx" ] || "${HOST_CLI[@]}" quantize "$BUNDLE" --calib "$WORK/data/imagenet-calib" >&2 \
   || die "host: mobilenet-edge quantize failed"
