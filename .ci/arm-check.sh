@@ -217,7 +217,10 @@ log "aarch64 runs under qemu-user ($(/usr/bin/qemu-aarch64-static --version | he
 # Copy (not bind): setuptools writes egg-info into the source tree. Tracked + untracked-not-ignored files.
 SRC=$ROOT/opt/src
 safe_rm_root "$SRC"; mkdir -p "$SRC"
-(cd "$REPO" && git ls-files -co --exclude-standard -z | tar --null -T - -cf - 2>/dev/null) | tar -C "$SRC" -xf -
+# Only what the package is built from (never a venv or results that happen to lie in the checkout).
+(cd "$REPO" && git ls-files -co --exclude-standard -z -- pyproject.toml README.md 'LICENSE*' mobilenet_edge \
+  | tar --null -T - -cf -) | tar -C "$SRC" -xf -
+[ -f "$SRC/pyproject.toml" ] && [ -d "$SRC/mobilenet_edge" ] || die "copying the package source from $REPO failed"
 # What the installed package is built from (docs, tests and .ci changes need no reinstall).
 pkg_hash=$(cd "$SRC" && find pyproject.toml README.md mobilenet_edge -type f -print0 2>/dev/null | sort -z \
   | xargs -0 sha256sum | sha256sum | cut -c1-16)
