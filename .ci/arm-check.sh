@@ -359,6 +359,16 @@ for QCPU in $ARM_CPUS; do
     || die "tflite-runtime failed in the arm64 root ($QCPU)"
   in_root /opt/venv-litert/bin/python /opt/work/smoke.py ort "/opt/work/out/arm-$QCPU-ort.npz" >&2 \
     || die "onnxruntime failed in the arm64 root ($QCPU)"
+  # platform_info must see the emulated CPU's ISA (auxiliary vector), not the x86 host's cpuinfo flags
+  isa=$(in_root /opt/venv-litert/bin/python -c 'from mobilenet_edge.platform_info import environment as e; d = e()
+print(d["emulated"], d["isa_source"], *sorted(k for k, v in d["isa"].items() if v))') \
+    || die "platform_info.environment() failed in the arm64 root ($QCPU)"
+  echo "  platform_info on $QCPU: emulated, isa source, flags = $isa" >&2
+  case "$QCPU:$isa" in
+    cortex-a72:"True hwcap asimd") ;;                 # ARMv8.0: NEON only (Pi 4)
+    cortex-a76:"True hwcap asimd asimddp") ;;         # ARMv8.2 + dot product (Pi 5)
+    cortex-a72:*|cortex-a76:*) die "platform_info on emulated $QCPU reports '$isa'" ;;
+  esac
 done
 QCPU=""
 log "smoke: the same on the host (x86_64)"
