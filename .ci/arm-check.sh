@@ -73,12 +73,13 @@ trap 'exit 130' INT TERM
 
 # Refuse to delete a root that still has anything mounted inside it (a bind-mounted /dev would be
 # wiped on the host).
+# Leftovers of an interrupted run (debootstrap mounts proc/sys in its target) are unmounted first.
+mounts_under() { awk -v p="$(readlink -f "$1")/" 'index($2"/", p) == 1 { print $2 }' /proc/mounts | sort -r; }
 safe_rm_root() {
-  local d=$1
+  local d=$1 m
   [ -e "$d" ] || return 0
-  if awk -v p="$(readlink -f "$d")/" '{ if (index($2"/", p) == 1) found=1 } END { exit !found }' /proc/mounts; then
-    die "something is still mounted under $d; unmount it first (see /proc/mounts)"
-  fi
+  for m in $(mounts_under "$d"); do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+  [ -z "$(mounts_under "$d")" ] || die "something is still mounted under $d; unmount it first (see /proc/mounts)"
   rm -rf --one-file-system "$d"
 }
 
