@@ -132,9 +132,22 @@ def stats_ms(times_ns: Iterable[int]) -> dict:
 
 
 def _peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB.
+
+    Linux: ``VmHWM`` from /proc/self/status, the high-water mark of this address space. Not
+    ``ru_maxrss``: Linux carries that across execve, so a worker started from a parent holding torch
+    would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     import resource
 
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
     return kb / 1024.0 if sys.platform != "darwin" else kb / 1024.0 / 1024.0
 
 

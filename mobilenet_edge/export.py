@@ -22,6 +22,8 @@ import numpy as np
 from . import __version__
 from .bundle import (
     FILE_FP32,
+    FILE_TFLITE,
+    FILE_TFLITE_INT8,
     FORMAT,
     FORMAT_VERSION,
     LABELS,
@@ -72,6 +74,10 @@ class ExportOptions:
     activation: str = "relu6"
     padding: str = "symmetric"
     name: str | None = None
+    #: "onnx" always; "tflite" adds model.tflite (and model.int8.tflite when tflite_int8) via litert-torch
+    formats: tuple[str, ...] = ("onnx",)
+    tflite_int8: bool = False
+    calib: Path | None = None
     extra_manifest: dict = field(default_factory=dict)
 
 
@@ -323,6 +329,27 @@ def export_bundle(opts: ExportOptions, *, log=None) -> dict:
             "export": {**info, "parity": parity, "tool_versions": tool_versions()},
             **opts.extra_manifest,
         }
+        if "tflite" in opts.formats:
+            manifest["files"].update(_export_tflite_files(model, stage, opts, prep, images, log))
         manifest["export"]["seconds"] = round(time.perf_counter() - t0, 3)
         write_manifest(stage, manifest)
     return {"bundle": dst, "manifest": manifest, "seconds": time.perf_counter() - t0}
+
+
+def _export_tflite_files(model, stage: Path, opts: ExportOptions, prep: Preprocessing, images, log) -> dict:
+    """model.tflite (parity-checked) and, with ``opts.tflite_int8``, model.int8.tflite calibrated on
+    ``opts.calib`` (litert-torch; see :mod:`mobilenet_edge.tflite_export`)."""
+    from .images import iter_batches
+    from .tflite_export import export_tflite
+
+    check = [x for _, x in iter_batches(images, prep, batch=8)] if images else None
+    log("converting to TFLite (litert-torch)")
+    files = {FILE_TFLITE: export_tflite(model, stage / FILE_TFLITE, res=opts.res, check=check)}
+    if opts.tflite_int8:
+        if opts.calib is None:
+            raise UsageError("--format tflite --int8 needs --calib DIR (calibration images)")
+        calib = (x for _, x in iter_batches(expand_paths([opts.calib]), prep, batch=16))
+        log(f"quantizing TFLite to int8 on {opts.calib}")
+        files[FILE_TFLITE_INT8] = export_tflite(model, stage / FILE_TFLITE_INT8, res=opts.res, int8=True,
+                                                calib=calib, check=check)
+    return files

@@ -126,13 +126,8 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
         if eval_dir is not None:
             R.plot_top1_vs_latency(rows, out_dir / "top1_vs_latency.png")
     out.print(R.table(rows, title=f"grid on {R.device_name(env)}"))
-    for r in R.ratio_rows(rows):
-        parts = []
-        if "int8_speedup" in r:
-            parts.append(f"int8 {r['int8_speedup']:.2f}x faster than fp32")
-        if "ours_over_reference" in r:
-            parts.append(f"ours/Google latency {r['ours_over_reference']:.2f}")
-        out.print(f"{r['variant']} x{r['threads']}: " + "; ".join(parts))
+    for line in R.ratio_lines(rows):
+        out.print(line)
     out.print(f"wrote {json_path}, {csv_path} and plots in {out_dir}")
     if failures:
         raise MobilenetEdgeError(f"{len(failures)} grid point(s) failed: " + "; ".join(

@@ -246,7 +246,8 @@ def environment(
         hwcaps: aarch64 flags from the auxiliary vector (``True``: read them, ``arm64_hwcaps()``; tests
             pass a set, or None for "not available").
     Returns:
-        dict with ``cpu_model``, ``device`` (board, e.g. "Raspberry Pi 5 Model B Rev 1.0", else the
+        dict with ``cpu_model`` (under qemu-user with the host's cpuinfo: ``"qemu-user cortex-a72 on
+        AMD EPYC"``), ``device`` (board, e.g. "Raspberry Pi 5 Model B Rev 1.0", else the
         CPU model), ``arch``, ``cores`` (logical CPUs usable by this process), ``isa`` (bool per
         ``ISA_FLAGS`` name; on aarch64 from the auxiliary vector, else from /proc/cpuinfo when it
         describes this architecture; ``isa_source`` says which, None when neither does), ``os``, ``kernel``, ``python``, ``numpy`` / ``onnxruntime`` /
@@ -271,6 +272,11 @@ def environment(
     else:  # cpuinfo describes another CPU (emulation) or nothing: claim no flag
         flags, isa_source = set(), None
     environ = os.environ if env is None else env
+    qemu_cpu = environ.get("QEMU_CPU") if emulated else None
+    cpu_model = cpu["model"] or platform.processor() or None
+    if emulated and cpu["family"] is not None and cpu["family"] != machine_family(machine):
+        # /proc/cpuinfo names the host: say what runs, so merged reports keep emulated CPUs apart
+        cpu_model = f"qemu-user {qemu_cpu or 'max'} on {cpu_model or cpu['family']}"
     sys_root = Path(sys_root)
     cpufreq = sys_root / "devices/system/cpu/cpu0/cpufreq"
     max_khz = _int(_read(cpufreq / "cpuinfo_max_freq"))
@@ -281,8 +287,8 @@ def environment(
     except (AttributeError, OSError):
         cores = os.cpu_count() or cpu["processors"] or None
     return {
-        "cpu_model": cpu["model"] or platform.processor() or None,
-        "device": board or cpu["model"] or machine,
+        "cpu_model": cpu_model,
+        "device": board or cpu_model or machine,
         "arch": machine,
         "cores": cores,
         "isa": {f: f in flags for f in ISA_FLAGS},
@@ -301,5 +307,5 @@ def environment(
         "throttled": _throttled(),
         "emulated": emulated,
         "emulation_reason": reason,
-        "emulated_cpu": environ.get("QEMU_CPU") if emulated else None,
+        "emulated_cpu": qemu_cpu,
     }

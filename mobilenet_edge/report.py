@@ -124,6 +124,19 @@ def ratio_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
+def ratio_lines(rows: list[dict]) -> list[str]:
+    """One line per (device, variant, threads) with the ratios of :func:`ratio_rows`."""
+    lines = []
+    for r in ratio_rows(rows):
+        parts = []
+        if "int8_speedup" in r:
+            parts.append(f"int8 is {r['int8_speedup']:.2f}x faster than fp32 (ORT)")
+        if "ours_over_reference" in r:
+            parts.append(f"ours int8 ORT / Google int8 LiteRT latency = {r['ours_over_reference']:.2f}")
+        lines.append(f"{r['variant']} x{r['threads']}: " + "; ".join(parts))
+    return lines
+
+
 def _is_reference(r: dict) -> bool:
     return str(r.get("model", "")).endswith("_quant.tflite")
 

@@ -154,3 +154,16 @@ def test_report_cli_merges_and_plots(capsys, tmp_path, tiny_bundle_dir):
     bad.write_text('{"rows": []}')
     code, _, err = _run(capsys, "report", str(bad))
     assert code == 2 and "bad.json" in err
+
+
+def test_worker_peak_rss_is_its_own(tiny_bundle_dir):
+    """The parent holds 300 MB; a worker's peak RSS must not include it (Linux keeps ru_maxrss across
+    execve, which would report the parent's peak)."""
+    from mobilenet_edge.bench import measure_in_subprocess, targets_for
+
+    ballast = np.ones(300_000_000 // 8)
+    ballast += 1
+    t = targets_for(tiny_bundle_dir / "model.onnx")[0]
+    m = measure_in_subprocess(t, threads=1, runs=2, warmup=0)
+    assert m["peak_rss_mb"] < 250, m["peak_rss_mb"]
+    assert ballast[0] == 2.0

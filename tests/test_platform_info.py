@@ -166,6 +166,7 @@ def test_isa_from_hwcaps_under_emulation():
     # vector is the emulated A72's (asimd, no asimddp). The x86 flags must not leak into the record.
     env = pi.environment(cpuinfo=X86, machine="aarch64", env={"QEMU_CPU": "cortex-a72"}, hwcaps={"asimd"})
     assert env["emulated"] is True and env["emulated_cpu"] == "cortex-a72"
+    assert env["cpu_model"] == "qemu-user cortex-a72 on Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz"
     assert env["isa_source"] == "hwcap"
     assert env["isa"]["asimd"] and not env["isa"]["asimddp"]
     assert not env["isa"]["avx2"] and not env["isa"]["avx512_vnni"]

@@ -144,14 +144,8 @@ def _print(rows, failures, env) -> None:
     from .. import report as R
 
     out.print(R.table(rows, title=f"{R.device_name(env)} — onnxruntime {env.get('onnxruntime', '?')}"))
-    ratios = R.ratio_rows(rows)
-    for r in ratios:
-        parts = []
-        if "int8_speedup" in r:
-            parts.append(f"int8 is {r['int8_speedup']:.2f}x faster than fp32 (ORT)")
-        if "ours_over_reference" in r:
-            parts.append(f"ours int8 ORT / Google int8 LiteRT latency = {r['ours_over_reference']:.2f}")
-        out.print(f"{r['variant']} x{r['threads']}: " + "; ".join(parts))
+    for line in R.ratio_lines(rows):
+        out.print(line)
     for f in failures:
         out.print(f"[red]FAILED[/red] {f['model']} (threads {f['threads']}): {f['error']}")
 

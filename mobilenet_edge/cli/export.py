@@ -15,6 +15,7 @@ EPILOG = (
     "  mobilenet-edge export --alpha 0.5 --res 160                      # random weights (demo)\n\n"
     "  mobilenet-edge export --alpha 0.5 --res 160 --weights mobilenet_v1_0.5_160_quant.tflite\n\n"
     "  mobilenet-edge export --alpha 0.5 --res 160 --weights W.tflite --int8 --calib imagenet-calib/\n\n"
+    "  mobilenet-edge export --alpha 0.5 --res 160 --weights W.tflite --format tflite --int8 --calib imagenet-calib/\n\n"
     "Writes export/mobilenet_v1_0.50_160/{model.onnx, labels.txt, manifest.json} (+ model.int8.onnx with --int8)."
 )
 
@@ -32,6 +33,7 @@ def export(
     int8: Annotated[bool, typer.Option("--int8", help="Also write model.int8.onnx (static PTQ, ONNX Runtime).")] = False,
     calib: Annotated[Optional[Path], typer.Option(help="Calibration images for --int8 (required with real weights).")] = None,
     eval_dir: Annotated[Optional[Path], typer.Option("--eval", help="Evaluation images for the --int8 fidelity report.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="onnx, or tflite (adds model.tflite via litert-torch).")] = "onnx",
     padding: Annotated[str, typer.Option(help="Random weights only: symmetric | tf_same.")] = "symmetric",
     seed: Annotated[int, typer.Option(help="Seed of the random weights and parity inputs.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
@@ -42,24 +44,40 @@ def export(
     for latency work only; the manifest says "weights": "random".
     """
     from ..bundle import FILE_FP32
+    from ..errors import UsageError
     from ..export import ExportOptions, export_bundle
 
+    if fmt not in ("onnx", "tflite"):
+        raise UsageError(f"--format must be onnx or tflite, got {fmt!r}")
+    if int8 and calib is None and (weights is not None or fmt == "tflite"):
+        raise UsageError("--int8 with real --weights or --format tflite needs --calib DIR (calibration images)")
     opts = ExportOptions(
         alpha=alpha, res=res, num_classes=classes, weights=weights, out=out_dir, opset=opset, force=force,
         parity_images=parity_images, seed=seed, padding=padding,
+        formats=("onnx", "tflite") if fmt == "tflite" else ("onnx",), tflite_int8=int8 and fmt == "tflite",
+        calib=calib,
     )
-    if int8 and weights is not None and calib is None:
-        raise typer.BadParameter("--int8 with real --weights needs --calib DIR (calibration images)")
     with err.status("exporting..."):
         res_ = export_bundle(opts, log=lambda m: err.print(f"[dim]{m}[/dim]"))
     bundle, manifest = res_["bundle"], res_["manifest"]
+    for name in ("model.tflite", "model.int8.tflite"):
+        if name in manifest["files"]:
+            rec = manifest["files"][name]
+            line = f"{name}: {rec['size'] / 1e6:.2f} MB, input {rec['input']['layout']} {rec['input']['dtype']}"
+            fid = (rec.get("quantization") or {}).get("fidelity")
+            if fid:
+                line += (f"; vs PyTorch fp32 on {fid['n_images']} images: top-1 agreement "
+                         f"{100 * fid['top1_agreement']:.0f}%, SQNR {fid['sqnr_db']:.1f} dB")
+            err.print(line)
     size_mb = manifest["files"][FILE_FP32]["size"] / 1e6
     p = manifest["export"]["parity"]
     err.print(
         f"parity vs PyTorch: max abs logit diff {p['max_abs_diff']:.2e} (tolerance {p['tolerance']:g}) on "
         f"{p['n_random']} random + {p['n_images']} real images, top-1 identical"
     )
+    record = None
     if int8:
+        from ..bundle import FILE_INT8
         from ..quantize import quantize_bundle
 
         record = quantize_bundle(bundle, calib=calib, eval_dir=eval_dir, synthetic=calib is None)
@@ -68,6 +86,10 @@ def export(
         out.print_json(json.dumps(manifest, default=str))
     else:
         out.print(f"saved {bundle / FILE_FP32} ({size_mb:.1f} MB) in {res_['seconds']:.1f} s")
+        if record is not None:
+            from .quantize import print_record
+
+            print_record(record, bundle / FILE_INT8)
         out.print("next:")
         if not int8:
             out.print(f"  mobilenet-edge quantize {bundle} --calib DIR")

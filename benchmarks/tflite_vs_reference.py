@@ -1,0 +1,193 @@
+"""Issue #9 acceptance: our int8 .tflite (litert-torch PT2E) vs Google's reference int8 .tflite.
+
+Measures, on the same machine and in the same run:
+- top-1 on ../shared/data/imagenet-calib (100 labelled images; TF-slim 1001 classes: index - 1 ==
+  ImageNet index) for PyTorch fp32, our fp32 and int8 .tflite, and Google's reference file;
+- int8 fidelity vs PyTorch fp32 (top-1 agreement, logits SQNR dB) on the same images;
+- LiteRT latency (ai_edge_litert, num_threads=1): the models are invoked in alternation, one call
+  each per round, after a warm-up; p50/p90/p99/mean/min in ms, and the ratio ours/Google of p50.
+
+Usage (torch side; needs litert-torch):
+
+    PYTHONPATH=$PWD python benchmarks/tflite_vs_reference.py \
+        --weights ../shared/data/reference/mobilenet_v1_0.5_160_quant.tflite --out benchmarks/results
+
+``--weights`` needs ``mobilenet_edge.weights`` (TF-slim import); without it the model has random
+weights (BN statistics from ``model.calibrate_bn``) and top-1 figures mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mobilenet_edge import images  # noqa: E402
+from mobilenet_edge.tflite_export import TfliteModel, export_tflite, sqnr_db, tool_versions  # noqa: E402
+
+DATA = Path(os.environ.get("MOBILENET_EDGE_DATA", ROOT.parent / "shared" / "data"))
+
+
+def load_model(weights: str | None, alpha: float, res: int):
+    import torch
+
+    from mobilenet_edge.model import MobileNetV1, calibrate_bn
+
+    if weights:
+        from mobilenet_edge.weights import load_weights
+
+        return load_weights(weights, alpha=alpha).model.eval(), "tflite"
+    torch.manual_seed(0)
+    model = MobileNetV1(alpha=alpha, num_classes=1001, padding="tf_same")
+    return calibrate_bn(model, res), "random"
+
+
+def latency(models: dict[str, TfliteModel], *, runs: int, warmup: int) -> dict:
+    """Alternate the models, one invoke each per round; per-model stats in ms."""
+    feeds = {}
+    for name, m in models.items():
+        x = np.zeros(m.input["shape"], m.input["dtype"])
+        feeds[name] = x
+        for _ in range(warmup):
+            m.run_raw(x)
+    times = {name: [] for name in models}
+    for _ in range(runs):
+        for name, m in models.items():
+            t = time.perf_counter_ns()
+            m.run_raw(feeds[name])
+            times[name].append((time.perf_counter_ns() - t) / 1e6)
+    out = {}
+    for name, ts in times.items():
+        a = np.asarray(ts)
+        out[name] = {
+            "p50": float(np.percentile(a, 50)),
+            "p90": float(np.percentile(a, 90)),
+            "p99": float(np.percentile(a, 99)),
+            "mean": float(a.mean()),
+            "std": float(a.std()),
+            "min": float(a.min()),
+            "runs": runs,
+        }
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", help="TF-slim .tflite or checkpoint (needs mobilenet_edge.weights)")
+    ap.add_argument("--alpha", type=float, default=0.5)
+    ap.add_argument("--res", type=int, default=160)
+    ap.add_argument("--reference", default=str(DATA / "reference" / "mobilenet_v1_0.5_160_quant.tflite"))
+    ap.add_argument("--runs", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--workdir", default=None, help="where the .tflite files go (default: --out)")
+    args = ap.parse_args()
+
+    import torch
+
+    model, source = load_model(args.weights, args.alpha, args.res)
+    prep = images.Preprocessing(res=args.res)
+    calib_dir = DATA / "imagenet-calib"
+    rows = list(csv.DictReader(open(calib_dir / "labels.csv", encoding="utf-8")))
+    paths = [calib_dir / r["file"] for r in rows]
+    labels = np.array([int(r["imagenet_index"]) + 1 for r in rows])  # 1001-class index
+    x_nchw = np.stack([images.load(p, prep) for p in paths])  # (100, 3, res, res)
+    photos = [x for _, x in images.iter_batches(images.expand_paths([DATA / "images"]), prep, batch=8)]
+
+    work = Path(args.workdir or args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    tag = f"{args.alpha:.2f}_{args.res}"
+    rec_fp32 = export_tflite(model, work / f"model_{tag}.tflite", res=args.res, check=photos + [x_nchw])
+    rec_int8 = export_tflite(
+        model, work / f"model_{tag}.int8.tflite", res=args.res, int8=True, calib=[x_nchw], check=[x_nchw]
+    )
+
+    # held-out check: calibrate on the even-indexed 50 images, evaluate on the odd-indexed 50
+    rec_half = export_tflite(
+        model, work / f"model_{tag}.int8.half.tflite", res=args.res, int8=True, calib=[x_nchw[::2]], check=[x_nchw[1::2]]
+    )
+
+    with torch.no_grad():
+        ref = model.eval()(torch.from_numpy(x_nchw)).numpy()
+    x_nhwc = x_nchw.transpose(0, 2, 3, 1)
+    ours8 = TfliteModel(work / rec_int8["file"], num_threads=1)
+    ours32 = TfliteModel(work / rec_fp32["file"], num_threads=1)
+    google = TfliteModel(args.reference, num_threads=1)
+    y8, y32, yg = ours8(x_nhwc), ours32(x_nhwc), google(x_nhwc)
+
+    def top1(y):
+        return float((y.argmax(1) == labels).mean())
+
+    result = {
+        "what": "issue #9: our int8 .tflite vs Google's reference int8 .tflite",
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "variant": {"alpha": args.alpha, "res": args.res},
+        "weights": source if not args.weights else f"{source}: {Path(args.weights).name}",
+        "data": {"images": str(calib_dir.name), "n": len(paths),
+                 "note": "int8 calibrated on the same 100 images it is evaluated on (in-sample)"},
+        "top1": {
+            "torch_fp32": top1(ref),
+            "ours_fp32_tflite": top1(y32),
+            "ours_int8_tflite": top1(y8),
+            "google_int8_tflite": top1(yg),
+        },
+        "int8_vs_torch_fp32": {
+            "top1_agreement": float((ref.argmax(1) == y8.argmax(1)).mean()),
+            "sqnr_db": sqnr_db(ref, y8),
+        },
+        "google_vs_torch_fp32_top1_agreement": float((ref.argmax(1) == yg.argmax(1)).mean()),
+        "files": {"fp32": rec_fp32, "int8": rec_int8},
+    }
+    half = TfliteModel(work / rec_half["file"], num_threads=1)
+    odd = slice(1, None, 2)
+    result["heldout"] = {
+        "calibration": "even-indexed 50 images", "evaluation": "odd-indexed 50 images",
+        "top1_ours_int8": float((half(x_nhwc[odd]).argmax(1) == labels[odd]).mean()),
+        "top1_google_int8": float((yg[odd].argmax(1) == labels[odd]).mean()),
+        "top1_torch_fp32": float((ref[odd].argmax(1) == labels[odd]).mean()),
+        "fidelity_vs_torch_fp32": rec_half["quantization"]["fidelity"],
+    }
+    del half
+    result["top1"]["ours_int8_minus_google_points"] = 100 * (
+        result["top1"]["ours_int8_tflite"] - result["top1"]["google_int8_tflite"]
+    )
+    lat = latency({"ours_int8": ours8, "google_int8": google, "ours_fp32": ours32}, runs=args.runs, warmup=args.warmup)
+    result["latency_ms"] = lat
+    result["latency_ratio_p50_ours_int8_over_google"] = lat["ours_int8"]["p50"] / lat["google_int8"]["p50"]
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in open("/proc/cpuinfo") if ln.startswith("flags")), [])
+    result["environment"] = {
+        "cpu": cpu,
+        "arch": platform.machine(),
+        "isa": sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "asimddp")),
+        "cores": os.cpu_count(),
+        "threads": 1,
+        "python": platform.python_version(),
+        "versions": tool_versions(),
+        "note": "shared machine (other jobs running); ratios are measured in one run, alternating models",
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dst = out / f"tflite_{tag}_{source}.json"
+    dst.write_text(json.dumps(result, indent=2) + "\n")
+    keys = ("top1", "int8_vs_torch_fp32", "heldout", "latency_ratio_p50_ours_int8_over_google")
+    summary = {k: result[k] for k in keys}
+    summary["p50_ms"] = {k: round(v["p50"], 3) for k, v in lat.items()}
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {dst}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

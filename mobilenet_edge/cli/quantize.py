@@ -1,0 +1,135 @@
+"""``mobilenet-edge quantize``: int8 QDQ model with ONNX Runtime, calibrated on real images, with a
+fidelity report (int8 vs fp32 on disjoint evaluation images). Never imports torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .app import app, err, out
+
+EPILOG = (
+    "Examples:\n\n"
+    "  mobilenet-edge quantize export/mobilenet_v1_0.50_160 --calib imagenet-calib/\n\n"
+    "  mobilenet-edge quantize export/mobilenet_v1_0.50_160 --calib calib/ --eval val/ --labels val/labels.csv "
+    "--method entropy --debug-layers\n\n"
+    "  mobilenet-edge quantize export/mobilenet_v1_0.50_160 --calib imagenet-calib/ --per-tensor --force --json\n\n"
+    "  mobilenet-edge quantize other.onnx --calib photos/ --mean 123.675 116.28 103.53 --std 58.395 57.12 57.375 "
+    "--crop 0.875\n\n"
+    "Without --eval, the --calib folder is split deterministically: sorted files, even positions calibrate, "
+    "odd positions evaluate."
+)
+
+
+@app.command(epilog=EPILOG)
+def quantize(
+    target: Annotated[Path, typer.Argument(help="Bundle folder (export/<name>) or an fp32 .onnx file.")],
+    calib: Annotated[Optional[Path], typer.Option(help="Calibration image folder (recursive). Required for real weights.")] = None,
+    eval_dir: Annotated[Optional[Path], typer.Option("--eval", help="Evaluation folder (disjoint); default: half of --calib.")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="labels.csv (file,imagenet_index) for the evaluation images.")] = None,
+    method: Annotated[str, typer.Option(help="Calibration: minmax | entropy | percentile.")] = "minmax",
+    per_tensor: Annotated[bool, typer.Option("--per-tensor", help="One weight scale per tensor (worse; for comparison).")] = False,
+    activations: Annotated[str, typer.Option(help="Activation type: uint8 | int8.")] = "uint8",
+    samples: Annotated[int, typer.Option(min=1, help="Maximum calibration images.")] = 256,
+    percentile: Annotated[float, typer.Option(help="Percentile for --method percentile.")] = 99.999,
+    bins: Annotated[Optional[int], typer.Option(help="Histogram bins (ORT defaults: entropy 128, percentile 2048).")] = None,
+    symmetric_activations: Annotated[bool, typer.Option("--symmetric-activations", help="Symmetric activation ranges (zero point 0).")] = False,
+    reduce_range: Annotated[Optional[bool], typer.Option("--reduce-range/--no-reduce-range", help="7-bit weights; default: decided from this CPU (x86 without VNNI -> on).")] = None,
+    synthetic: Annotated[bool, typer.Option("--synthetic", help="Calibrate on noise images (random-weight bundles only: accuracy meaningless).")] = False,
+    fold: Annotated[int, typer.Option(min=0, max=1, help="Without --eval: 0 = even positions calibrate, 1 = odd (2-fold check).")] = 0,
+    debug_layers: Annotated[bool, typer.Option("--debug-layers", help="Per-layer SQNR from ORT's QDQ debug tools, worst first.")] = False,
+    mean: Annotated[Optional[list[float]], typer.Option(help="Foreign ONNX: per-channel mean (pixels 0..255), 1 or 3 values.")] = None,
+    std: Annotated[Optional[list[float]], typer.Option(help="Foreign ONNX: per-channel std, 1 or 3 values.")] = None,
+    crop: Annotated[Optional[float], typer.Option(help="Foreign ONNX: central crop fraction (0, 1].")] = None,
+    resize: Annotated[Optional[str], typer.Option(help="Foreign ONNX: resize tf_bilinear | bilinear | bicubic | nearest | lanczos.")] = None,
+    res: Annotated[Optional[int], typer.Option(help="Foreign ONNX with a symbolic H/W: input resolution.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the quantization record as JSON.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing int8 model.")] = False,
+) -> None:
+    """Quantize an fp32 model to int8 (QDQ, per-channel weights) with ONNX Runtime and report its
+    fidelity to fp32: top-1 agreement, logits SQNR (dB), top-1/top-5 with labels.
+
+    A bundle gets model.int8.onnx and a "quantization" record in manifest.json. A lone .onnx file gets
+    <name>.int8.onnx beside it; its preprocessing comes from its metadata (our exports) or from
+    --mean/--std/--crop/--resize.
+    """
+    from ..errors import UsageError
+    from ..images import Preprocessing
+    from ..quantize import (
+        OrtExtraOptions,
+        QuantOptions,
+        model_io,
+        preprocessing_from_metadata,
+        quantize_bundle,
+        quantize_file,
+    )
+
+    extra = OrtExtraOptions(activation_symmetric=symmetric_activations, calib_percentile=percentile,
+                            calib_num_bins=bins)
+    opts = QuantOptions(method=method, per_channel=not per_tensor, activations=activations,
+                        reduce_range=reduce_range, samples=samples, extra=extra)
+    for name, path in (("--calib", calib), ("--eval", eval_dir)):
+        if path is not None and not path.is_dir():
+            raise UsageError(f"{name} {path} is not a folder")
+    if target.is_dir():
+        if any(v is not None for v in (mean, std, crop, resize, res)):
+            raise UsageError("--mean/--std/--crop/--resize/--res apply to a lone .onnx file; a bundle has its preprocessing")
+        rec = quantize_bundle(target, calib=calib, eval_dir=eval_dir, options=opts, synthetic=synthetic,
+                              labels_csv=labels, debug_layers=debug_layers, force=force, fold=fold)
+        dst = target / "model.int8.onnx"
+    elif target.is_file():
+        io = model_io(target)
+        prep = preprocessing_from_metadata(io["metadata"])
+        h = io["input"]["shape"][2]
+        if prep is None or any(v is not None for v in (mean, std, crop, resize, res)):
+            base = prep.to_dict() if prep else {}
+            r = res or (h if isinstance(h, int) else None) or base.get("res")
+            if r is None:
+                raise UsageError(f"{target}: input height is symbolic ({h}); pass --res")
+            if prep is None and (mean is None or std is None):
+                raise UsageError(f"{target} is not one of our models (no preprocessing metadata): "
+                                 "pass --mean and --std (and --crop, --resize)")
+            base.update({k: v for k, v in {"res": r, "mean": mean, "std": std, "crop": crop, "resize": resize}.items()
+                         if v is not None})
+            prep = Preprocessing.from_dict(base)
+        dst = target.with_name(target.name[: -len(".onnx")] + ".int8.onnx" if target.name.endswith(".onnx")
+                               else target.name + ".int8.onnx")
+        if dst.exists() and not force:
+            raise UsageError(f"{dst} exists; use --force to replace it")
+        weights = io["metadata"].get("weights")
+        if calib is None and not synthetic:
+            raise UsageError("--calib DIR is required (or --synthetic for a random-weight model)")
+        rec = quantize_file(target, dst, prep, calib=calib, eval_dir=eval_dir, options=opts, synthetic=synthetic,
+                            labels_csv=labels, debug_layers_=debug_layers, weights_source=weights, fold=fold)
+    else:
+        raise UsageError(f"no such bundle folder or .onnx file: {target}")
+
+    if as_json:
+        out.print_json(json.dumps(rec))
+        return
+    print_record(rec, dst)
+
+
+def print_record(rec: dict, dst) -> None:
+    """The human-readable quantization report: fidelity table, worst layers, one 'saved' line."""
+    from ..quantize import fidelity_table, layers_table
+
+    fid = rec["fidelity"]
+    title = (f"{dst}: int8 ({rec['method']}, {'per-channel' if rec['per_channel'] else 'per-tensor'}, "
+             f"{rec['activation_type']} activations) vs fp32")
+    out.print(fidelity_table(fid, title))
+    if "layers" in rec:
+        out.print(layers_table(rec["layers"]))
+    size = rec["size"]
+    cal = rec["calibration"]
+    out.print(f"saved {dst} ({size['int8_bytes'] / 1e6:.2f} MB, {100 * size['ratio']:.1f}% of fp32) "
+              f"calibrated on {cal['images']} images in {cal['seconds']:.1f} s; reduce_range={rec['reduce_range']} "
+              f"({rec['isa']['reason']})", markup=False, highlight=False)
+    if not rec["accuracy_meaningful"]:
+        out.print("note: random weights / synthetic calibration: the int8 accuracy figures are meaningless",
+                  markup=False)
+    if rec.get("warnings"):
+        err.print(f"{len(rec['warnings'])} warning(s), see above", markup=False)

@@ -1,0 +1,1263 @@
+"""int8 post-training static quantization with ONNX Runtime, and the fidelity report (no torch).
+
+The pipeline is ORT's own tools, every argument explicit (ORT's defaults changed across releases):
+
+1. ``onnxruntime.quantization.shape_inference.quant_pre_process`` (shape inference + ORT graph
+   optimisation, as ORT's docs ask before quantizing);
+2. calibration with ORT's ``create_calibrator`` (MinMax, Entropy or Percentile), fed in chunks by a
+   :class:`ImageFolderReader` that streams images through the model's :class:`~.images.Preprocessing`.
+   We run the calibrator ourselves because ORT 1.32's ``quantize_static`` forwards only five
+   calibrator settings (``CalibTensorRangeSymmetric``, ``CalibMovingAverage``,
+   ``CalibMovingAverageConstant``, ``CalibMaxIntermediateOutputs``, ``CalibPercentile``): the
+   histogram size of Entropy/Percentile (``num_bins``, ``num_quantized_bins``) cannot be set through
+   it. The ranges go to ``quantize_static`` through its own calibration cache (``save_tensors_data``);
+3. the activation-range guard: the calibrated range of every ``Clip(lo, hi)`` / ``Relu`` output is
+   clamped to ``[lo, hi]`` / ``[0, inf)``. ORT removes "removable" activations (Clip, Relu) whenever
+   activations are quantized asymmetrically, so the following QuantizeLinear alone must do the
+   clipping; a calibration range wider than the activation (e.g. Percentile's default symmetric
+   range ``[-a, a]``) would otherwise let negative pre-activations through a ReLU6;
+4. ``quantize_static`` in QDQ format (per-channel int8 weights by default).
+
+The fidelity report compares the int8 model with the fp32 model on evaluation images disjoint from
+the calibration images: top-1 agreement, logits SQNR in dB per image
+(``10 log10(sum(fp32^2) / sum((fp32 - int8)^2))``; mean and worst), and top-1/top-5 of both models
+when labels are known.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Union
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import bundle as bdl
+from .errors import UsageError
+from .images import Preprocessing, expand_paths, load
+
+METHODS = ("minmax", "entropy", "percentile")
+ACTIVATION_TYPES = ("uint8", "int8")
+#: ``--calib`` folders with fewer decodable images than this get a "thin calibration" warning.
+MIN_CALIB_IMAGES = 32
+#: Calibration images fed to ORT's calibrator per ``collect_data`` call (bounds memory: the
+#: calibrators keep every intermediate tensor of a call until it ends).
+CALIB_CHUNK = 16
+#: int8 model size limit relative to the fp32 model (issue #5: 30%).
+MAX_SIZE_RATIO = 0.30
+
+_console = Console(stderr=True, highlight=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# options
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrtExtraOptions:
+    """Typed view of ``quantize_static(extra_options=...)`` (ORT 1.32 names, quantize.py docstring).
+
+    Attributes map one-to-one to ORT keys (see :meth:`to_ort`); ``None`` means "use the method's
+    default" and is resolved by :meth:`QuantOptions.resolved` so that every value is explicit.
+    """
+
+    activation_symmetric: bool = False  # ActivationSymmetric
+    weight_symmetric: bool = True  # WeightSymmetric (ORT default for int8 weights)
+    calib_tensor_range_symmetric: bool | None = None  # CalibTensorRangeSymmetric (percentile: ORT default True)
+    calib_moving_average: bool = False  # CalibMovingAverage (MinMax only)
+    calib_moving_average_constant: float = 0.01  # CalibMovingAverageConstant
+    calib_percentile: float = 99.999  # CalibPercentile (Percentile only)
+    calib_num_bins: int | None = None  # calibrator num_bins: ORT defaults entropy 128, percentile 2048
+    calib_num_quantized_bins: int = 128  # calibrator num_quantized_bins (Entropy only)
+    calib_max_intermediate_outputs: int | None = None  # CalibMaxIntermediateOutputs (MinMax only)
+    keep_removable_activations: bool = False  # QDQKeepRemovableActivations
+    dedicated_qdq_pair: bool = False  # DedicatedQDQPair
+    tensor_quant_overrides: dict = field(default_factory=dict)  # TensorQuantOverrides
+
+    def to_ort(self) -> dict:
+        """The ``extra_options`` dict handed to ``quantize_static`` (ORT key names)."""
+        d: dict[str, Any] = {
+            "ActivationSymmetric": self.activation_symmetric,
+            "WeightSymmetric": self.weight_symmetric,
+            "CalibMovingAverage": self.calib_moving_average,
+            "CalibMovingAverageConstant": self.calib_moving_average_constant,
+            "CalibPercentile": self.calib_percentile,
+            "QDQKeepRemovableActivations": self.keep_removable_activations,
+            "DedicatedQDQPair": self.dedicated_qdq_pair,
+        }
+        if self.calib_tensor_range_symmetric is not None:
+            d["CalibTensorRangeSymmetric"] = self.calib_tensor_range_symmetric
+        if self.calib_max_intermediate_outputs is not None:
+            d["CalibMaxIntermediateOutputs"] = self.calib_max_intermediate_outputs
+        if self.tensor_quant_overrides:
+            d["TensorQuantOverrides"] = self.tensor_quant_overrides
+        return d
+
+    def calibrator_options(self, method: str) -> dict:
+        """Keyword dict for ORT's ``create_calibrator(extra_options=...)`` (its own key names)."""
+        sym = self.calib_tensor_range_symmetric
+        if method == "minmax":
+            d = {
+                "symmetric": bool(sym) if sym is not None else False,
+                "moving_average": self.calib_moving_average,
+                "averaging_constant": self.calib_moving_average_constant,
+                "per_channel": False,
+            }
+            if self.calib_max_intermediate_outputs is not None:
+                d["max_intermediate_outputs"] = self.calib_max_intermediate_outputs
+            return d
+        if method == "entropy":
+            return {
+                "symmetric": bool(sym) if sym is not None else False,
+                # ORT's default. With 128 bins and 128 quantized bins the KL search has one candidate
+                # (the full range), so Entropy ~ MinMax; 2048 bins measured worse (agreement 76-94% vs
+                # 84-98% on imagenet-calib) and ~20x slower: see docs/quantize.md.
+                "num_bins": self.calib_num_bins or 128,
+                "num_quantized_bins": self.calib_num_quantized_bins,
+            }
+        return {  # percentile
+            "symmetric": bool(sym) if sym is not None else True,
+            "num_bins": self.calib_num_bins or 2048,
+            "percentile": self.calib_percentile,
+        }
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """What ``quantize`` does; every field is recorded in manifest.json ("quantization.options").
+
+    Attributes:
+        method: calibration method, ``minmax`` | ``entropy`` | ``percentile`` (ORT CalibrationMethod).
+        per_channel: per-channel weight scales (default; per-tensor collapses MobileNet's depthwise
+            layers, see the paper's companion Krishnamoorthi 2018, arXiv:1806.08342, Table 2).
+        activations: activation type, ``uint8`` (U8S8, ORT's advice for x86) or ``int8`` (S8S8).
+        weights: weight type; only ``int8`` (symmetric) is supported.
+        reduce_range: 7-bit weights; ``None`` = decide from the CPU (see :func:`decide_reduce_range`).
+        samples: maximum number of calibration images (the first ``samples`` of the calibration set).
+        extra: ORT ``extra_options`` (typed).
+        activation_range_guard: clamp calibrated ranges of Clip/Relu outputs to the activation's bounds.
+        nodes_to_exclude: node names kept in float (issue #10: mixed precision).
+        recipe: name of the recipe (``plain`` = ORT as is; issue #10 adds CLE / bias correction).
+        seed: seed of synthetic calibration data.
+        compact: drop shape-inference value_info, tool bookkeeping metadata and all-zero weight
+            zero points from the int8 file (:func:`_compact`; numerics unchanged).
+    """
+
+    method: str = "minmax"
+    per_channel: bool = True
+    activations: str = "uint8"
+    weights: str = "int8"
+    reduce_range: bool | None = None
+    samples: int | None = 256
+    extra: OrtExtraOptions = field(default_factory=OrtExtraOptions)
+    activation_range_guard: bool = True
+    nodes_to_exclude: tuple[str, ...] = ()
+    recipe: str = "plain"
+    seed: int = 0
+    compact: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UsageError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.activations not in ACTIVATION_TYPES:
+            raise UsageError(f"activations must be one of {', '.join(ACTIVATION_TYPES)}, got {self.activations!r}")
+        if self.weights != "int8":
+            raise UsageError(f"weights must be int8, got {self.weights!r}")
+        if self.samples is not None and self.samples < 1:
+            raise UsageError(f"samples must be >= 1, got {self.samples}")
+        if not 50.0 < self.extra.calib_percentile <= 100.0:
+            raise UsageError(f"percentile must be in (50, 100], got {self.extra.calib_percentile}")
+        if self.extra.calib_num_bins is not None and self.extra.calib_num_bins < 16:
+            raise UsageError(f"calibration bins must be >= 16, got {self.extra.calib_num_bins}")
+        if self.recipe != "plain":
+            raise UsageError(f"recipe must be 'plain' (the only one implemented), got {self.recipe!r}")
+
+    def to_manifest(self) -> dict:
+        """JSON-ready dict of every option, plus the exact ORT arguments derived from them."""
+        d = asdict(self)
+        d["nodes_to_exclude"] = list(self.nodes_to_exclude)
+        d["ort_extra_options"] = self.extra.to_ort()
+        d["ort_calibrator_options"] = self.extra.calibrator_options(self.method)
+        return d
+
+
+# ----------------------------------------------------------------------------------------------
+# ISA: when u8 x s8 kernels can saturate
+# ----------------------------------------------------------------------------------------------
+
+
+def detect_isa(cpuinfo: str | Path = "/proc/cpuinfo", machine: str | None = None) -> dict:
+    """CPU architecture and the instruction-set flags that matter for int8 kernels.
+
+    Returns:
+        ``{"machine", "arch" ("x86"|"arm"|"other"), "vnni" (avx512_vnni or avx_vnni), "flags": [...]}``
+        where ``flags`` lists the relevant ones found (avx2, avx512bw, avx512_vnni, avx_vnni, asimddp,
+        i8mm). An unreadable cpuinfo gives empty flags.
+    """
+    machine = machine or platform.machine()
+    m = machine.lower()
+    arch = "x86" if m in ("x86_64", "amd64", "i386", "i686") else "arm" if m.startswith(("arm", "aarch64")) else "other"
+    flags: set[str] = set()
+    try:
+        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
+            key, _, val = line.partition(":")
+            if key.strip().lower() in ("flags", "features"):
+                flags.update(val.split())
+                break
+    except OSError:
+        pass
+    relevant = sorted(flags & {"avx2", "avx512bw", "avx512_vnni", "avx_vnni", "asimddp", "i8mm", "sse4_1"})
+    return {"machine": machine, "arch": arch, "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}), "flags": relevant}
+
+
+def decide_reduce_range(isa: dict, requested: bool | None) -> dict:
+    """Choose ``reduce_range`` for the CPU that runs the model (ORT ``quantize_static`` docstring:
+    "x86/x64 CPU without VNNI ... set reduce_range=True": their u8 x s8 kernels (vpmaddubsw) add pairs
+    of products into int16 and can saturate; VNNI (vpdpbusd) and ARM accumulate in int32).
+
+    Returns:
+        ``{"reduce_range": bool, "requested": bool|None, "reason": str, "warning": str|None, "isa": isa}``.
+    """
+    risky = isa["arch"] == "x86" and not isa["vnni"]
+    auto = risky
+    if isa["arch"] == "x86":
+        why = "x86 without avx512_vnni/avx_vnni: u8 x s8 int16 pair sums can saturate" if risky else (
+            "x86 with VNNI: int32 accumulation, no saturation")
+    elif isa["arch"] == "arm":
+        why = "ARM: int8 dot products accumulate in int32, no saturation"
+    else:
+        why = f"unknown architecture {isa['machine']!r}: full 8-bit range"
+    warning = None
+    if requested is None:
+        value, reason = auto, f"auto: {why}"
+        if risky:
+            warning = ("this CPU has no VNNI: weights use 7 bits (reduce_range) to avoid int16 saturation; "
+                       "pass --no-reduce-range for a model that will only run on ARM (Raspberry Pi) or VNNI CPUs")
+    else:
+        value, reason = bool(requested), f"explicit ({why})"
+        if risky and not requested:
+            warning = ("--no-reduce-range on an x86 CPU without VNNI: ORT's u8 x s8 kernels may saturate on this "
+                       "machine (the figures measured here may be worse than on the target)")
+        elif requested and not risky:
+            warning = "--reduce-range on a CPU that does not need it: 7-bit weights cost precision"
+    return {"reduce_range": value, "requested": requested, "reason": reason, "warning": warning, "isa": isa}
+
+
+# ----------------------------------------------------------------------------------------------
+# calibration data
+# ----------------------------------------------------------------------------------------------
+
+
+def _ort_reader_base():
+    from onnxruntime.quantization import CalibrationDataReader
+
+    return CalibrationDataReader
+
+
+class _Warnings(list):
+    """Collects warnings and prints each on stderr as one line."""
+
+    def __call__(self, msg: str) -> None:
+        self.append(msg)
+        print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def _progress(enabled: bool = True) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=_console, transient=True, disable=not enabled,
+    )
+
+
+def make_image_reader(
+    paths: Sequence[Path],
+    prep: Preprocessing,
+    *,
+    input_name: str = "input",
+    warn: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
+    description: str = "calibrating",
+):
+    """A ``CalibrationDataReader`` streaming ``paths`` one image at a time as ``{input_name: (1,3,res,res)
+    float32}``; undecodable files are skipped with a warning naming them.
+
+    The returned object has ``used`` and ``skipped`` (lists of paths) and ``rewind()``.
+    """
+    base = _ort_reader_base()
+
+    class ImageFolderReader(base):
+        def __init__(self) -> None:
+            self.paths = list(paths)
+            self.used: list[Path] = []
+            self.skipped: list[Path] = []
+            self._i = 0
+            self._task = progress.add_task(description, total=len(self.paths)) if progress else None
+
+        def __len__(self) -> int:
+            return len(self.paths)
+
+        def rewind(self) -> None:
+            self._i = 0
+            self.used, self.skipped = [], []
+            if progress is not None and self._task is not None:
+                progress.reset(self._task)
+
+        def get_next(self) -> dict | None:
+            while self._i < len(self.paths):
+                p = self.paths[self._i]
+                self._i += 1
+                if progress is not None:
+                    progress.advance(self._task)
+                try:
+                    x = load(p, prep)
+                except UsageError as e:
+                    self.skipped.append(p)
+                    if warn:
+                        warn(f"skipped {e}")
+                    continue
+                self.used.append(p)
+                return {input_name: x[None]}
+            return None
+
+    return ImageFolderReader()
+
+
+def make_array_reader(arrays: np.ndarray | Sequence[np.ndarray], *, input_name: str = "input"):
+    """A ``CalibrationDataReader`` over (N, 3, H, W) float32 arrays (one image per ``get_next``)."""
+    base = _ort_reader_base()
+    data = [np.asarray(a, dtype=np.float32) for a in arrays]
+
+    class ArrayReader(base):
+        def __init__(self) -> None:
+            self._i = 0
+            self.used = list(range(len(data)))
+            self.skipped: list = []
+
+        def __len__(self) -> int:
+            return len(data)
+
+        def rewind(self) -> None:
+            self._i = 0
+
+        def get_next(self) -> dict | None:
+            if self._i >= len(data):
+                return None
+            x = data[self._i]
+            self._i += 1
+            return {input_name: x[None] if x.ndim == 3 else x}
+
+    return ArrayReader()
+
+
+class _Take:
+    """At most ``n`` items from a reader, then None (one chunk of calibration)."""
+
+    def __init__(self, reader, n: int) -> None:
+        self.reader, self.n, self.got, self.exhausted = reader, n, 0, False
+
+    def get_next(self):
+        if self.got >= self.n:
+            return None
+        item = self.reader.get_next()
+        if item is None:
+            self.exhausted = True
+            return None
+        self.got += 1
+        return item
+
+
+class _Replay:
+    """Yields ``first`` then the rest of ``take`` (a chunk whose first item was peeked)."""
+
+    def __init__(self, first, take: _Take) -> None:
+        self.pending, self.take = [first], take
+
+    def get_next(self):
+        return self.pending.pop() if self.pending else self.take.get_next()
+
+
+def synthetic_images(n: int, prep: Preprocessing, *, seed: int = 0) -> np.ndarray:
+    """``n`` uniform-noise pixel images in [0, 255] through ``prep``'s normalisation.
+
+    Returns:
+        (n, 3, res, res) float32 (NCHW). For models with random weights only: their int8 accuracy
+        means nothing.
+    """
+    rng = np.random.default_rng(seed)
+    px = rng.integers(0, 256, size=(n, prep.res, prep.res, 3)).astype(np.float32)
+    x = (px - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+def split_paths(paths: Sequence[Path], *, fold: int = 0) -> tuple[list[Path], list[Path]]:
+    """Deterministic disjoint halves of one folder: sorted paths, even positions (0, 2, 4, ...)
+    calibrate and odd positions evaluate (``fold=1`` swaps them, for 2-fold cross evaluation).
+
+    Interleaving keeps both halves spread over the folder (ImageNet file names sort by class).
+    """
+    ps = sorted(paths)
+    even, odd = ps[0::2], ps[1::2]
+    return (even, odd) if fold == 0 else (odd, even)
+
+
+# ----------------------------------------------------------------------------------------------
+# labels
+# ----------------------------------------------------------------------------------------------
+
+def resolve_labels(
+    paths: Sequence[Path], root: Path | None, labels_csv: str | Path | None = None
+) -> tuple[dict[Path, int], str]:
+    """ImageNet index (0..999) of each evaluation image when it can be known.
+
+    Delegates to :func:`mobilenet_edge.evaluate.ground_truth` (shared with ``eval``): ``labels_csv``
+    or a ``labels.csv`` in ``root`` (``file,imagenet_index``), class folders (synset folders in the
+    standard sorted synset order, else sorted position), or ``nXXXXXXXX_*`` file names.
+
+    Returns:
+        (path -> index for the labelled images among ``paths``, description of the source or "none").
+    Raises:
+        UsageError: an explicit ``labels_csv`` that is missing or malformed.
+    """
+    from .evaluate import ground_truth
+
+    if root is None:
+        return {}, "none"
+    try:
+        gt, source = ground_truth(Path(root), Path(labels_csv) if labels_csv is not None else None)
+    except UsageError:
+        if labels_csv is not None:
+            raise
+        return {}, "none"
+    by_path = {p.resolve(): i for p, i in gt.items()}
+    out = {p: by_path[p.resolve()] for p in paths if p.resolve() in by_path}
+    return out, source if out else "none"
+
+
+# ----------------------------------------------------------------------------------------------
+# ONNX helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _import_ort_tools_without_torch() -> None:
+    """Import ``onnxruntime.tools`` (used by ``quant_pre_process``'s symbolic shape inference) without
+    torch: its ``__init__`` imports a PyTorch export helper whenever ``find_spec("torch")`` finds torch
+    (onnxruntime 1.32, tools/__init__.py), which would break the runtime side's no-torch rule and cost
+    seconds. ``sys.modules["torch"] = None`` makes ``find_spec`` return None for that one import."""
+    if "onnxruntime.tools" in sys.modules or "torch" in sys.modules:
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        import onnxruntime.tools  # noqa: F401
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+
+
+def _versions() -> dict:
+    import onnx
+    import onnxruntime
+
+    return {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "numpy": np.__version__}
+
+
+def model_io(path: str | Path) -> dict:
+    """Input/output names, shapes (ints or symbolic names) and dtypes of an ONNX file.
+
+    Raises:
+        UsageError: not a loadable ONNX file, or not one float input (N, 3, H, W) and one output.
+    """
+    import onnx
+
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001  (protobuf decode errors have many types)
+        raise UsageError(f"{path} is not a readable ONNX model: {e}") from None
+    inits = {i.name for i in m.graph.initializer}
+    inputs = [i for i in m.graph.input if i.name not in inits]
+
+    def shape(vi) -> list:
+        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in vi.type.tensor_type.shape.dim]
+
+    if len(inputs) != 1 or len(m.graph.output) < 1:
+        raise UsageError(f"{path}: expected one image input, found {len(inputs)} inputs")
+    i = inputs[0]
+    s = shape(i)
+    dt = onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type) if i.type.tensor_type.elem_type else None
+    if dt != np.float32 or len(s) != 4 or s[1] != 3:
+        raise UsageError(f"{path}: input {i.name!r} must be (N,3,H,W) float32, got {s} {dt}")
+    o = m.graph.output[0]
+    meta = {p.key: p.value for p in m.metadata_props}
+    opset = next((x.version for x in m.opset_import if x.domain in ("", "ai.onnx")), None)
+    return {"input": {"name": i.name, "shape": s, "dtype": "float32"},
+            "output": {"name": o.name, "shape": shape(o)}, "metadata": meta, "opset": opset,
+            "ir_version": m.ir_version}
+
+
+def _activation_bounds(model) -> dict[str, tuple[float, float]]:
+    """Output tensor -> (lo, hi) for Clip nodes with constant bounds and Relu nodes."""
+    from onnx import numpy_helper
+
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    consts[n.output[0]] = numpy_helper.to_array(a.t)
+    out = {}
+    for n in model.graph.node:
+        if n.op_type == "Relu":
+            out[n.output[0]] = (0.0, math.inf)
+        elif n.op_type == "Clip":
+            lo, hi = -math.inf, math.inf
+            attrs = {a.name: a.f for a in n.attribute}
+            if "min" in attrs or "max" in attrs:  # opset < 11
+                lo, hi = attrs.get("min", lo), attrs.get("max", hi)
+            else:
+                if len(n.input) > 1 and n.input[1]:
+                    if n.input[1] not in consts:
+                        continue
+                    lo = float(consts[n.input[1]])
+                if len(n.input) > 2 and n.input[2]:
+                    if n.input[2] not in consts:
+                        continue
+                    hi = float(consts[n.input[2]])
+            out[n.output[0]] = (lo, hi)
+    return out
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """ORT's calibrators print progress to stdout; keep stdout for results (--json)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def _quiet_ort_logging():
+    import logging
+
+    return contextlib.ExitStack() if os.environ.get("MOBILENET_EDGE_DEBUG") == "1" else _LogLevel(logging.getLogger(), logging.ERROR)
+
+
+class _LogLevel:
+    def __init__(self, logger, level) -> None:
+        self.logger, self.level = logger, level
+
+    def __enter__(self):
+        self.old = self.logger.level
+        self.logger.setLevel(self.level)
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.old)
+
+
+# ----------------------------------------------------------------------------------------------
+# quantize
+# ----------------------------------------------------------------------------------------------
+
+#: metadata_props written by onnxsim / ORT's tools about their own runs (not about the model)
+_BOOKKEEPING_META = ("onnxsim", "onnx.infer", "onnx.quant.pre_process")
+
+
+def _compact(model) -> dict:
+    """Drop what the int8 file does not need, in place; numerics unchanged.
+
+    - ``graph.value_info`` (shape-inference results from ``quant_pre_process``; ORT re-infers them);
+    - the tool bookkeeping entries of ``metadata_props``;
+    - all-zero zero points of weight (int8) and bias (int32) DequantizeLinear nodes (an optional input,
+      default 0: ONNX DequantizeLinear-13) that no other node shares;
+    - node names (optional in ONNX; tensor names are kept, ORT's ``qdq_loss_debug`` matches on them).
+
+    Measured for 0.25/128 with Google's weights: 598,165 -> 573,989 bytes (31.2% -> 29.95% of fp32); the
+    1001 labels in ``metadata_props`` (24.7 kB, bundle format) are the other large non-weight item.
+
+    At alpha 0.25 per-channel scales, int32 biases and the graph itself are ~6% of the fp32 size on top
+    of the 25% of int8 weights, so these bytes decide the 30% limit. Returns counts of what was removed.
+    """
+    from collections import Counter
+
+    from onnx import numpy_helper
+
+    n_vi = len(model.graph.value_info)
+    del model.graph.value_info[:]
+    keep = [p for p in model.metadata_props if not p.key.startswith(_BOOKKEEPING_META)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    inits = {i.name: i for i in model.graph.initializer}
+    uses = Counter(x for n in model.graph.node for x in n.input)
+    removed = 0
+    for n in model.graph.node:
+        if n.op_type != "DequantizeLinear" or len(n.input) != 3:
+            continue
+        w, zp = inits.get(n.input[0]), inits.get(n.input[2])
+        if w is None or zp is None or uses[n.input[2]] != 1 or w.data_type != zp.data_type:
+            continue
+        if zp.data_type not in (3, 6) or numpy_helper.to_array(zp).any():  # 3 = INT8 weights, 6 = INT32 biases
+            continue
+        model.graph.initializer.remove(zp)
+        del n.input[2]
+        removed += 1
+    n_names = 0
+    for n in model.graph.node:
+        if n.name:
+            n.name = ""  # optional in ONNX (tensor names stay: ORT's qdq_loss_debug matches on them)
+            n_names += 1
+    return {"value_info_removed": n_vi, "zero_points_removed": removed, "node_names_removed": n_names}
+
+CalibSource = Union[np.ndarray, Sequence[np.ndarray], Any]
+
+
+def quantize_model(
+    src_onnx: str | Path,
+    dst_onnx: str | Path,
+    calib: CalibSource,
+    options: QuantOptions = QuantOptions(),
+    *,
+    reduce_range: bool | None = None,
+    metadata: dict[str, str] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> dict:
+    """fp32 ONNX -> QDQ int8 ONNX with ORT (``quant_pre_process`` + calibration + ``quantize_static``).
+
+    Args:
+        src_onnx: fp32 model with one (N, 3, H, W) float32 input.
+        dst_onnx: written atomically (``bundle.atomic_path``); untouched on failure.
+        calib: (N, 3, H, W) float32 array(s) or an ORT ``CalibrationDataReader`` (e.g. from
+            :func:`make_image_reader`); at most ``options.samples`` inputs are used.
+        options: see :class:`QuantOptions`.
+        reduce_range: the resolved 7-bit-weights decision (``options.reduce_range`` when None, and
+            False if that is None too).
+        metadata: extra ``metadata_props`` for the int8 model (the fp32 model's are copied first).
+    Returns:
+        Record: ``{"calibration": {"images", "skipped", "chunks", "seconds"}, "range_guard": {...},
+        "ort_arguments": {...}, "seconds": float}``.
+    Raises:
+        UsageError: no calibration input could be read (nothing is written).
+    """
+    import onnx
+
+    _import_ort_tools_without_torch()
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    t0 = time.perf_counter()
+    io = model_io(src_onnx)
+    input_name = io["input"]["name"]
+    if isinstance(calib, np.ndarray) or (isinstance(calib, (list, tuple)) and calib and isinstance(calib[0], np.ndarray)):
+        reader = make_array_reader(calib, input_name=input_name)
+    else:
+        reader = calib
+    if reduce_range is None:
+        reduce_range = bool(options.reduce_range)
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[options.method]
+    act_type = QuantType.QUInt8 if options.activations == "uint8" else QuantType.QInt8
+    op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # = quantize_static's default list
+
+    dst_onnx = Path(dst_onnx)
+    with tempfile.TemporaryDirectory(prefix="mobilenet-edge-quant-") as td, _quiet_ort_logging():
+        tmp = Path(td)
+        pre = tmp / "pre.onnx"
+        with _stdout_to_stderr():
+            quant_pre_process(
+                str(src_onnx), str(pre), skip_optimization=False, skip_onnx_shape=False,
+                skip_symbolic_shape=False, auto_merge=False, verbose=0, save_as_external_data=False,
+            )
+        # --- calibration (ORT's calibrator, fed in chunks) ---
+        tc = time.perf_counter()
+        calibrator = create_calibrator(
+            pre, op_types, augmented_model_path=str(tmp / "augmented.onnx"), calibrate_method=method,
+            use_external_data_format=False, providers=["CPUExecutionProvider"],
+            extra_options=options.extra.calibrator_options(options.method),
+        )
+        limit = options.samples if options.samples is not None else 1 << 62
+        fed, chunks = 0, 0
+        with _stdout_to_stderr():
+            while fed < limit:
+                take = _Take(reader, min(CALIB_CHUNK, limit - fed))
+                first = take.get_next()
+                if first is None:
+                    break
+                calibrator.collect_data(_Replay(first, take))
+                fed += take.got
+                chunks += 1
+                if take.exhausted:
+                    break
+            if fed == 0:
+                raise UsageError("no decodable calibration image" + (
+                    f" ({len(reader.skipped)} file(s) skipped)" if getattr(reader, "skipped", None) else ""))
+            ranges = calibrator.compute_data()
+        calib_seconds = time.perf_counter() - tc
+        del calibrator
+
+        # --- activation-range guard ---
+        pre_model = onnx.load(str(pre))
+        bounds = _activation_bounds(pre_model)
+        clamped = []
+        if options.activation_range_guard:
+            for name, (lo, hi) in bounds.items():
+                if name not in ranges:
+                    continue
+                td_ = ranges[name]
+                low, high = td_.range_value
+                new_low = np.maximum(low, np.asarray(lo, dtype=low.dtype)) if math.isfinite(lo) else low
+                new_high = np.minimum(high, np.asarray(hi, dtype=high.dtype)) if math.isfinite(hi) else high
+                if new_low != low or new_high != high:
+                    clamped.append({"tensor": name, "calibrated": [float(low), float(high)],
+                                    "clamped": [float(new_low), float(new_high)]})
+                    td_.lowest, td_.highest = new_low.astype(low.dtype), new_high.astype(high.dtype)
+        cache = tmp / "calibration.json"
+        save_tensors_data(ranges, cache)
+
+        # --- quantize_static, every argument explicit ---
+        ort_args = {
+            "quant_format": "QDQ", "op_types_to_quantize": op_types, "per_channel": options.per_channel,
+            "reduce_range": bool(reduce_range), "activation_type": act_type.name, "weight_type": "QInt8",
+            "nodes_to_quantize": None, "nodes_to_exclude": list(options.nodes_to_exclude),
+            "use_external_data_format": False, "calibrate_method": method.name,
+            "calibration_providers": ["CPUExecutionProvider"], "extra_options": options.extra.to_ort(),
+        }
+        qpath = tmp / "model.int8.onnx"
+        with _stdout_to_stderr():
+            quantize_static(
+                str(pre), str(qpath), None, quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
+                per_channel=options.per_channel, reduce_range=bool(reduce_range), activation_type=act_type,
+                weight_type=QuantType.QInt8, nodes_to_quantize=None,
+                nodes_to_exclude=list(options.nodes_to_exclude) or None, use_external_data_format=False,
+                calibrate_method=method, calibration_providers=["CPUExecutionProvider"],
+                extra_options=options.extra.to_ort(), calibration_cache_path=str(cache),
+            )
+        q = onnx.load(str(qpath))
+        src_meta = onnx.load(str(src_onnx), load_external_data=False).metadata_props
+        props = {p.key: p.value for p in src_meta if not p.key.startswith(_BOOKKEEPING_META)}
+        props.update(metadata or {})
+        del q.metadata_props[:]
+        for k, v in props.items():
+            q.metadata_props.add(key=k, value=str(v))
+        compact = _compact(q) if options.compact else None
+        with bdl.atomic_path(dst_onnx) as t:
+            onnx.save(q, str(t))
+    skipped = [str(p) for p in getattr(reader, "skipped", [])]
+    return {
+        "calibration": {"images": fed, "skipped": skipped, "chunks": chunks, "chunk_size": CALIB_CHUNK,
+                        "seconds": round(calib_seconds, 3)},
+        "range_guard": {"enabled": options.activation_range_guard, "activations": len(bounds),
+                        "clamped": clamped},
+        "ort_arguments": ort_args,
+        "compact": compact,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# fidelity
+# ----------------------------------------------------------------------------------------------
+
+
+def _session(path: str | Path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    """``10 log10(sum(ref^2) / sum((ref - test)^2))`` in dB; ``inf`` when identical."""
+    ref = np.asarray(ref, np.float64)
+    noise = float(np.sum((ref - np.asarray(test, np.float64)) ** 2))
+    sig = float(np.sum(ref**2))
+    if noise == 0.0:
+        return math.inf
+    if sig == 0.0:
+        return -math.inf
+    return 10.0 * math.log10(sig / noise)
+
+
+def _batches(items, prep, batch: int, warn, progress, desc) -> Iterator[tuple[list, np.ndarray]]:
+    if isinstance(items, np.ndarray):
+        task = progress.add_task(desc, total=len(items)) if progress else None
+        for i in range(0, len(items), batch):
+            x = items[i : i + batch]
+            if progress:
+                progress.advance(task, len(x))
+            yield list(range(i, i + len(x))), x
+        return
+    task = progress.add_task(desc, total=len(items)) if progress else None
+    buf_p, buf_x = [], []
+    for p in items:
+        if progress:
+            progress.advance(task)
+        try:
+            x = load(p, prep)
+        except UsageError as e:
+            if warn:
+                warn(f"skipped {e}")
+            continue
+        buf_p.append(p)
+        buf_x.append(x)
+        if len(buf_p) == batch:
+            yield buf_p, np.stack(buf_x)
+            buf_p, buf_x = [], []
+    if buf_p:
+        yield buf_p, np.stack(buf_x)
+
+
+def fidelity(
+    fp32_onnx: str | Path,
+    int8_onnx: str | Path,
+    images: Sequence[Path] | np.ndarray,
+    prep: Preprocessing,
+    *,
+    labels: dict | None = None,
+    batch: int = 8,
+    warn: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """int8 vs fp32 on evaluation images.
+
+    Args:
+        images: image files, or (N, 3, H, W) float32 inputs.
+        labels: image -> ImageNet index 0..999 (with a 1001-class model, predicted index - 1 is
+            compared: TF-slim's index 0 is "background", data README).
+    Returns:
+        ``{"images", "agreement_top1" (fraction), "disagreements": [names], "sqnr_db": {"mean", "worst",
+        "worst_image"}, "labelled", "fp32": {"top1", "top5"}, "int8": {...}}``; accuracies are fractions
+        over the labelled images (None without labels); SQNR is per image on the logits, in dB.
+    Raises:
+        UsageError: no evaluation image could be decoded.
+    """
+    fs, qs = _session(fp32_onnx), _session(int8_onnx)
+    name = fs.get_inputs()[0].name
+    n = 0
+    agree = 0
+    sq: list[tuple[float, str]] = []
+    dis: list[str] = []
+    hits = {"fp32": [0, 0], "int8": [0, 0]}
+    labelled = 0
+    offset = None
+    for keys, x in _batches(images, prep, batch, warn, progress, "evaluating"):
+        f = fs.run(None, {name: x})[0]
+        q = qs.run(None, {name: x})[0]
+        if offset is None:
+            offset = 1 if f.shape[1] == 1001 else 0
+        for k, fi, qi in zip(keys, f, q):
+            n += 1
+            key = k.name if isinstance(k, Path) else f"#{k}"
+            same = int(np.argmax(fi)) == int(np.argmax(qi))
+            agree += same
+            if not same:
+                dis.append(key)
+            sq.append((sqnr_db(fi, qi), key))
+            if labels and k in labels:
+                labelled += 1
+                target = labels[k] + offset
+                for tag, lg in (("fp32", fi), ("int8", qi)):
+                    top5 = np.argsort(-lg)[:5]
+                    hits[tag][0] += int(top5[0] == target)
+                    hits[tag][1] += int(target in top5)
+    if n == 0:
+        raise UsageError("no decodable evaluation image")
+    vals = [v for v, _ in sq]
+    finite = [v for v in vals if math.isfinite(v)]
+    worst_v, worst_k = min(sq, key=lambda t: t[0])
+
+    def acc(tag):
+        return None if not labelled else {"top1": hits[tag][0] / labelled, "top5": hits[tag][1] / labelled}
+
+    return {
+        "images": n,
+        "agreement_top1": agree / n,
+        "disagreements": dis,
+        "sqnr_db": {"mean": float(np.mean(finite)) if finite else None,
+                    "worst": worst_v if math.isfinite(worst_v) else None, "worst_image": worst_k},
+        "labelled": labelled,
+        "fp32": acc("fp32"),
+        "int8": acc("int8"),
+    }
+
+
+def debug_layers(fp32_onnx: str | Path, int8_onnx: str | Path, inputs: np.ndarray, *, input_name: str = "input") -> dict:
+    """Per-layer SQNR (dB) from ORT's QDQ debugging tools (``qdq_loss_debug``), worst first.
+
+    ``activations``: for each quantized activation, ``xmodel_db`` = SQNR of the int8 model's tensor
+    against the fp32 model's (errors accumulated up to that layer) and ``qdq_db`` = SQNR of the
+    tensor before vs after its own QuantizeLinear/DequantizeLinear pair (where ORT removed a ReLU6,
+    "before" is the unclipped Conv output, so ``qdq_db`` then mostly measures the clipping). ``weights``: SQNR of each
+    dequantized weight. Inputs: (N, 3, H, W) float32 (a few images; all activations are held in memory).
+    """
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        compute_weight_error,
+        create_activation_matching,
+        create_weight_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    with tempfile.TemporaryDirectory(prefix="mobilenet-edge-qdqdebug-") as td, _quiet_ort_logging(), _stdout_to_stderr():
+        fa, qa = Path(td) / "f.onnx", Path(td) / "q.onnx"
+        modify_model_output_intermediate_tensors(str(fp32_onnx), str(fa))
+        modify_model_output_intermediate_tensors(str(int8_onnx), str(qa))
+        f_act = collect_activations(str(fa), make_array_reader(inputs, input_name=input_name))
+        q_act = collect_activations(str(qa), make_array_reader(inputs, input_name=input_name))
+        match = create_activation_matching(q_act, f_act)
+        act_err = compute_activation_error(match)
+        w_err = compute_weight_error(create_weight_matching(str(fp32_onnx), str(int8_onnx)))
+    acts = [{"tensor": k, "xmodel_db": v.get("xmodel_err"), "qdq_db": v.get("qdq_err")} for k, v in act_err.items()]
+    acts.sort(key=lambda r: (r["xmodel_db"] if r["xmodel_db"] is not None else math.inf))
+    weights = sorted(({"weight": k, "db": float(v)} for k, v in w_err.items()), key=lambda r: r["db"])
+    return {"images": int(len(inputs)), "activations": acts, "weights": weights}
+
+
+def relu6_ranges(int8_onnx: str | Path, inputs: np.ndarray, *, bounds: dict | None = None, fp32_onnx=None) -> list[dict]:
+    """Observed range of the int8 model's activation after each Clip(lo, hi) of the fp32 model.
+
+    For each bounded activation tensor T of ``fp32_onnx`` (Clip with constant bounds, e.g. ReLU6 =
+    Clip(0, 6)), finds the DequantizeLinear in the int8 model that carries T (``T`` quantized by a
+    QuantizeLinear), adds its output as a graph output, runs ``inputs`` and reports
+    ``{"tensor", "lo", "hi", "min", "max", "step" (scale)}``.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    if bounds is None:
+        bounds = _activation_bounds(onnx.load(str(fp32_onnx or int8_onnx)))
+    q = onnx.load(str(int8_onnx))
+    inits = {i.name: i for i in q.graph.initializer}
+    q_by_input = {n.input[0]: n for n in q.graph.node if n.op_type == "QuantizeLinear"}
+    dq_by_input = {n.input[0]: n for n in q.graph.node if n.op_type == "DequantizeLinear"}
+    rows = []
+    for t, (lo, hi) in bounds.items():
+        qn = q_by_input.get(t)
+        if qn is None or qn.output[0] not in dq_by_input:
+            continue
+        dq = dq_by_input[qn.output[0]]
+        scale = float(numpy_helper.to_array(inits[qn.input[1]]).max()) if qn.input[1] in inits else float("nan")
+        rows.append({"tensor": t, "lo": lo, "hi": hi, "out": dq.output[0], "step": scale})
+    existing = {o.name for o in q.graph.output}
+    for r in rows:
+        if r["out"] not in existing:
+            q.graph.output.append(onnx.helper.make_empty_tensor_value_info(r["out"]))
+    with tempfile.TemporaryDirectory(prefix="mobilenet-edge-relu6-") as td:
+        p = Path(td) / "q.onnx"
+        onnx.save(q, str(p))
+        s = _session(p)
+        names = [r["out"] for r in rows]
+        outs = s.run(names, {s.get_inputs()[0].name: np.asarray(inputs, np.float32)})
+    for r, o in zip(rows, outs):
+        r["min"], r["max"] = float(np.min(o)), float(np.max(o))
+        del r["out"]
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# bundle level
+# ----------------------------------------------------------------------------------------------
+
+
+def _fmt_pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def fidelity_table(rep: dict, title: str) -> Table:
+    """Rich table of a fidelity record (:func:`fidelity`)."""
+    t = Table(title=title, title_justify="left")
+    t.add_column("metric")
+    t.add_column("fp32", justify="right")
+    t.add_column("int8", justify="right")
+    t.add_row("images evaluated", str(rep["images"]), str(rep["images"]))
+    t.add_row("top-1 agreement int8 vs fp32", "", _fmt_pct(rep["agreement_top1"]))
+    s = rep["sqnr_db"]
+    t.add_row("logits SQNR mean (dB)", "", "-" if s["mean"] is None else f"{s['mean']:.1f}")
+    t.add_row("logits SQNR worst (dB)", "", "-" if s["worst"] is None else f"{s['worst']:.1f}  ({s['worst_image']})")
+    if rep["labelled"]:
+        t.add_row(f"top-1 ({rep['labelled']} labelled)", _fmt_pct(rep["fp32"]["top1"]), _fmt_pct(rep["int8"]["top1"]))
+        t.add_row(f"top-5 ({rep['labelled']} labelled)", _fmt_pct(rep["fp32"]["top5"]), _fmt_pct(rep["int8"]["top5"]))
+    return t
+
+
+def layers_table(dbg: dict, *, top: int = 10) -> Table:
+    t = Table(title=f"per-layer SQNR, worst {top} first ({dbg['images']} images)", title_justify="left")
+    t.add_column("activation (int8 model vs fp32 model)")
+    t.add_column("SQNR (dB)", justify="right")
+    for r in dbg["activations"][:top]:
+        t.add_row(r["tensor"], _f1(r["xmodel_db"]))
+    w = dbg["weights"][:3]
+    if w:
+        t.caption = "weakest weights: " + ", ".join(f"{r['weight']} {r['db']:.1f} dB" for r in w)
+    return t
+
+
+def _f1(v) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def _json_safe(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_json_safe(v) for v in o]
+    if isinstance(o, (np.floating,)):
+        return _json_safe(float(o))
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    return o
+
+
+def _collect_images(calib, eval_dir, warn, fold: int = 0) -> tuple[list[Path], list[Path], Path | None, Path | None, str]:
+    calib_paths = expand_paths([calib])
+    if eval_dir is not None:
+        eval_paths = expand_paths([eval_dir])
+        overlap = {p.resolve() for p in calib_paths} & {p.resolve() for p in eval_paths}
+        if overlap:
+            raise UsageError(f"--calib and --eval share {len(overlap)} image(s), e.g. {sorted(overlap)[0]}; "
+                             "they must be disjoint")
+        split = "calibration and evaluation folders given separately"
+        return calib_paths, eval_paths, Path(calib), Path(eval_dir), split
+    if len(calib_paths) < 2:
+        raise UsageError(f"{calib} holds {len(calib_paths)} image; need at least 2 to split into "
+                         "calibration and evaluation halves (or pass --eval DIR)")
+    c, e = split_paths(calib_paths, fold=fold)
+    a, b = ("even", "odd") if fold == 0 else ("odd", "even")
+    split = (f"one folder split deterministically: sorted files, {a} positions calibrate ({len(c)}), "
+             f"{b} positions evaluate ({len(e)})")
+    return c, e, Path(calib), Path(calib), split
+
+
+def quantize_file(
+    src_onnx: str | Path,
+    dst_onnx: str | Path,
+    prep: Preprocessing,
+    *,
+    calib: str | Path | None = None,
+    eval_dir: str | Path | None = None,
+    options: QuantOptions = QuantOptions(),
+    synthetic: bool = False,
+    labels_csv: str | Path | None = None,
+    debug_layers_: bool = False,
+    weights_source: str | None = None,
+    progress: bool = True,
+    check_relu6: bool = True,
+    fold: int = 0,
+) -> dict:
+    """Quantize one fp32 ONNX file to ``dst_onnx`` and evaluate it; the core of :func:`quantize_bundle`.
+
+    Calibration: images from ``calib`` (recursive) or, with ``synthetic``, uniform-noise images.
+    Evaluation: ``eval_dir`` if given, else the other half of ``calib`` (:func:`split_paths`), else
+    held-out synthetic images. ``dst_onnx`` is written only after quantization and evaluation succeed.
+
+    Returns:
+        The ``quantization`` record (JSON-ready) with ``options``, ``isa``, ``calibration``,
+        ``evaluation``, ``fidelity``, optional ``layers``, ``warnings``.
+    Raises:
+        UsageError: bad folders or no decodable image; MobilenetEdgeError: int8 file too large.
+    """
+    warn = _Warnings()
+    io = model_io(src_onnx)
+    input_name = io["input"]["name"]
+    h, w = io["input"]["shape"][2], io["input"]["shape"][3]
+    if isinstance(h, int) and isinstance(w, int) and (h != prep.res or w != prep.res):
+        raise UsageError(f"{src_onnx}: input is {h}x{w} but the preprocessing resizes to {prep.res}x{prep.res}")
+    if prep.layout != "NCHW":
+        raise UsageError(f"preprocessing layout must be NCHW for ONNX, got {prep.layout}")
+    if calib is None and not synthetic:
+        raise UsageError("--calib DIR is required (calibration images)")
+    if fold not in (0, 1):
+        raise UsageError(f"fold must be 0 or 1, got {fold}")
+    images = None if synthetic else _collect_images(calib, eval_dir, warn, fold)  # bad folders fail before any work
+    decision = decide_reduce_range(detect_isa(), options.reduce_range)
+    if decision["warning"]:
+        warn(decision["warning"])
+    if not options.per_channel:
+        warn("--per-tensor: one scale per weight tensor collapses MobileNet's depthwise layers; "
+             "use it only to compare with per-channel")
+    meaningless = weights_source == "random"
+    if meaningless:
+        warn("random weights: int8 accuracy figures are meaningless (only the pipeline is exercised)")
+
+    rec: dict[str, Any] = {
+        "tool": "onnxruntime.quantization (quant_pre_process, create_calibrator, quantize_static)",
+        "format": "QDQ",
+        "method": options.method,
+        "per_channel": options.per_channel,
+        "activation_type": options.activations,
+        "weight_type": options.weights,
+        "reduce_range": decision["reduce_range"],
+        "options": options.to_manifest(),
+        "isa": {k: v for k, v in decision.items() if k != "warning"},
+        "versions": _versions(),
+        "weights_source": weights_source,
+        "accuracy_meaningful": not meaningless and not synthetic,
+    }
+    prog = _progress(progress)
+    with prog:
+        if synthetic:
+            n_cal = options.samples or 64
+            n_cal = min(n_cal, 64)
+            cal_x = synthetic_images(n_cal, prep, seed=options.seed)
+            eval_items: Any = synthetic_images(16, prep, seed=options.seed + 1)
+            reader = make_array_reader(cal_x, input_name=input_name)
+            labels: dict = {}
+            rec["calibration_source"] = {"kind": "synthetic", "images": n_cal, "seed": options.seed,
+                                         "what": "uniform pixel noise in [0,255] through the preprocessing"}
+            rec["evaluation_source"] = {"kind": "synthetic", "images": 16, "seed": options.seed + 1}
+            label_desc = "none"
+            if calib is not None:
+                warn("--synthetic given: ignoring --calib")
+        else:
+            cal_paths, eval_items, cal_root, eval_root, split = images
+            if options.samples is not None and len(cal_paths) > options.samples:
+                cal_paths = cal_paths[: options.samples]
+            reader = make_image_reader(cal_paths, prep, input_name=input_name, warn=warn, progress=prog)
+            labels, label_desc = resolve_labels(eval_items, eval_root, labels_csv)
+            rec["calibration_source"] = {"kind": "images", "folder": str(calib), "files": len(cal_paths),
+                                         "split": split, "fold": fold if eval_dir is None else None}
+            rec["evaluation_source"] = {"kind": "images", "folder": str(eval_root), "files": len(eval_items),
+                                        "labels": label_desc}
+        dst_onnx = Path(dst_onnx)
+        work = Path(tempfile.mkdtemp(prefix=".quantize-", dir=dst_onnx.parent))
+        try:
+            tmp_q = work / dst_onnx.name
+            meta = {"precision": "int8", "quantization": json.dumps(
+                {"method": options.method, "per_channel": options.per_channel, "activations": options.activations,
+                 "reduce_range": decision["reduce_range"], "recipe": options.recipe})}
+            qrec = quantize_model(src_onnx, tmp_q, reader, options, reduce_range=decision["reduce_range"],
+                                  metadata=meta, warn=warn)
+            rec.update({k: qrec[k] for k in ("range_guard", "ort_arguments", "compact")})
+            rec["calibration"] = qrec["calibration"]
+            if 0 < qrec["calibration"]["images"] < MIN_CALIB_IMAGES and not synthetic:
+                warn(f"only {qrec['calibration']['images']} calibration images (< {MIN_CALIB_IMAGES}): "
+                     "the calibration is thin, ranges may not cover real inputs")
+            fp_size, q_size = Path(src_onnx).stat().st_size, tmp_q.stat().st_size
+            rec["size"] = {"fp32_bytes": fp_size, "int8_bytes": q_size, "ratio": q_size / fp_size}
+            rec["size"]["within_limit"] = q_size <= MAX_SIZE_RATIO * fp_size
+            if not rec["size"]["within_limit"]:
+                warn(f"int8 model is {100 * q_size / fp_size:.1f}% of the fp32 size (target {100 * MAX_SIZE_RATIO:.0f}%)")
+            rec["fidelity"] = fidelity(src_onnx, tmp_q, eval_items, prep, labels=labels, warn=warn, progress=prog)
+            if debug_layers_ or check_relu6:
+                sample = (eval_items[:4] if isinstance(eval_items, np.ndarray)
+                          else _first_images(eval_items, prep, 4))
+                if check_relu6 and len(sample):
+                    rows = relu6_ranges(tmp_q, sample, fp32_onnx=src_onnx)
+                    bad = [r for r in rows if r["min"] < r["lo"] - r["step"] or r["max"] > r["hi"] + r["step"]]
+                    rec["activation_ranges"] = {"checked": len(rows), "outside_one_step": [r["tensor"] for r in bad],
+                                                "images": int(len(sample))}
+                    if bad:
+                        warn(f"{len(bad)} bounded activation(s) leave their Clip range by more than one "
+                             f"quantization step, e.g. {bad[0]['tensor']}")
+                if debug_layers_ and len(sample):
+                    rec["layers"] = debug_layers(src_onnx, tmp_q, sample, input_name=input_name)
+            os.replace(tmp_q, dst_onnx)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    rec["warnings"] = list(warn)
+    return _json_safe(rec)
+
+
+def _first_images(paths: Sequence[Path], prep: Preprocessing, n: int) -> np.ndarray:
+    xs = []
+    for p in paths:
+        try:
+            xs.append(load(p, prep))
+        except UsageError:
+            continue
+        if len(xs) == n:
+            break
+    return np.stack(xs) if xs else np.zeros((0,), np.float32)
+
+
+def quantize_bundle(
+    bundle_dir: str | Path,
+    *,
+    calib: str | Path | None = None,
+    eval_dir: str | Path | None = None,
+    options: QuantOptions = QuantOptions(),
+    synthetic: bool = False,
+    labels_csv: str | Path | None = None,
+    debug_layers: bool = False,
+    force: bool = True,
+    progress: bool = True,
+    fold: int = 0,
+) -> dict:
+    """Write ``model.int8.onnx`` into a bundle and record it in ``manifest.json``.
+
+    Args:
+        bundle_dir: folder with ``manifest.json`` and ``model.onnx`` (docs/bundle-format.md).
+        calib: calibration image folder. Required when ``manifest["weights"]["source"]`` is not
+            ``"random"``; with random weights synthetic data is the default (``synthetic`` forces it).
+        eval_dir: evaluation folder (disjoint from ``calib``); default: the other half of ``calib``.
+        options: :class:`QuantOptions`.
+        labels_csv: ``file,imagenet_index`` csv for top-1/top-5 of the evaluation images.
+        debug_layers: add per-layer SQNR (:func:`debug_layers`) to the record.
+        force: replace an existing ``model.int8.onnx`` (else UsageError).
+        fold: which half of a split ``calib`` folder calibrates (0: even positions, 1: odd), for
+            2-fold cross evaluation.
+    Returns:
+        The manifest's new ``quantization`` record.
+    Raises:
+        UsageError / MobilenetEdgeError: the bundle's files are then left untouched.
+    """
+    bundle_dir = Path(bundle_dir)
+    manifest = bdl.read_manifest(bundle_dir)
+    src = bdl.model_file(bundle_dir)
+    dst = bundle_dir / bdl.FILE_INT8
+    if dst.exists() and not force:
+        raise UsageError(f"{dst} exists; use --force to replace it")
+    prep = Preprocessing.from_dict(manifest.get("preprocessing") or {})
+    source = (manifest.get("weights") or {}).get("source")
+    if calib is None and not synthetic:
+        if source == "random":
+            synthetic = True
+        else:
+            raise UsageError(f"--calib DIR is required: {bundle_dir.name} has weights from {source or 'an unknown source'} "
+                             "and int8 ranges must come from real images")
+    rec = quantize_file(src, dst, prep, calib=calib, eval_dir=eval_dir, options=options, synthetic=synthetic,
+                        labels_csv=labels_csv, debug_layers_=debug_layers, weights_source=source, progress=progress,
+                        fold=fold)
+    io = model_io(dst)
+    fp_entry = (manifest.get("files") or {}).get(bdl.FILE_FP32, {})
+    entry = {**bdl.file_record(dst), "format": "onnx", "precision": "int8", "quant_format": "QDQ",
+             "opset": io["opset"], "ir_version": io["ir_version"],
+             "input": fp_entry.get("input", io["input"]), "output": fp_entry.get("output", io["output"]),
+             "size_ratio_vs_fp32": rec["size"]["ratio"]}
+    manifest.setdefault("files", {})[bdl.FILE_INT8] = entry
+    manifest["quantization"] = rec
+    bdl.write_manifest(bundle_dir, manifest)
+    return rec
+
+
+def preprocessing_from_metadata(meta: dict) -> Preprocessing | None:
+    """The ``preprocessing`` metadata_props entry of one of our ONNX files, if present."""
+    raw = meta.get("preprocessing")
+    if not raw:
+        return None
+    try:
+        return Preprocessing.from_dict(json.loads(raw))
+    except (ValueError, TypeError):
+        return None
+
+
+__all__ = [
+    "METHODS", "OrtExtraOptions", "QuantOptions", "Preprocessing", "debug_layers", "decide_reduce_range",
+    "detect_isa", "fidelity", "fidelity_table", "layers_table", "make_array_reader", "make_image_reader",
+    "model_io", "quantize_bundle", "quantize_file", "quantize_model", "relu6_ranges", "replace",
+    "resolve_labels", "split_paths", "sqnr_db", "synthetic_images",
+]
