@@ -48,6 +48,7 @@ from rich.table import Table
 from . import bundle as bdl
 from .errors import UsageError
 from .images import Preprocessing, expand_paths, load
+from .recipes import RECIPE_NAMES
 
 METHODS = ("minmax", "entropy", "percentile")
 ACTIVATION_TYPES = ("uint8", "int8")
@@ -151,7 +152,9 @@ class QuantOptions:
         extra: ORT ``extra_options`` (typed).
         activation_range_guard: clamp calibrated ranges of Clip/Relu outputs to the activation's bounds.
         nodes_to_exclude: node names kept in float (issue #10: mixed precision).
-        recipe: name of the recipe (``plain`` = ORT as is; issue #10 adds CLE / bias correction).
+        recipe: :mod:`~.recipes` name: ``fidelity`` (default: grid-aligned weight scales, weight-error
+            bias correction, float logits, first two convs in float), ``grid``, or ``plain`` (ORT as is).
+            docs/fidelity.md and benchmarks/quant_fidelity.md (issue #10) have the measurements.
         seed: seed of synthetic calibration data.
         compact: drop shape-inference value_info, tool bookkeeping metadata and all-zero weight
             zero points from the int8 file (:func:`_compact`; numerics unchanged).
@@ -166,7 +169,7 @@ class QuantOptions:
     extra: OrtExtraOptions = field(default_factory=OrtExtraOptions)
     activation_range_guard: bool = True
     nodes_to_exclude: tuple[str, ...] = ()
-    recipe: str = "plain"
+    recipe: str = "fidelity"
     seed: int = 0
     compact: bool = True
 
@@ -183,8 +186,8 @@ class QuantOptions:
             raise UsageError(f"percentile must be in (50, 100], got {self.extra.calib_percentile}")
         if self.extra.calib_num_bins is not None and self.extra.calib_num_bins < 16:
             raise UsageError(f"calibration bins must be >= 16, got {self.extra.calib_num_bins}")
-        if self.recipe != "plain":
-            raise UsageError(f"recipe must be 'plain' (the only one implemented), got {self.recipe!r}")
+        if self.recipe not in RECIPE_NAMES:
+            raise UsageError(f"recipe must be one of {', '.join(RECIPE_NAMES)}, got {self.recipe!r}")
 
     def to_manifest(self) -> dict:
         """JSON-ready dict of every option, plus the exact ORT arguments derived from them."""
@@ -617,6 +620,52 @@ def _compact(model) -> dict:
             n_names += 1
     return {"value_info_removed": n_vi, "zero_points_removed": removed, "node_names_removed": n_names}
 
+def _reader_batches(reader, limit: int, batch: int = CALIB_CHUNK) -> Iterator[np.ndarray]:
+    """(n, 3, H, W) float32 batches of at most ``limit`` inputs pulled from an ORT calibration reader."""
+    got, buf = 0, []
+    while got < limit:
+        item = reader.get_next()
+        if item is None:
+            break
+        buf.append(next(iter(item.values())))
+        got += 1
+        if len(buf) == batch:
+            yield np.concatenate(buf)
+            buf = []
+    if buf:
+        yield np.concatenate(buf)
+
+
+def _apply_recipe(pre: Path, reader, options: QuantOptions, reduce_range: bool, limit: int, warn=None):
+    """Apply ``options.recipe`` (:func:`.recipes.apply`) to the pre-processed model at ``pre`` in place.
+
+    The weight-error bias correction reads the calibration inputs once for its channel means, then the
+    reader is rewound for the calibrator; a reader without ``rewind()`` skips the correction (recorded).
+    """
+    import onnx
+
+    from . import recipes
+
+    r = recipes.get_recipe(options.recipe)
+    model = onnx.load(str(pre))
+    if not options.per_channel and r.weight_grid:  # the aligned scales are per-channel
+        r = replace(r, weight_grid=False, weight_bias_correction=False)
+    if r.weight_bias_correction and not hasattr(reader, "rewind"):
+        r = replace(r, weight_bias_correction=False)
+        if warn:
+            warn("the calibration reader cannot be rewound: recipe bias correction skipped")
+    if not r.weight_bias_correction:
+        plan = recipes.plan(model, r, reduce_range=reduce_range)
+        plan.record["recipe"] = {**plan.record["recipe"], "requested": options.recipe}
+        return plan
+    corrected, plan = recipes.apply(model, r, _reader_batches(reader, limit), reduce_range=reduce_range)
+    reader.rewind()
+    if corrected is not model:
+        onnx.save(corrected, str(pre))
+    plan.record["recipe"] = {**plan.record["recipe"], "requested": options.recipe}
+    return plan
+
+
 CalibSource = Union[np.ndarray, Sequence[np.ndarray], Any]
 
 
@@ -678,6 +727,9 @@ def quantize_model(
                 str(src_onnx), str(pre), skip_optimization=False, skip_onnx_shape=False,
                 skip_symbolic_shape=False, auto_merge=False, verbose=0, save_as_external_data=False,
             )
+        # --- recipe (issue #10): extra ORT arguments, and corrected fp32 biases when it asks for them ---
+        limit = options.samples if options.samples is not None else 1 << 62
+        rplan = _apply_recipe(pre, reader, options, bool(reduce_range), limit, warn)
         # --- calibration (ORT's calibrator, fed in chunks) ---
         tc = time.perf_counter()
         calibrator = create_calibrator(
@@ -685,7 +737,6 @@ def quantize_model(
             use_external_data_format=False, providers=["CPUExecutionProvider"],
             extra_options=options.extra.calibrator_options(options.method),
         )
-        limit = options.samples if options.samples is not None else 1 << 62
         fed, chunks = 0, 0
         with _stdout_to_stderr():
             while fed < limit:
@@ -725,12 +776,19 @@ def quantize_model(
         save_tensors_data(ranges, cache)
 
         # --- quantize_static, every argument explicit ---
+        extra_options = {**options.extra.to_ort(), **rplan.extra_options()}
+        if rplan.tensor_quant_overrides and options.extra.tensor_quant_overrides:  # the user's win per tensor
+            extra_options["TensorQuantOverrides"] = {**rplan.tensor_quant_overrides, **options.extra.tensor_quant_overrides}
+        exclude = list(dict.fromkeys([*options.nodes_to_exclude, *rplan.nodes_to_exclude]))
         ort_args = {
             "quant_format": "QDQ", "op_types_to_quantize": op_types, "per_channel": options.per_channel,
             "reduce_range": bool(reduce_range), "activation_type": act_type.name, "weight_type": "QInt8",
-            "nodes_to_quantize": None, "nodes_to_exclude": list(options.nodes_to_exclude),
+            "nodes_to_quantize": None, "nodes_to_exclude": exclude,
             "use_external_data_format": False, "calibrate_method": method.name,
-            "calibration_providers": ["CPUExecutionProvider"], "extra_options": options.extra.to_ort(),
+            "calibration_providers": ["CPUExecutionProvider"],
+            "extra_options": {k: (f"{len(v)} tensors (recipe weight grid; see quantization.recipe)"
+                                  if k == "TensorQuantOverrides" and rplan.tensor_quant_overrides else v)
+                              for k, v in extra_options.items()},
         }
         qpath = tmp / "model.int8.onnx"
         with _stdout_to_stderr():
@@ -738,9 +796,9 @@ def quantize_model(
                 str(pre), str(qpath), None, quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
                 per_channel=options.per_channel, reduce_range=bool(reduce_range), activation_type=act_type,
                 weight_type=QuantType.QInt8, nodes_to_quantize=None,
-                nodes_to_exclude=list(options.nodes_to_exclude) or None, use_external_data_format=False,
+                nodes_to_exclude=exclude or None, use_external_data_format=False,
                 calibrate_method=method, calibration_providers=["CPUExecutionProvider"],
-                extra_options=options.extra.to_ort(), calibration_cache_path=str(cache),
+                extra_options=extra_options, calibration_cache_path=str(cache),
             )
         q = onnx.load(str(qpath))
         src_meta = onnx.load(str(src_onnx), load_external_data=False).metadata_props
@@ -759,6 +817,7 @@ def quantize_model(
         "range_guard": {"enabled": options.activation_range_guard, "activations": len(bounds),
                         "clamped": clamped},
         "ort_arguments": ort_args,
+        "recipe": rplan.record,
         "compact": compact,
         "seconds": round(time.perf_counter() - t0, 3),
     }
@@ -1141,7 +1200,7 @@ def quantize_file(
                  "reduce_range": decision["reduce_range"], "recipe": options.recipe})}
             qrec = quantize_model(src_onnx, tmp_q, reader, options, reduce_range=decision["reduce_range"],
                                   metadata=meta, warn=warn)
-            rec.update({k: qrec[k] for k in ("range_guard", "ort_arguments", "compact")})
+            rec.update({k: qrec[k] for k in ("range_guard", "ort_arguments", "compact", "recipe")})
             rec["calibration"] = qrec["calibration"]
             if 0 < qrec["calibration"]["images"] < MIN_CALIB_IMAGES and not synthetic:
                 warn(f"only {qrec['calibration']['images']} calibration images (< {MIN_CALIB_IMAGES}): "

@@ -398,8 +398,10 @@ def test_compaction_is_exact(spread_onnx, tmp_path):
     paths = {}
     for c in (False, True):
         paths[c] = tmp_path / f"c{c}.onnx"
-        quantize_file(spread_onnx, paths[c], prep, synthetic=True, options=QuantOptions(samples=8, compact=c),
-                      progress=False, check_relu6=False)
+        # recipe plain: with the float convs of recipe fidelity, ORT's own float fusions may round differently
+        # with and without value_info, which is not what this test is about
+        quantize_file(spread_onnx, paths[c], prep, synthetic=True,
+                      options=QuantOptions(samples=8, compact=c, recipe="plain"), progress=False, check_relu6=False)
     import onnxruntime as ort
 
     x = synthetic_images(3, prep, seed=5)
@@ -413,15 +415,17 @@ def test_compaction_is_exact(spread_onnx, tmp_path):
 
 
 @torch_needed
-@pytest.mark.parametrize("method", ["minmax", "percentile"])
-def test_relu6_outputs_stay_in_range(hot_onnx, tmp_path, method):
+@pytest.mark.parametrize("method,recipe", [("minmax", "plain"), ("percentile", "plain"), ("minmax", "fidelity")])
+def test_relu6_outputs_stay_in_range(hot_onnx, tmp_path, method, recipe):
     prep = Preprocessing(res=RES)
     x = synthetic_images(4, prep, seed=9)
     dst = tmp_path / "q.onnx"
-    quantize_file(hot_onnx, dst, prep, synthetic=True, options=QuantOptions(method=method, samples=16),
+    quantize_file(hot_onnx, dst, prep, synthetic=True, options=QuantOptions(method=method, samples=16, recipe=recipe),
                   progress=False, check_relu6=False)
     rows = relu6_ranges(dst, x, fp32_onnx=hot_onnx)
-    assert len(rows) == 27  # stem + 13 x (depthwise, pointwise), each followed by ReLU6
+    # stem + 13 x (depthwise, pointwise), each followed by ReLU6; recipe fidelity keeps the stem and the first
+    # depthwise conv in float, so the stem's ReLU6 output (their link) is not quantized
+    assert len(rows) == (27 if recipe == "plain" else 26)
     for r in rows:
         assert (r["lo"], r["hi"]) == (0.0, 6.0)
         assert r["min"] >= -r["step"] and r["max"] <= 6.0 + r["step"], r
@@ -470,7 +474,7 @@ REFERENCE = {  # data README: Google's TF-slim MobileNet V1 quantized .tflite fi
 }
 # Measured with plain ORT MinMax per-channel (docs/quantize.md): 0.25/128 agrees on 84% of the evaluation half
 # (90% with the halves swapped). Issue #10 (CLE, bias correction, mixed precision) is where this closes.
-_BELOW_TARGET = {"0.25_128": "agreement 84% < 90% (issue #10)"}
+_BELOW_TARGET = {"0.25_128": "agreement 88% < 90% on the odd half (recipe fidelity; 93% pooled over 2 folds, near-ties: issue #10)"}
 
 
 @pytest.fixture(scope="module")

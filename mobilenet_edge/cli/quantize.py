@@ -17,6 +17,7 @@ EPILOG = (
     "  mobilenet-edge quantize export/mobilenet_v1_0.50_160 --calib calib/ --eval val/ --labels val/labels.csv "
     "--method entropy --debug-layers\n\n"
     "  mobilenet-edge quantize export/mobilenet_v1_0.50_160 --calib imagenet-calib/ --per-tensor --force --json\n\n"
+    "  mobilenet-edge quantize export/mobilenet_v1_0.50_160 --calib imagenet-calib/ --recipe plain --force\n\n"
     "  mobilenet-edge quantize other.onnx --calib photos/ --mean 123.675 116.28 103.53 --std 58.395 57.12 57.375 "
     "--crop 0.875\n\n"
     "Without --eval, the --calib folder is split deterministically: sorted files, even positions calibrate, "
@@ -30,6 +31,8 @@ def quantize(
     calib: Annotated[Optional[Path], typer.Option(help="Calibration image folder (recursive). Required for real weights.")] = None,
     eval_dir: Annotated[Optional[Path], typer.Option("--eval", help="Evaluation folder (disjoint); default: half of --calib.")] = None,
     labels: Annotated[Optional[Path], typer.Option(help="labels.csv (file,imagenet_index) for the evaluation images.")] = None,
+    recipe: Annotated[str, typer.Option(help="fidelity (default: grid-aligned weights, bias correction, float logits "
+                                        "and stem) | grid | plain (ORT as is). See docs/fidelity.md.")] = "fidelity",
     method: Annotated[str, typer.Option(help="Calibration: minmax | entropy | percentile.")] = "minmax",
     per_tensor: Annotated[bool, typer.Option("--per-tensor", help="One weight scale per tensor (worse; for comparison).")] = False,
     activations: Annotated[str, typer.Option(help="Activation type: uint8 | int8.")] = "uint8",
@@ -70,7 +73,7 @@ def quantize(
     extra = OrtExtraOptions(activation_symmetric=symmetric_activations, calib_percentile=percentile,
                             calib_num_bins=bins)
     opts = QuantOptions(method=method, per_channel=not per_tensor, activations=activations,
-                        reduce_range=reduce_range, samples=samples, extra=extra)
+                        reduce_range=reduce_range, samples=samples, extra=extra, recipe=recipe)
     for name, path in (("--calib", calib), ("--eval", eval_dir)):
         if path is not None and not path.is_dir():
             raise UsageError(f"{name} {path} is not a folder")
@@ -118,7 +121,8 @@ def print_record(rec: dict, dst) -> None:
     from ..quantize import fidelity_table, layers_table
 
     fid = rec["fidelity"]
-    title = (f"{dst}: int8 ({rec['method']}, {'per-channel' if rec['per_channel'] else 'per-tensor'}, "
+    title = (f"{dst}: int8 (recipe {rec['options']['recipe']}, {rec['method']}, "
+             f"{'per-channel' if rec['per_channel'] else 'per-tensor'}, "
              f"{rec['activation_type']} activations) vs fp32")
     out.print(fidelity_table(fid, title))
     if "layers" in rec:
