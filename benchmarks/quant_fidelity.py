@@ -76,6 +76,7 @@ METHODS: dict[str, dict] = {
     "recipe fidelity (grid + weight bias corr. + 2 first convs float)": {"recipe": "fidelity"},
     "grid + 4 first convs float": {"weight_grid": True, "float_logits": True, "float_first": 4},
     "grid + 8 first convs float": {"weight_grid": True, "float_logits": True, "float_first": 8},
+    "recipe fidelity through `mobilenet_edge.quantize` (the product)": {"recipe": "fidelity", "via_quantize": True},
     "uint8 Google grid + float logits + 2 first convs float": {"weight_grid": False, "float_logits": True,
                                                                 "float_first": 2, "per_channel": False, "u8_grid": True},
 }
@@ -227,6 +228,11 @@ def quantize_method(src: Path, x_cal: np.ndarray, dst: Path, spec: dict, work: P
     import onnx
 
     rec: dict = {}
+    if spec.get("via_quantize"):  # the product's own path: mobilenet_edge.quantize.quantize_model
+        from mobilenet_edge.quantize import QuantOptions, quantize_model
+
+        q = quantize_model(src, dst, x_cal, QuantOptions(recipe=spec["recipe"], samples=None), reduce_range=False)
+        return {"plan": q["recipe"]}
     fp32 = onnx.load(str(src))
     if spec.get("cle"):
         act_max = eq.activation_channel_max(fp32, x_cal) if spec["cle"] == "activations" else None
