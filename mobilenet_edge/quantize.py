@@ -272,9 +272,12 @@ def _ort_reader_base():
 
 
 class _Warnings(list):
-    """Collects warnings and prints each on stderr as one line."""
+    """Collects warnings and prints each on stderr as one line (once: recipe bias correction reads the
+    calibration images twice, so a skipped file would otherwise be reported twice)."""
 
     def __call__(self, msg: str) -> None:
+        if msg in self:
+            return
         self.append(msg)
         print(f"warning: {msg}", file=sys.stderr, flush=True)
 
@@ -619,6 +622,7 @@ def _compact(model) -> dict:
             n.name = ""  # optional in ONNX (tensor names stay: ORT's qdq_loss_debug matches on them)
             n_names += 1
     return {"value_info_removed": n_vi, "zero_points_removed": removed, "node_names_removed": n_names}
+
 
 def _reader_batches(reader, limit: int, batch: int = CALIB_CHUNK) -> Iterator[np.ndarray]:
     """(n, 3, H, W) float32 batches of at most ``limit`` inputs pulled from an ORT calibration reader."""
