@@ -30,6 +30,7 @@ from .bundle import (
     atomic_path,
     file_record,
     imagenet_labels,
+    read_manifest,
     staged_dir,
     write_manifest,
     write_text_atomic,
@@ -77,7 +78,10 @@ class ExportOptions:
     #: "onnx" always; "tflite" adds model.tflite (and model.int8.tflite when tflite_int8) via litert-torch
     formats: tuple[str, ...] = ("onnx",)
     tflite_int8: bool = False
+    #: also write model.int8.onnx (quantize.quantize_bundle) before the bundle is put in place
+    int8: bool = False
     calib: Path | None = None
+    eval_dir: Path | None = None
     extra_manifest: dict = field(default_factory=dict)
 
 
@@ -270,6 +274,9 @@ def export_bundle(opts: ExportOptions, *, log=None) -> dict:
     check_opset(opts.opset)
     Variant(1.0 if opts.alpha is None else opts.alpha, opts.res)  # validate early, before loading anything
     images = expand_paths([opts.parity_images]) if opts.parity_images else None
+    for folder in (opts.calib, opts.eval_dir):
+        if folder is not None:
+            expand_paths([folder])  # fail now (no such folder / no image), before any work or replacement
     model, weights_record, prep_fields, labels = build_model(opts)
     variant = Variant(model.alpha, opts.res, model.num_classes)
     name = opts.name or variant.name
@@ -333,6 +340,12 @@ def export_bundle(opts: ExportOptions, *, log=None) -> dict:
             manifest["files"].update(_export_tflite_files(model, stage, opts, prep, images, log))
         manifest["export"]["seconds"] = round(time.perf_counter() - t0, 3)
         write_manifest(stage, manifest)
+        if opts.int8:  # inside the staging folder: a failure here leaves an existing bundle untouched
+            from .quantize import quantize_bundle
+
+            log("quantizing to int8 (ONNX Runtime)")
+            quantize_bundle(stage, calib=opts.calib, eval_dir=opts.eval_dir, synthetic=opts.calib is None)
+            manifest = read_manifest(stage)
     return {"bundle": dst, "manifest": manifest, "seconds": time.perf_counter() - t0}
 
 

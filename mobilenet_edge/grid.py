@@ -102,13 +102,14 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
                 if eval_dir is not None:
                     from .evaluate import evaluate
 
-                    for t in targets:
+                    for t in (targets if weights is not None else [t for t in targets if t.path == ref]):
                         top1[t.path] = evaluate(t.path, eval_dir)["top1"]
                 for t in targets:
                     for n in threads:
                         m = B.measure_in_subprocess(t, threads=n, runs=runs, warmup=warmup)
                         row = B.result_row(t, m, threads=n, runs=runs)
-                        row["top1"] = top1.get(t.path)
+                        # random weights have no accuracy to report (the weights of the row say so)
+                        row["top1"] = top1.get(t.path) if (weights is not None or t.path == ref) else None
                         row["weights"] = None if weights is None else weights.name
                         row["weights_exact_res"] = exact
                         rows.append(row)

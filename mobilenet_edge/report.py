@@ -130,7 +130,9 @@ def ratio_lines(rows: list[dict]) -> list[str]:
     for r in ratio_rows(rows):
         parts = []
         if "int8_speedup" in r:
-            parts.append(f"int8 is {r['int8_speedup']:.2f}x faster than fp32 (ORT)")
+            x = r["int8_speedup"]
+            parts.append(f"int8 is {x:.2f}x faster than fp32 (ORT)" if x >= 1 else
+                         f"int8 is {1 / x:.2f}x SLOWER than fp32 (ORT)")
         if "ours_over_reference" in r:
             parts.append(f"ours int8 ORT / Google int8 LiteRT latency = {r['ours_over_reference']:.2f}")
         lines.append(f"{r['variant']} x{r['threads']}: " + "; ".join(parts))
@@ -161,8 +163,10 @@ def plot_latency_vs_macs(rows: list[dict], dst: str | Path, *, title: str = "") 
     refs = [r for r in rows if _is_reference(r) and r.get("macs")]
     if refs:
         ax.plot([r["macs"] / 1e6 for r in refs], [r["p50_ms"] for r in refs], "k^", label="Google int8 .tflite (LiteRT)")
-    ax.set_xlabel("MMACs (multiply-adds)")
-    ax.set_ylabel("p50 latency, batch 1 (ms)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("MMACs (multiply-adds, log scale)")
+    ax.set_ylabel("p50 latency, batch 1 (ms, log scale)")
     ax.set_title(title or "MobileNet V1: latency vs MACs (ONNX Runtime)")
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:

@@ -31,6 +31,7 @@ from torch import nn
 
 from . import bundle
 from .errors import MobilenetEdgeError, ParityError, UsageError
+from .fidelity import sqnr_db
 
 PARITY_TOLERANCE = 1e-4  # max |logit diff| fp32 .tflite vs PyTorch (issue #9)
 N_RANDOM = 3  # seeded random inputs added to every parity check (uniform in [-1, 1], the input range)
@@ -261,16 +262,6 @@ class TfliteModel:
         for op in self.interpreter._get_ops_details():  # no public API for the op list
             counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
         return counts
-
-
-def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio ``10 log10(sum(ref^2) / sum((ref - test)^2))`` in dB
-    (``inf`` when equal)."""
-    ref = np.asarray(ref, np.float64)
-    noise = float(((ref - np.asarray(test, np.float64)) ** 2).sum())
-    if noise == 0.0:
-        return float("inf")
-    return float(10.0 * np.log10(float((ref**2).sum()) / noise))
 
 
 def _io_record(detail: dict, *, layout: str | None) -> dict:

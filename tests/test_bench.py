@@ -167,3 +167,19 @@ def test_worker_peak_rss_is_its_own(tiny_bundle_dir):
     m = measure_in_subprocess(t, threads=1, runs=2, warmup=0)
     assert m["peak_rss_mb"] < 250, m["peak_rss_mb"]
     assert ballast[0] == 2.0
+
+
+def test_bench_json_to_stdout_is_pure_json(capsys, tiny_bundle_dir):
+    code, out, err = _run(capsys, "bench", str(tiny_bundle_dir), "--runs", "2", "--warmup", "0", "--json", "-")
+    assert code == 0
+    data = json.loads(out)  # nothing else on stdout; the table went to stderr
+    assert len(data["results"]) == 2 and "p50" in err
+
+
+def test_bench_models_and_grid_together_is_a_usage_error(capsys, tiny_bundle_dir, tmp_path):
+    code, _, err = _run(capsys, "bench", str(tiny_bundle_dir), "--grid")
+    assert code == 2 and "--grid" in err
+    code, _, err = _run(capsys, "bench", "--grid", "--weights-dir", str(tmp_path / "nope"))
+    assert code == 2 and "no such folder" in err
+    code, _, err = _run(capsys, "bench", str(tiny_bundle_dir), "--csv", str(tmp_path))
+    assert code == 2 and "is a folder" in err

@@ -148,3 +148,28 @@ def test_missing_weights_file(capsys, tmp_path):
     code, _, err = run(capsys, "export", "--alpha", "0.25", "--res", "128", "--out", str(tmp_path),
                        "--weights", str(tmp_path / "nope.safetensors"))
     assert code == 2 and "nope.safetensors" in err
+
+
+def test_failed_int8_step_of_a_forced_export_keeps_the_old_bundle(capsys, tmp_path, monkeypatch):
+    """--force --int8: the int8 step runs in the staging folder, so its failure leaves the old bundle."""
+    from mobilenet_edge import quantize as quantize_mod
+    from mobilenet_edge.errors import MobilenetEdgeError
+
+    args = ["export", "--alpha", "0.25", "--res", "128", "--out", str(tmp_path)]
+    assert run(capsys, *args)[0] == 0
+    bundle = tmp_path / "mobilenet_v1_0.25_128"
+    before = {p.name: sha(p) for p in bundle.iterdir()}
+
+    def boom(*a, **k):
+        raise MobilenetEdgeError("injected int8 failure")
+
+    monkeypatch.setattr(quantize_mod, "quantize_bundle", boom)
+    code, _, err = run(capsys, *args, "--force", "--int8", "--seed", "1")
+    assert code == 1 and "injected int8 failure" in err
+    assert {p.name: sha(p) for p in bundle.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mobilenet_v1_0.25_128"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(capsys, *args, "--force", "--int8", "--calib", str(empty))
+    assert code == 2 and "no image files" in err
+    assert {p.name: sha(p) for p in bundle.iterdir()} == before

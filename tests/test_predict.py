@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -431,7 +432,8 @@ _TORCH_FREE = textwrap.dedent(
     bundle_dir, img_dir, eval_dir, ref = sys.argv[1:5]
     codes = [main(["predict", bundle_dir, img_dir, "--json"]), main(["predict", bundle_dir, img_dir, "--int8"]),
              main(["eval", bundle_dir, eval_dir, "--json"]), main(["verify", bundle_dir]),
-             main(["bench", bundle_dir, "--runs", "2", "--warmup", "0", "--json", "-"])]
+             main(["bench", bundle_dir, "--runs", "2", "--warmup", "0", "--json", "-"]),
+             main(["quantize", sys.argv[5], "--force", "--recipe", "plain"])]
     if ref:
         codes.append(main(["predict", ref, img_dir, "--top-k", "1"]))
     print("RESULT", json.dumps({"codes": codes, "torch": "torch" in sys.modules,
@@ -450,7 +452,9 @@ def test_runtime_side_never_imports_torch(tiny, tmp_path, data_dir_optional):
     if data_dir_optional is not None and HAS_TFLITE:
         ref = str(data_dir_optional / "reference" / REF)
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-c", _TORCH_FREE, str(b), str(labelled), str(tmp_path), ref],
+    qcopy = tmp_path / "qcopy"  # quantize rewrites a bundle: work on a copy of the shared fixture
+    shutil.copytree(b, qcopy)
+    proc = subprocess.run([sys.executable, "-c", _TORCH_FREE, str(b), str(labelled), str(tmp_path), ref, str(qcopy)],
                           capture_output=True, text=True, env=env, timeout=300)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and line, proc.stderr

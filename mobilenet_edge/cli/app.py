@@ -74,6 +74,20 @@ def _usage_message(e: Exception, args: list[str]) -> str:
     return msg
 
 
+#: optional module -> the extra that provides it
+_EXTRAS = {"torch": "export", "onnxsim": "export", "safetensors": "export", "matplotlib": "plot",
+           "ai_edge_litert": "tflite", "litert_torch": "tflite-export"}
+
+
+def _missing_dependency(e: ModuleNotFoundError) -> str:
+    top = (e.name or "").split(".")[0]
+    extra = _EXTRAS.get(top)
+    if extra is None:
+        return f"missing Python module {top or e}: {e}"
+    pin = " torch==2.13.0" if extra in ("export", "tflite-export") else ""
+    return f"this command needs {top}: pip install 'mobilenet-edge[{extra}]'{pin}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns (and, as a script, exits with) the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -103,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _error(str(e).strip().replace("\n", " "))
         code = 2 if isinstance(e, UsageError) or not isinstance(e, MobilenetEdgeError) else 1
+    except ModuleNotFoundError as e:
+        if debug:
+            traceback.print_exc()
+        _error(_missing_dependency(e))
+        code = 1
     except Exception as e:  # noqa: BLE001  (last resort: one line, traceback with --debug)
         if debug:
             traceback.print_exc()

@@ -72,8 +72,17 @@ def bench(
         raise UsageError(f"--runs must be >= 1, got {runs}")
     if warmup < 0:
         raise UsageError(f"--warmup must be >= 0, got {warmup}")
+    for name, path in (("--json", json_path), ("--csv", csv_path)):
+        if path is not None and str(path) != "-" and path.is_dir():
+            raise UsageError(f"{name} {path} is a folder; give a file name")
     if grid:
         from ..grid import run_grid
+
+        if models:
+            raise UsageError("--grid builds its own models: give either model paths or --grid, not both")
+        for name, folder in (("--weights-dir", weights_dir), ("--calib", calib), ("--eval", eval_dir)):
+            if folder is not None and not folder.is_dir():
+                raise UsageError(f"{name} {folder}: no such folder")
 
         run_grid(alphas=parse_float_list(alphas, "--alphas"), resolutions=parse_int_list(res, "--res", minimum=32),
                  threads=thread_list, runs=runs, warmup=warmup, weights_dir=weights_dir, calib=calib,
@@ -88,8 +97,9 @@ def bench(
         top1 = _top1_for(targets, eval_dir)
     rows, failures = run_targets(targets, thread_list, runs=runs, warmup=warmup, env=env, json_path=json_path,
                                  csv_path=csv_path, top1=top1)
-    _print(rows, failures, env)
-    if json_path is not None and str(json_path) == "-":
+    to_stdout = json_path is not None and str(json_path) == "-"
+    _print(rows, failures, env, console=err if to_stdout else out)  # stdout carries only JSON with --json -
+    if to_stdout:
         import json
 
         print(json.dumps({"environment": env, "results": rows, "failures": failures}, indent=2))
@@ -140,14 +150,14 @@ def _top1_for(targets, eval_dir: Path) -> dict:
     return res
 
 
-def _print(rows, failures, env) -> None:
+def _print(rows, failures, env, console=out) -> None:
     from .. import report as R
 
-    out.print(R.table(rows, title=f"{R.device_name(env)} — onnxruntime {env.get('onnxruntime', '?')}"))
+    console.print(R.table(rows, title=f"{R.device_name(env)} — onnxruntime {env.get('onnxruntime', '?')}"))
     for line in R.ratio_lines(rows):
-        out.print(line)
+        console.print(line)
     for f in failures:
-        out.print(f"[red]FAILED[/red] {f['model']} (threads {f['threads']}): {f['error']}")
+        console.print(f"[red]FAILED[/red] {f['model']} (threads {f['threads']}): {f['error']}")
 
 
 @app.command(epilog=REPORT_EPILOG)

@@ -55,7 +55,7 @@ def export(
         alpha=alpha, res=res, num_classes=classes, weights=weights, out=out_dir, opset=opset, force=force,
         parity_images=parity_images, seed=seed, padding=padding,
         formats=("onnx", "tflite") if fmt == "tflite" else ("onnx",), tflite_int8=int8 and fmt == "tflite",
-        calib=calib,
+        int8=int8, calib=calib, eval_dir=eval_dir,
     )
     with err.status("exporting..."):
         res_ = export_bundle(opts, log=lambda m: err.print(f"[dim]{m}[/dim]"))
@@ -75,18 +75,13 @@ def export(
         f"parity vs PyTorch: max abs logit diff {p['max_abs_diff']:.2e} (tolerance {p['tolerance']:g}) on "
         f"{p['n_random']} random + {p['n_images']} real images, top-1 identical"
     )
-    record = None
-    if int8:
-        from ..bundle import FILE_INT8
-        from ..quantize import quantize_bundle
-
-        record = quantize_bundle(bundle, calib=calib, eval_dir=eval_dir, synthetic=calib is None)
-        manifest["quantization"] = record
+    record = manifest.get("quantization")
     if as_json:
         out.print_json(json.dumps(manifest, default=str))
     else:
         out.print(f"saved {bundle / FILE_FP32} ({size_mb:.1f} MB) in {res_['seconds']:.1f} s")
         if record is not None:
+            from ..bundle import FILE_INT8
             from .quantize import print_record
 
             print_record(record, bundle / FILE_INT8)

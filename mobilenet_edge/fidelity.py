@@ -1,0 +1,256 @@
+"""Fidelity of an int8 model against its fp32 source: top-1 agreement, logits SQNR, top-1/top-5,
+per-layer SQNR (ORT's QDQ debugging tools) and the ReLU6 range check; rich tables (no torch)."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from rich.progress import Progress
+from rich.table import Table
+
+from .errors import UsageError
+from .images import Preprocessing, iter_batches
+from .onnx_utils import activation_bounds as _activation_bounds
+from .onnx_utils import quiet_ort_logging as _quiet_ort_logging
+from .onnx_utils import stdout_to_stderr as _stdout_to_stderr
+
+
+def _session(path: str | Path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    """``10 log10(sum(ref^2) / sum((ref - test)^2))`` in dB; ``inf`` when identical."""
+    ref = np.asarray(ref, np.float64)
+    noise = float(np.sum((ref - np.asarray(test, np.float64)) ** 2))
+    sig = float(np.sum(ref**2))
+    if noise == 0.0:
+        return math.inf
+    if sig == 0.0:
+        return -math.inf
+    return 10.0 * math.log10(sig / noise)
+
+
+def _batches(items, prep, batch: int, warn, progress, desc) -> Iterator[tuple[list, np.ndarray]]:
+    """(keys, (B, ...) float32) from arrays (keys = positions) or image files (keys = paths, through
+    images.iter_batches; undecodable files are skipped with a warning)."""
+    task = progress.add_task(desc, total=len(items)) if progress else None
+    if isinstance(items, np.ndarray):
+        for i in range(0, len(items), batch):
+            x = items[i : i + batch]
+            if progress:
+                progress.advance(task, len(x))
+            yield list(range(i, i + len(x))), x
+        return
+    skipped: list[Path] = []
+
+    def on_error(p, e):
+        skipped.append(p)
+        if warn:
+            warn(f"skipped {e}")
+
+    for ps, x in iter_batches(items, prep, batch=batch, on_error=on_error):
+        if progress:
+            progress.advance(task, len(ps) + len(skipped))
+        skipped.clear()
+        yield ps, x
+
+
+def fidelity(
+    fp32_onnx: str | Path,
+    int8_onnx: str | Path,
+    images: Sequence[Path] | np.ndarray,
+    prep: Preprocessing,
+    *,
+    labels: dict | None = None,
+    batch: int = 8,
+    warn: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """int8 vs fp32 on evaluation images.
+
+    Args:
+        images: image files, or (N, 3, H, W) float32 inputs.
+        labels: image -> ImageNet index 0..999 (with a 1001-class model, predicted index - 1 is
+            compared: TF-slim's index 0 is "background", data README).
+    Returns:
+        ``{"images", "agreement_top1" (fraction), "disagreements": [names], "sqnr_db": {"mean", "worst",
+        "worst_image"}, "labelled", "fp32": {"top1", "top5"}, "int8": {...}}``; accuracies are fractions
+        over the labelled images (None without labels); SQNR is per image on the logits, in dB.
+    Raises:
+        UsageError: no evaluation image could be decoded.
+    """
+    fs, qs = _session(fp32_onnx), _session(int8_onnx)
+    name = fs.get_inputs()[0].name
+    n = 0
+    agree = 0
+    sq: list[tuple[float, str]] = []
+    dis: list[str] = []
+    hits = {"fp32": [0, 0], "int8": [0, 0]}
+    labelled = 0
+    offset = None
+    for keys, x in _batches(images, prep, batch, warn, progress, "evaluating"):
+        f = fs.run(None, {name: x})[0]
+        q = qs.run(None, {name: x})[0]
+        if offset is None:
+            offset = 1 if f.shape[1] == 1001 else 0
+        for k, fi, qi in zip(keys, f, q):
+            n += 1
+            key = k.name if isinstance(k, Path) else f"#{k}"
+            same = int(np.argmax(fi)) == int(np.argmax(qi))
+            agree += same
+            if not same:
+                dis.append(key)
+            sq.append((sqnr_db(fi, qi), key))
+            if labels and k in labels:
+                labelled += 1
+                target = labels[k] + offset
+                for tag, lg in (("fp32", fi), ("int8", qi)):
+                    top5 = np.argsort(-lg)[:5]
+                    hits[tag][0] += int(top5[0] == target)
+                    hits[tag][1] += int(target in top5)
+    if n == 0:
+        raise UsageError("no decodable evaluation image")
+    vals = [v for v, _ in sq]
+    finite = [v for v in vals if math.isfinite(v)]
+    worst_v, worst_k = min(sq, key=lambda t: t[0])
+
+    def acc(tag):
+        return None if not labelled else {"top1": hits[tag][0] / labelled, "top5": hits[tag][1] / labelled}
+
+    return {
+        "images": n,
+        "agreement_top1": agree / n,
+        "disagreements": dis,
+        "sqnr_db": {"mean": float(np.mean(finite)) if finite else None,
+                    "worst": worst_v if math.isfinite(worst_v) else None, "worst_image": worst_k},
+        "labelled": labelled,
+        "fp32": acc("fp32"),
+        "int8": acc("int8"),
+    }
+
+
+def debug_layers(fp32_onnx: str | Path, int8_onnx: str | Path, inputs: np.ndarray, *, input_name: str = "input") -> dict:
+    """Per-layer SQNR (dB) from ORT's QDQ debugging tools (``qdq_loss_debug``), worst first.
+
+    ``activations``: for each quantized activation, ``xmodel_db`` = SQNR of the int8 model's tensor
+    against the fp32 model's (errors accumulated up to that layer) and ``qdq_db`` = SQNR of the
+    tensor before vs after its own QuantizeLinear/DequantizeLinear pair (where ORT removed a ReLU6,
+    "before" is the unclipped Conv output, so ``qdq_db`` then mostly measures the clipping). ``weights``: SQNR of each
+    dequantized weight. Inputs: (N, 3, H, W) float32 (a few images; all activations are held in memory).
+    """
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        compute_weight_error,
+        create_activation_matching,
+        create_weight_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    with tempfile.TemporaryDirectory(prefix="mobilenet-edge-qdqdebug-") as td, _quiet_ort_logging(), _stdout_to_stderr():
+        fa, qa = Path(td) / "f.onnx", Path(td) / "q.onnx"
+        modify_model_output_intermediate_tensors(str(fp32_onnx), str(fa))
+        modify_model_output_intermediate_tensors(str(int8_onnx), str(qa))
+        from .quantize import make_array_reader  # the calibration readers live with quantize
+
+        f_act = collect_activations(str(fa), make_array_reader(inputs, input_name=input_name))
+        q_act = collect_activations(str(qa), make_array_reader(inputs, input_name=input_name))
+        match = create_activation_matching(q_act, f_act)
+        act_err = compute_activation_error(match)
+        w_err = compute_weight_error(create_weight_matching(str(fp32_onnx), str(int8_onnx)))
+    acts = [{"tensor": k, "xmodel_db": v.get("xmodel_err"), "qdq_db": v.get("qdq_err")} for k, v in act_err.items()]
+    acts.sort(key=lambda r: (r["xmodel_db"] if r["xmodel_db"] is not None else math.inf))
+    weights = sorted(({"weight": k, "db": float(v)} for k, v in w_err.items()), key=lambda r: r["db"])
+    return {"images": int(len(inputs)), "activations": acts, "weights": weights}
+
+
+def relu6_ranges(int8_onnx: str | Path, inputs: np.ndarray, *, bounds: dict | None = None, fp32_onnx=None) -> list[dict]:
+    """Observed range of the int8 model's activation after each Clip(lo, hi) of the fp32 model.
+
+    For each bounded activation tensor T of ``fp32_onnx`` (Clip with constant bounds, e.g. ReLU6 =
+    Clip(0, 6)), finds the DequantizeLinear in the int8 model that carries T (``T`` quantized by a
+    QuantizeLinear), adds its output as a graph output, runs ``inputs`` and reports
+    ``{"tensor", "lo", "hi", "min", "max", "step" (scale)}``.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    if bounds is None:
+        bounds = _activation_bounds(onnx.load(str(fp32_onnx or int8_onnx)))
+    q = onnx.load(str(int8_onnx))
+    inits = {i.name: i for i in q.graph.initializer}
+    q_by_input = {n.input[0]: n for n in q.graph.node if n.op_type == "QuantizeLinear"}
+    dq_by_input = {n.input[0]: n for n in q.graph.node if n.op_type == "DequantizeLinear"}
+    rows = []
+    for t, (lo, hi) in bounds.items():
+        qn = q_by_input.get(t)
+        if qn is None or qn.output[0] not in dq_by_input:
+            continue
+        dq = dq_by_input[qn.output[0]]
+        scale = float(numpy_helper.to_array(inits[qn.input[1]]).max()) if qn.input[1] in inits else float("nan")
+        rows.append({"tensor": t, "lo": lo, "hi": hi, "out": dq.output[0], "step": scale})
+    existing = {o.name for o in q.graph.output}
+    for r in rows:
+        if r["out"] not in existing:
+            q.graph.output.append(onnx.helper.make_empty_tensor_value_info(r["out"]))
+    with tempfile.TemporaryDirectory(prefix="mobilenet-edge-relu6-") as td:
+        p = Path(td) / "q.onnx"
+        onnx.save(q, str(p))
+        s = _session(p)
+        names = [r["out"] for r in rows]
+        outs = s.run(names, {s.get_inputs()[0].name: np.asarray(inputs, np.float32)})
+    for r, o in zip(rows, outs):
+        r["min"], r["max"] = float(np.min(o)), float(np.max(o))
+        del r["out"]
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# bundle level
+# ----------------------------------------------------------------------------------------------
+
+
+def _fmt_pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def fidelity_table(rep: dict, title: str) -> Table:
+    """Rich table of a fidelity record (:func:`fidelity`)."""
+    t = Table(title=title, title_justify="left")
+    t.add_column("metric")
+    t.add_column("fp32", justify="right")
+    t.add_column("int8", justify="right")
+    t.add_row("images evaluated", str(rep["images"]), str(rep["images"]))
+    t.add_row("top-1 agreement int8 vs fp32", "", _fmt_pct(rep["agreement_top1"]))
+    s = rep["sqnr_db"]
+    t.add_row("logits SQNR mean (dB)", "", "-" if s["mean"] is None else f"{s['mean']:.1f}")
+    t.add_row("logits SQNR worst (dB)", "", "-" if s["worst"] is None else f"{s['worst']:.1f}  ({s['worst_image']})")
+    if rep["labelled"]:
+        t.add_row(f"top-1 ({rep['labelled']} labelled)", _fmt_pct(rep["fp32"]["top1"]), _fmt_pct(rep["int8"]["top1"]))
+        t.add_row(f"top-5 ({rep['labelled']} labelled)", _fmt_pct(rep["fp32"]["top5"]), _fmt_pct(rep["int8"]["top5"]))
+    return t
+
+
+def layers_table(dbg: dict, *, top: int = 10) -> Table:
+    t = Table(title=f"per-layer SQNR, worst {top} first ({dbg['images']} images)", title_justify="left")
+    t.add_column("activation (int8 model vs fp32 model)")
+    t.add_column("SQNR (dB)", justify="right")
+    for r in dbg["activations"][:top]:
+        t.add_row(r["tensor"], _f1(r["xmodel_db"]))
+    w = dbg["weights"][:3]
+    if w:
+        t.caption = "weakest weights: " + ", ".join(f"{r['weight']} {r['db']:.1f} dB" for r in w)
+    return t
+
+
+def _f1(v) -> str:
+    return "-" if v is None else f"{v:.1f}"
