@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from .app import app, err, out
+from .predict import MeanOpt, StdOpt, _floats
 
 EPILOG = (
     "Examples:\n\n"
@@ -18,7 +19,7 @@ EPILOG = (
     "--method entropy --debug-layers\n\n"
     "  mobilenet-edge quantize export/mobilenet_v1_0.50_160 --calib imagenet-calib/ --per-tensor --force --json\n\n"
     "  mobilenet-edge quantize export/mobilenet_v1_0.50_160 --calib imagenet-calib/ --recipe plain --force\n\n"
-    "  mobilenet-edge quantize other.onnx --calib photos/ --mean 123.675 116.28 103.53 --std 58.395 57.12 57.375 "
+    "  mobilenet-edge quantize other.onnx --calib photos/ --mean 123.675,116.28,103.53 --std 58.395,57.12,57.375 "
     "--crop 0.875\n\n"
     "Without --eval, the --calib folder is split deterministically: sorted files, even positions calibrate, "
     "odd positions evaluate."
@@ -44,8 +45,8 @@ def quantize(
     synthetic: Annotated[bool, typer.Option("--synthetic", help="Calibrate on noise images (random-weight bundles only: accuracy meaningless).")] = False,
     fold: Annotated[int, typer.Option(min=0, max=1, help="Without --eval: 0 = even positions calibrate, 1 = odd (2-fold check).")] = 0,
     debug_layers: Annotated[bool, typer.Option("--debug-layers", help="Per-layer SQNR from ORT's QDQ debug tools, worst first.")] = False,
-    mean: Annotated[Optional[list[float]], typer.Option(help="Foreign ONNX: per-channel mean (pixels 0..255), 1 or 3 values.")] = None,
-    std: Annotated[Optional[list[float]], typer.Option(help="Foreign ONNX: per-channel std, 1 or 3 values.")] = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
     crop: Annotated[Optional[float], typer.Option(help="Foreign ONNX: central crop fraction (0, 1].")] = None,
     resize: Annotated[Optional[str], typer.Option(help="Foreign ONNX: resize tf_bilinear | bilinear | bicubic | nearest | lanczos.")] = None,
     res: Annotated[Optional[int], typer.Option(help="Foreign ONNX with a symbolic H/W: input resolution.")] = None,
@@ -61,6 +62,8 @@ def quantize(
     """
     from ..errors import UsageError
     from ..images import Preprocessing
+
+    mean, std = _floats(mean, "mean"), _floats(std, "std")  # same syntax as predict: 127.5 or R,G,B
     from ..quantize import (
         OrtExtraOptions,
         QuantOptions,
