@@ -119,6 +119,7 @@ def staged_dir(dst: str | Path, *, force: bool = False, keep: tuple[str, ...] = 
     dst = Path(dst)
     if dst.exists() and not force:
         raise UsageError(f"{dst} exists; use --force to replace it")
+    created_parent = not dst.parent.exists()
     parent = check_writable_dir(dst.parent)
     stage = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=parent))
     try:
@@ -137,6 +138,8 @@ def staged_dir(dst: str | Path, *, force: bool = False, keep: tuple[str, ...] = 
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+        if created_parent and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()  # a failed first export leaves no empty --out folder behind
 
 
 def read_manifest(bundle: str | Path) -> dict:

@@ -50,7 +50,11 @@ def load_results(paths: Iterable[str | Path]) -> list[dict]:
         UsageError: a file that is missing, not JSON, or not of the ``{"environment", "results"}`` shape.
     """
     rows: list[dict] = []
+    seen: set[Path] = set()
     for p in map(Path, paths):
+        if p.resolve() in seen:  # the same file twice would double its rows
+            continue
+        seen.add(p.resolve())
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -83,7 +87,8 @@ def table(rows: list[dict], *, title: str = "", show_device: bool = False):
     if show_device:
         cols.insert(0, ("device", "device"))
     for _, head in cols:
-        t.add_column(head, justify="left" if head in ("model", "prec", "runtime", "device") else "right")
+        t.add_column(head, justify="left" if head in ("model", "prec", "runtime", "device") else "right",
+                     overflow="fold" if head in ("model", "device") else "ellipsis")
     for r in rows:
         t.add_row(*[_fmt(k, r.get(k)) for k, _ in cols])
     return t
@@ -150,13 +155,16 @@ def plot_latency_vs_macs(rows: list[dict], dst: str | Path, *, title: str = "") 
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r.get("macs") and r.get("alpha") is not None and r.get("runtime") == "onnxruntime":
-            groups.setdefault((r["alpha"], r["precision"], r.get("device", "")), []).append(r)
-    for (alpha, precision, device), rs in sorted(groups.items(), key=lambda kv: (str(kv[0][2]), -kv[0][0], kv[0][1])):
+            groups.setdefault((r["alpha"], r["precision"], r.get("device", ""), r.get("threads", 1)), []).append(r)
+    multi_threads = len({k[3] for k in groups}) > 1
+    for (alpha, precision, device, threads), rs in sorted(groups.items(),
+                                                           key=lambda kv: (str(kv[0][2]), kv[0][3], -kv[0][0], kv[0][1])):
         rs = sorted(rs, key=lambda r: r["macs"])
         xs = [r["macs"] / 1e6 for r in rs]
         ys = [r["p50_ms"] for r in rs]
         style = "-o" if precision == "fp32" else "--s"
-        label = f"alpha {alpha:g} {precision}" + (f" [{device}]" if len({k[2] for k in groups}) > 1 else "")
+        label = (f"alpha {alpha:g} {precision}" + (f" x{threads}" if multi_threads else "")
+                 + (f" [{device}]" if len({k[2] for k in groups}) > 1 else ""))
         ax.plot(xs, ys, style, label=label, markersize=4)
         for x, y, r in zip(xs, ys, rs):
             ax.annotate(str(r["res"]), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)

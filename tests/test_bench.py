@@ -59,7 +59,8 @@ def test_report_merges_devices_and_computes_ratios(tmp_path):
                      [_row(), _row(precision="int8", p50_ms=2.0)])
     b = _result_file(tmp_path / "pi.json", {"cpu_model": "Cortex-A76", "arch": "aarch64"},
                      [_row(p50_ms=12.0), _row(precision="int8", p50_ms=4.0)])
-    rows = load_results([a, b])
+    rows = load_results([a, b, a])  # the same file twice counts once
+    assert len(rows) == 4
     assert {r["device"] for r in rows} == {"Xeon (x86_64)", "Cortex-A76 (aarch64)"}
     speedups = {r["device"]: r["int8_speedup"] for r in ratio_rows(rows)}
     assert speedups == {"Xeon (x86_64)": 2.0, "Cortex-A76 (aarch64)": 3.0}
@@ -115,6 +116,9 @@ def test_bench_cli_writes_json_and_csv(capsys, tmp_path, tiny_bundle_dir):
         assert set(COLUMNS) <= r.keys() and r["runs"] == 5
         assert r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
         assert r["throughput_ips"] == pytest.approx(1000 / r["mean_ms"])
+    assert _run(capsys, "bench", str(tiny_bundle_dir / "model.onnx"), "--threads", "1,1", "--runs", "2",
+                "--json", str(j))[0] == 0
+    assert len(json.loads(j.read_text())["results"]) == 1  # '1,1' benches once
     header = c.read_text().splitlines()[0].split(",")
     assert header == list(COLUMNS)
     assert len(c.read_text().splitlines()) == 1 + 4

@@ -135,6 +135,9 @@ def test_parity_failure_leaves_no_file(tmp_path):
     with pytest.raises(ParityError, match="max abs logit difference"):
         export_bundle(ExportOptions(alpha=0.25, res=128, out=tmp_path, tolerance=0.0))
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ParityError):  # an --out folder the failed export created is not left behind
+        export_bundle(ExportOptions(alpha=0.25, res=128, out=tmp_path / "new" / "out", tolerance=0.0))
+    assert not (tmp_path / "new" / "out").exists()
 
 
 def test_out_not_writable(capsys, tmp_path):

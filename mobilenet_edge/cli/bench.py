@@ -34,7 +34,7 @@ def parse_int_list(text: str, name: str, *, minimum: int = 1) -> list[int]:
         raise UsageError(f"{name} must be a comma-separated list of integers, got {text!r}") from None
     if not vals or any(v < minimum for v in vals):
         raise UsageError(f"{name} values must be >= {minimum}, got {text!r}")
-    return vals
+    return list(dict.fromkeys(vals))  # '1,1' benches once
 
 
 def parse_float_list(text: str, name: str) -> list[float]:
@@ -153,7 +153,9 @@ def _top1_for(targets, eval_dir: Path) -> dict:
 def _print(rows, failures, env, console=out) -> None:
     from .. import report as R
 
-    console.print(R.table(rows, title=f"{R.device_name(env)} — onnxruntime {env.get('onnxruntime', '?')}"))
+    versions = ", ".join(f"{k.replace('_', '-')} {env[k]}" for k in ("onnxruntime", "ai_edge_litert", "tflite_runtime")
+                         if env.get(k))
+    console.print(R.table(rows, title=f"{R.device_name(env)} — {versions}"))
     for line in R.ratio_lines(rows):
         console.print(line)
     for f in failures:

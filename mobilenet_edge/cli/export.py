@@ -85,8 +85,8 @@ def export(
             from .quantize import print_record
 
             print_record(record, bundle / FILE_INT8)
-        out.print("next:")
+        err.print("next:")
         if not int8:
-            out.print(f"  mobilenet-edge quantize {bundle} --calib DIR")
-        out.print(f"  mobilenet-edge predict {bundle} photo.jpg{' --int8' if int8 else ''}")
-        out.print(f"  mobilenet-edge bench {bundle}")
+            err.print(f"  mobilenet-edge quantize {bundle} --calib DIR")
+        err.print(f"  mobilenet-edge predict {bundle} photo.jpg{' --int8' if int8 else ''}")
+        err.print(f"  mobilenet-edge bench {bundle}")
