@@ -36,6 +36,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from .onnx_utils import constants as _consts
+
 #: max |integer| of a symmetric int8 weight grid: ORT quantizes symmetric QInt8 weights to [-127, 127]
 #: (scale ``max|w| / 127``), or to [-64, 64] with ``reduce_range`` (onnxruntime quant_utils.py,
 #: ONNX_INT_TYPE_SYMMETRIC_RANGE / ONNX_INT_TYPE_REDUCED_RANGE).
@@ -46,18 +48,6 @@ QMAX_REDUCED = 64
 # ----------------------------------------------------------------------------------------------
 # graph helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def _consts(model) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
-    c = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    for n in model.graph.node:
-        if n.op_type == "Constant":
-            for a in n.attribute:
-                if a.name == "value":
-                    c[n.output[0]] = numpy_helper.to_array(a.t)
-    return c
 
 
 def _attr(node, name, default=None):

@@ -68,8 +68,8 @@ def model_io(path: str | Path) -> dict:
             "ir_version": m.ir_version}
 
 
-def activation_bounds(model) -> dict[str, tuple[float, float]]:
-    """Output tensor -> (lo, hi) for Clip nodes with constant bounds and Relu nodes."""
+def constants(model) -> dict[str, np.ndarray]:
+    """Tensor name -> value for every initializer and every Constant node's output."""
     from onnx import numpy_helper
 
     consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -78,6 +78,12 @@ def activation_bounds(model) -> dict[str, tuple[float, float]]:
             for a in n.attribute:
                 if a.name == "value":
                     consts[n.output[0]] = numpy_helper.to_array(a.t)
+    return consts
+
+
+def activation_bounds(model) -> dict[str, tuple[float, float]]:
+    """Output tensor -> (lo, hi) for Clip nodes with constant bounds and Relu nodes."""
+    consts = constants(model)
     out = {}
     for n in model.graph.node:
         if n.op_type == "Relu":
