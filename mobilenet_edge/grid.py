@@ -59,13 +59,19 @@ def reference_for(weights_dir: Path | None, alpha: float, res: int) -> Path | No
 
 
 def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, calib=None, eval_dir=None,
-             out_dir=Path("benchmarks/results")) -> list[dict]:
-    """Export, quantize and bench the grid; returns the result rows. See module docstring."""
+             out_dir=Path("benchmarks/results"), out=None, err=None) -> list[dict]:
+    """Export, quantize and bench the grid; returns the result rows. See module docstring.
+
+    ``out``/``err``: rich consoles for results and progress (default: stdout / stderr).
+    """
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from . import bench as B
     from . import report as R
-    from .cli.app import err, out
+
+    out = out or Console()
+    err = err or Console(stderr=True)
     from .export import ExportOptions, export_bundle
     from .platform_info import environment
     from .quantize import quantize_bundle

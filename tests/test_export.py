@@ -176,3 +176,22 @@ def test_failed_int8_step_of_a_forced_export_keeps_the_old_bundle(capsys, tmp_pa
     code, _, err = run(capsys, *args, "--force", "--int8", "--calib", str(empty))
     assert code == 2 and "no image files" in err
     assert {p.name: sha(p) for p in bundle.iterdir()} == before
+
+
+def test_bench_grid_writes_results_and_reuses_complete_bundles(capsys, tmp_path):
+    """bench --grid (random weights): fp32 + int8 rows per point, JSON/CSV/PNG; a second run reuses the
+    bundle (its manifest is not rewritten) because every sha256 still matches."""
+    pytest.importorskip("matplotlib")
+    args = ["bench", "--grid", "--alphas", "0.25", "--res", "64", "--out", str(tmp_path), "--runs", "2",
+            "--warmup", "0"]
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    rows = json.loads((tmp_path / "grid.json").read_text())["results"]
+    assert [(r["variant"], r["precision"]) for r in rows] == [("mobilenet_v1_0.25_64", "fp32"),
+                                                              ("mobilenet_v1_0.25_64", "int8")]
+    assert all(r["top1"] is None for r in rows)  # random weights: no accuracy
+    assert (tmp_path / "grid.csv").is_file() and (tmp_path / "latency_vs_macs.png").read_bytes()[:4] == b"\x89PNG"
+    manifest = tmp_path / "bundles" / "mobilenet_v1_0.25_64" / "manifest.json"
+    stamp = manifest.stat().st_mtime_ns
+    assert run(capsys, *args)[0] == 0
+    assert manifest.stat().st_mtime_ns == stamp

@@ -86,7 +86,7 @@ def bench(
 
         run_grid(alphas=parse_float_list(alphas, "--alphas"), resolutions=parse_int_list(res, "--res", minimum=32),
                  threads=thread_list, runs=runs, warmup=warmup, weights_dir=weights_dir, calib=calib,
-                 eval_dir=eval_dir, out_dir=out_dir)
+                 eval_dir=eval_dir, out_dir=out_dir, out=out, err=err)
         return
     if not models:
         raise UsageError("give at least one bundle folder or model file (or --grid)")
