@@ -69,3 +69,10 @@ def test_missing_extra_gives_one_line_with_the_install_command(capsys, monkeypat
     code, _, err = run(capsys, "export", "--alpha", "0.25", "--res", "64", "--out", str(tmp_path))
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert "pip install 'mobilenet-edge[export]' torch==2.13.0" in err
+
+
+def test_version(capsys):
+    from mobilenet_edge import __version__
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"mobilenet-edge {__version__}"

@@ -48,9 +48,18 @@ if not out.is_terminal and "COLUMNS" not in os.environ:
     out.width = 160  # piped output: don't truncate tables to 80 columns
 
 
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        print(f"{PROG} {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """MobileNet V1 from a reference PyTorch model to an int8 file on a Raspberry Pi."""
     if debug:
