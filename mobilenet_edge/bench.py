@@ -169,8 +169,11 @@ def _make_session(path: Path, runtime: str, threads: int):
         x = _random_input(rng, shape, dtype)
         feed = {inp.name: x}
         return (lambda: sess.run(None, feed)), ort.__version__
-    interp_cls, version = _tflite_interpreter()
-    it = interp_cls(model_path=str(path), num_threads=threads)
+    from .runtime import tflite_module
+
+    name, version, mod = tflite_module()
+    version = f"{name} {version}"
+    it = mod.Interpreter(model_path=str(path), num_threads=threads)
     it.allocate_tensors()
     d = it.get_input_details()[0]
     x = _random_input(rng, list(d["shape"]), d["dtype"])
@@ -188,28 +191,6 @@ def _random_input(rng, shape, dtype):
         info = np.iinfo(dtype)
         return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
     return rng.uniform(-1, 1, size=shape).astype(dtype)
-
-
-def _tflite_interpreter():
-    """LiteRT's Interpreter, else tflite-runtime's (older Pi images). Returns (class, 'name version')."""
-    try:
-        import importlib.metadata as md
-
-        from ai_edge_litert.interpreter import Interpreter
-
-        return Interpreter, f"ai-edge-litert {md.version('ai-edge-litert')}"
-    except ImportError:
-        pass
-    try:
-        import importlib.metadata as md
-
-        from tflite_runtime.interpreter import Interpreter
-
-        return Interpreter, f"tflite-runtime {md.version('tflite-runtime')}"
-    except ImportError:
-        raise MobilenetEdgeError(
-            "no TFLite runtime: pip install ai-edge-litert (or tflite-runtime on older systems)"
-        ) from None
 
 
 def measure(path: Path, runtime: str, *, threads: int = 1, runs: int = 100, warmup: int = 10) -> dict:

@@ -61,6 +61,7 @@ from .onnx_utils import model_io  # noqa: F401  (re-exported)
 from .onnx_utils import quiet_ort_logging as _quiet_ort_logging
 from .onnx_utils import stdout_to_stderr as _stdout_to_stderr
 from .onnx_utils import versions as _versions
+from .platform_info import parse_cpuinfo
 from .recipes import RECIPE_NAMES
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -227,15 +228,10 @@ def detect_isa(cpuinfo: str | Path = "/proc/cpuinfo", machine: str | None = None
     machine = machine or platform.machine()
     m = machine.lower()
     arch = "x86" if m in ("x86_64", "amd64", "i386", "i686") else "arm" if m.startswith(("arm", "aarch64")) else "other"
-    flags: set[str] = set()
     try:
-        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
-            key, _, val = line.partition(":")
-            if key.strip().lower() in ("flags", "features"):
-                flags.update(val.split())
-                break
+        flags = parse_cpuinfo(Path(cpuinfo).read_text(errors="replace"))["flags"]
     except OSError:
-        pass
+        flags = set()
     relevant = sorted(flags & {"avx2", "avx512bw", "avx512_vnni", "avx_vnni", "asimddp", "i8mm", "sse4_1"})
     return {"machine": machine, "arch": arch, "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}), "flags": relevant}
 

@@ -114,10 +114,12 @@ def tflite_backend_name() -> str:
     Raises:
         MobilenetEdgeError: neither is installed, or the forced one is missing.
     """
-    return _tflite_module()[0]
+    return tflite_module()[0]
 
 
-def _tflite_module():
+def tflite_module():
+    """(backend name, version, interpreter module): LiteRT, else tflite-runtime, or the one forced by
+    $MOBILENET_EDGE_TFLITE. Raises MobilenetEdgeError when none is installed."""
     forced = os.environ.get(TFLITE_ENV, "").strip()
     if forced and forced not in TFLITE_BACKENDS:
         raise UsageError(f"{TFLITE_ENV} must be one of {', '.join(TFLITE_BACKENDS)}, got {forced!r}")
@@ -219,7 +221,7 @@ class Runner:
             )
 
     def _init_tflite(self) -> None:
-        self.backend, self.backend_version, mod = _tflite_module()
+        self.backend, self.backend_version, mod = tflite_module()
         if self.backend == "tflite-runtime":
             _probe_tflite_runtime(self.path)
         try:

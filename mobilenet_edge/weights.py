@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .bundle import atomic_path, imagenet_labels, sha256_file
-from .errors import UsageError, WeightsError
+from .errors import MobilenetEdgeError, UsageError, WeightsError
 from .images import Preprocessing
 from .variants import BLOCKS, STEM_CHANNELS, make_channels
 
@@ -183,16 +183,14 @@ class RawTensor:
 
 
 def _interpreter_class():
+    from .runtime import tflite_module
+
     try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-        except ImportError:
-            raise WeightsError(
-                "reading .tflite files needs a TFLite runtime: pip install ai-edge-litert (or tflite-runtime)"
-            ) from None
-    return Interpreter
+        return tflite_module()[2].Interpreter
+    except MobilenetEdgeError:
+        raise WeightsError(
+            "reading .tflite files needs a TFLite runtime: pip install ai-edge-litert (or tflite-runtime)"
+        ) from None
 
 
 def open_tflite(path: str | Path, **kwargs):
