@@ -1,0 +1,173 @@
+"""How much top-1 agreement int8 vs fp32 can a given logits SQNR buy on these 100 images? (issue #10)
+
+Agreement on 100 images is decided by the few images whose fp32 top-1 and top-2 logits nearly tie:
+any int8 model flips some of them, whatever its recipe. This benchmark makes that measurable.
+
+Model: int8 logits = fp32 logits + white Gaussian noise whose power, per image, is the image's
+fp32 logits power divided by ``10^(SQNR/10)`` (the SQNR definition used everywhere in this project:
+``10 log10(sum f^2 / sum (f - q)^2)`` over the logits of one image). For each SQNR, ``--draws``
+independent noise draws give the distribution of the agreement over the 100 images (mean and the
+5th-95th percentiles). The model is then checked against every quantization method measured by
+``benchmarks/quant_fidelity.py`` (its JSON): predicted agreement at the method's mean SQNR vs the
+agreement it actually had.
+
+Run (about 1 minute):
+
+    PYTHONPATH=$PWD python benchmarks/agreement_vs_sqnr.py export/mobilenet_v1_0.25_128 \\
+        export/mobilenet_v1_0.50_160 export/mobilenet_v1_0.75_192 \\
+        --calib ../shared/data/imagenet-calib --fidelity benchmarks/quant_fidelity.json \\
+        --out benchmarks/agreement_vs_sqnr
+
+writes ``agreement_vs_sqnr.json`` and ``agreement_vs_sqnr.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from quant_fidelity import images_and_labels, run  # noqa: E402
+
+from mobilenet_edge.bundle import read_manifest  # noqa: E402
+from mobilenet_edge.images import Preprocessing  # noqa: E402
+
+SQNR_GRID_DB = (20, 25, 30, 33, 36, 40, 45, 50)
+MARGINS = (0.05, 0.1, 0.2)
+
+
+def top2_margins(logits: np.ndarray) -> np.ndarray:
+    """``(N,)`` fp32 top-1 minus top-2 logit, for ``(N, classes)`` logits."""
+    s = np.sort(logits, axis=1)
+    return s[:, -1] - s[:, -2]
+
+
+def simulate(logits: np.ndarray, sqnr_db: float, draws: int, rng: np.random.Generator,
+             labels: np.ndarray | None = None) -> np.ndarray:
+    """``(draws,)`` agreement fractions of ``logits`` + white noise at ``sqnr_db`` (per-image power).
+
+    With ``labels`` (``(N,)`` class indices in the logits' numbering), ``(draws, 2)``: agreement and
+    top-1 of the noisy logits minus top-1 of ``logits``.
+    """
+    f = logits.astype(np.float64)
+    sigma = np.sqrt((f**2).mean(axis=1, keepdims=True) / 10 ** (sqnr_db / 10))
+    ref = f.argmax(axis=1)
+    out = []
+    for _ in range(draws):
+        q = (f + rng.standard_normal(f.shape) * sigma).argmax(axis=1)
+        agree = np.mean(q == ref)
+        out.append(agree if labels is None else (agree, np.mean(q == labels) - np.mean(ref == labels)))
+    return np.array(out)
+
+
+def needed_sqnr(logits: np.ndarray, target: float, draws: int, rng: np.random.Generator) -> float:
+    """Smallest SQNR (dB, 0.5 dB steps from 20 to 60) whose mean simulated agreement reaches ``target``."""
+    for db in np.arange(20, 60.5, 0.5):
+        if simulate(logits, float(db), draws, rng).mean() >= target:
+            return float(db)
+    return float("inf")
+
+
+def analyse(bundle: Path, calib: Path, fid: dict | None, draws: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    prep = Preprocessing.from_dict(read_manifest(bundle)["preprocessing"])
+    _files, x, y = images_and_labels(calib, prep)
+    f = run(bundle / "model.onnx", x)
+    y = y + (1 if f.shape[1] == 1001 else 0)  # 1001-class models: index 0 is "background"
+    m = top2_margins(f)
+    out = {
+        "bundle": bundle.name, "images": len(f),
+        "fp32_top1": float(np.mean(f.argmax(axis=1) == y)),
+        "logits_rms": float(np.sqrt((f.astype(np.float64) ** 2).mean())),
+        "margins_below": {str(t): int((m < t).sum()) for t in MARGINS},
+        "simulated": {},
+        "needed_sqnr_db": {str(t): needed_sqnr(f, t, draws, rng) for t in (0.95, 0.97, 0.99)},
+        "check": [],
+    }
+    for db in SQNR_GRID_DB:
+        a = simulate(f, db, draws, rng, y)
+        out["simulated"][str(db)] = {"mean": float(a[:, 0].mean()), "p5": float(np.percentile(a[:, 0], 5)),
+                                     "p95": float(np.percentile(a[:, 0], 95)),
+                                     "p_top1_not_below_fp32": float(np.mean(a[:, 1] >= -1e-9))}
+    entry = next((b for b in (fid or {}).get("bundles", []) if b["bundle"] == bundle.name), None)
+    for name, r in (entry or {}).get("methods", {}).items():
+        a = simulate(f, r["sqnr_db_mean"], draws, rng)
+        out["check"].append({"method": name, "sqnr_db": r["sqnr_db_mean"], "observed": r["agreement_top1"],
+                             "predicted": float(a.mean()), "p5": float(np.percentile(a, 5)),
+                             "p95": float(np.percentile(a, 95))})
+    return out
+
+
+def markdown(res: dict) -> str:
+    pct = lambda v: f"{100 * v:.0f}%"  # noqa: E731
+    lines = [
+        "# Top-1 agreement int8 vs fp32 that a logits SQNR can buy on these 100 images (issue #10)",
+        "",
+        f"Generated by `benchmarks/agreement_vs_sqnr.py` on {res['created']}: fp32 logits of our ONNX models "
+        f"(weights imported from Google's reference `.tflite` files) on the {res['bundles'][0]['images']} images "
+        f"of `{res['calib']}`, plus white Gaussian noise at a given per-image logits SQNR; "
+        f"{res['draws']} noise draws per point (mean, and 5th-95th percentile in brackets).",
+        "",
+        "## fp32 near-ties",
+        "",
+        "| model | logits RMS | top-1 - top-2 < " + " | < ".join(str(t) for t in MARGINS) + " |",
+        "|---|---|" + "---|" * len(MARGINS),
+    ]
+    for b in res["bundles"]:
+        lines.append(f"| {b['bundle']} | {b['logits_rms']:.2f} | "
+                     + " | ".join(f"{b['margins_below'][str(t)]} images" for t in MARGINS) + " |")
+    lines += ["", "## Expected agreement vs logits SQNR", "",
+              "| model | " + " | ".join(f"{db} dB" for db in SQNR_GRID_DB) + " | SQNR for 95% / 97% / 99% |",
+              "|---|" + "---|" * (len(SQNR_GRID_DB) + 1)]
+    for b in res["bundles"]:
+        cells = [f"{pct(s['mean'])} ({pct(s['p5'])}-{pct(s['p95'])})" for s in b["simulated"].values()]
+        need = " / ".join(f"{b['needed_sqnr_db'][k]:.1f} dB" for k in ("0.95", "0.97", "0.99"))
+        lines.append(f"| {b['bundle']} | " + " | ".join(cells) + f" | {need} |")
+    lines += ["", "## Chance that int8 top-1 is not below fp32 top-1 (same model, same noise)", "",
+              "| model | fp32 top-1 | " + " | ".join(f"{db} dB" for db in SQNR_GRID_DB) + " |",
+              "|---|---|" + "---|" * len(SQNR_GRID_DB)]
+    for b in res["bundles"]:
+        lines.append(f"| {b['bundle']} | {pct(b['fp32_top1'])} | "
+                     + " | ".join(pct(s["p_top1_not_below_fp32"]) for s in b["simulated"].values()) + " |")
+    checks = [(b["bundle"], c) for b in res["bundles"] for c in b["check"]]
+    if checks:
+        inside = sum(c["p5"] <= c["observed"] <= c["p95"] for _, c in checks)
+        lines += ["", "## The model against the methods measured in quant_fidelity.json", "",
+                  f"Observed agreement inside the simulated 5th-95th percentile band for {inside} of {len(checks)} "
+                  "(method, model) pairs.", "",
+                  "| model | method | mean SQNR | observed | predicted (5-95%) |", "|---|---|---|---|---|"]
+        for name, c in checks:
+            lines.append(f"| {name} | {c['method']} | {c['sqnr_db']:.1f} dB | {pct(c['observed'])} | "
+                         f"{100 * c['predicted']:.1f}% ({pct(c['p5'])}-{pct(c['p95'])}) |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("bundles", nargs="+", type=Path)
+    ap.add_argument("--calib", type=Path, required=True, help="labelled image folder (labels.csv)")
+    ap.add_argument("--fidelity", type=Path, help="quant_fidelity.json to check the model against")
+    ap.add_argument("--draws", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, required=True, help="output stem (.json and .md are added)")
+    a = ap.parse_args(argv)
+    fid = json.loads(a.fidelity.read_text()) if a.fidelity else None
+    res = {"created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "calib": str(a.calib),
+           "draws": a.draws, "seed": a.seed,
+           "bundles": [analyse(b, a.calib, fid, a.draws, a.seed) for b in a.bundles]}
+    a.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+    a.out.with_suffix(".md").write_text(markdown(res))
+    print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
