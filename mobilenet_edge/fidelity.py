@@ -18,6 +18,10 @@ from .onnx_utils import activation_bounds as _activation_bounds
 from .onnx_utils import quiet_ort_logging as _quiet_ort_logging
 from .onnx_utils import stdout_to_stderr as _stdout_to_stderr
 
+#: fp32 top-1 minus top-2 logit below which an image counts as a near-tie: the two classes' softmax
+#: probabilities are within a factor exp(0.1) = 1.105 of each other.
+NEAR_TIE_LOGIT = 0.1
+
 
 def _session(path: str | Path):
     import onnxruntime as ort
@@ -83,8 +87,13 @@ def fidelity(
             compared: TF-slim's index 0 is "background", data README).
     Returns:
         ``{"images", "agreement_top1" (fraction), "disagreements": [names], "sqnr_db": {"mean", "worst",
-        "worst_image"}, "labelled", "fp32": {"top1", "top5"}, "int8": {...}}``; accuracies are fractions
-        over the labelled images (None without labels); SQNR is per image on the logits, in dB.
+        "worst_image"}, "near_ties": {...}, "labelled", "fp32": {"top1", "top5"}, "int8": {...}}``;
+        accuracies are fractions over the labelled images (None without labels); SQNR is per image on the
+        logits, in dB. ``near_ties`` puts the agreement in context: ``{"margin_logit": NEAR_TIE_LOGIT,
+        "images": evaluation images whose fp32 top-1 and top-2 logits differ by less than that,
+        "disagreements": how many of the disagreeing images are such near-ties, "disagreement_margins":
+        {name: fp32 top-1 - top-2 logit}}``. Quantization noise flips near-ties first
+        (benchmarks/agreement_vs_sqnr.md).
     Raises:
         UsageError: no evaluation image could be decoded.
     """
@@ -94,6 +103,8 @@ def fidelity(
     agree = 0
     sq: list[tuple[float, str]] = []
     dis: list[str] = []
+    dis_margin: dict[str, float] = {}
+    ties = 0
     hits = {"fp32": [0, 0], "int8": [0, 0]}
     labelled = 0
     offset = None
@@ -107,8 +118,12 @@ def fidelity(
             key = k.name if isinstance(k, Path) else f"#{k}"
             same = int(np.argmax(fi)) == int(np.argmax(qi))
             agree += same
+            top2 = np.partition(fi.astype(np.float64), -2)[-2:]
+            margin = float(top2[1] - top2[0])
+            ties += margin < NEAR_TIE_LOGIT
             if not same:
                 dis.append(key)
+                dis_margin[key] = margin
             sq.append((sqnr_db(fi, qi), key))
             if labels and k in labels:
                 labelled += 1
@@ -132,6 +147,9 @@ def fidelity(
         "disagreements": dis,
         "sqnr_db": {"mean": float(np.mean(finite)) if finite else None,
                     "worst": worst_v if math.isfinite(worst_v) else None, "worst_image": worst_k},
+        "near_ties": {"margin_logit": NEAR_TIE_LOGIT, "images": ties,
+                      "disagreements": sum(m < NEAR_TIE_LOGIT for m in dis_margin.values()),
+                      "disagreement_margins": dis_margin},
         "labelled": labelled,
         "fp32": acc("fp32"),
         "int8": acc("int8"),
@@ -234,6 +252,10 @@ def fidelity_table(rep: dict, title: str) -> Table:
     s = rep["sqnr_db"]
     t.add_row("logits SQNR mean (dB)", "", "-" if s["mean"] is None else f"{s['mean']:.1f}")
     t.add_row("logits SQNR worst (dB)", "", "-" if s["worst"] is None else f"{s['worst']:.1f}  ({s['worst_image']})")
+    nt = rep.get("near_ties")
+    if nt:
+        t.add_row(f"fp32 near-ties (top-1 - top-2 < {nt['margin_logit']:g} logit)", str(nt["images"]),
+                  f"{nt['disagreements']} of {len(rep['disagreements'])} disagreements")
     if rep["labelled"]:
         t.add_row(f"top-1 ({rep['labelled']} labelled)", _fmt_pct(rep["fp32"]["top1"]), _fmt_pct(rep["int8"]["top1"]))
         t.add_row(f"top-5 ({rep['labelled']} labelled)", _fmt_pct(rep["fp32"]["top5"]), _fmt_pct(rep["int8"]["top5"]))
