@@ -472,9 +472,12 @@ REFERENCE = {  # data README: Google's TF-slim MobileNet V1 quantized .tflite fi
     "0.5_160": ("mobilenet_v1_0.5_160_quant.tflite", 160),
     "0.75_192": ("mobilenet_v1_0.75_192_quant.tflite", 192),
 }
-# Measured with plain ORT MinMax per-channel (docs/quantize.md): 0.25/128 agrees on 84% of the evaluation half
-# (90% with the halves swapped). Issue #10 (CLE, bias correction, mixed precision) is where this closes.
-_BELOW_TARGET = {"0.25_128": "agreement 88% < 90% on the odd half (recipe fidelity; 93% pooled over 2 folds, near-ties: issue #10)"}
+# 0.25/128 on the odd half: 88% with the default recipe (plain ORT MinMax: 84%); 98% on the even half, 93% pooled.
+# The odd half holds 7 fp32 near-ties (top-1/top-2 < 0.1 logit); at the recipe's 30.7 dB logits SQNR a
+# white-noise model expects 92% there and falls below 90% 13% of the time (docs/fidelity.md,
+# benchmarks/agreement_vs_sqnr.md). Not strict: a change of ORT version can flip a near-tie either way.
+_BELOW_TARGET = {"0.25_128": "agreement 88% < 90% on the odd half (recipe fidelity; 93% pooled over 2 folds; 5 of 6 "
+                             "disagreements are fp32 near-ties: docs/fidelity.md)"}
 
 
 @pytest.fixture(scope="module")
