@@ -42,6 +42,7 @@ from mobilenet_edge.images import Preprocessing  # noqa: E402
 
 SQNR_GRID_DB = (20, 25, 30, 33, 36, 40, 45, 50)
 MARGINS = (0.05, 0.1, 0.2)
+TIGHTEST = 6
 
 
 def top2_margins(logits: np.ndarray) -> np.ndarray:
@@ -79,15 +80,18 @@ def needed_sqnr(logits: np.ndarray, target: float, draws: int, rng: np.random.Ge
 def analyse(bundle: Path, calib: Path, fid: dict | None, draws: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     prep = Preprocessing.from_dict(read_manifest(bundle)["preprocessing"])
-    _files, x, y = images_and_labels(calib, prep)
+    files, x, y = images_and_labels(calib, prep)
     f = run(bundle / "model.onnx", x)
     y = y + (1 if f.shape[1] == 1001 else 0)  # 1001-class models: index 0 is "background"
     m = top2_margins(f)
+    order = np.argsort(-f, axis=1)[:, :2]
     out = {
         "bundle": bundle.name, "images": len(f),
         "fp32_top1": float(np.mean(f.argmax(axis=1) == y)),
         "logits_rms": float(np.sqrt((f.astype(np.float64) ** 2).mean())),
         "margins_below": {str(t): int((m < t).sum()) for t in MARGINS},
+        "tightest": [{"image": files[i], "margin": float(m[i]), "top1_right": bool(order[i, 0] == y[i]),
+                      "top2_right": bool(order[i, 1] == y[i])} for i in np.argsort(m)[:TIGHTEST]],
         "simulated": {},
         "needed_sqnr_db": {str(t): needed_sqnr(f, t, draws, rng) for t in (0.95, 0.97, 0.99)},
         "check": [],
@@ -137,6 +141,13 @@ def markdown(res: dict) -> str:
     for b in res["bundles"]:
         lines.append(f"| {b['bundle']} | {pct(b['fp32_top1'])} | "
                      + " | ".join(pct(s["p_top1_not_below_fp32"]) for s in b["simulated"].values()) + " |")
+    lines += ["", "Which way a near-tie moves top-1 depends on its labels: when fp32's top-1 is right and its "
+              "top-2 wrong, noise can only lose the image; when the top-2 is the right one, noise can only gain it. "
+              "The tightest ties (fp32 top-1 - top-2 logit):", "",
+              "| model | " + " | ".join(f"tie {k + 1}" for k in range(TIGHTEST)) + " |", "|---|" + "---|" * TIGHTEST]
+    kind = lambda t: "can lose" if t["top1_right"] else ("can gain" if t["top2_right"] else "neutral")  # noqa: E731
+    for b in res["bundles"]:
+        lines.append(f"| {b['bundle']} | " + " | ".join(f"{t['margin']:.3f} {kind(t)}" for t in b["tightest"]) + " |")
     checks = [(b["bundle"], c) for b in res["bundles"] for c in b["check"]]
     if checks:
         inside = sum(c["p5"] <= c["observed"] <= c["p95"] for _, c in checks)
