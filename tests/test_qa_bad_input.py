@@ -1,0 +1,127 @@
+"""Regressions found by a fresh-user QA pass over the issues' bad-input lists (#5, #7).
+
+Each test states the behaviour the issue asks for; the inputs are built here (Pillow, tiny files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mobilenet_edge.cli.app import main
+from mobilenet_edge.fidelity import _batches
+from mobilenet_edge.images import Preprocessing
+from mobilenet_edge.quantize import _Warnings, make_image_reader
+
+RES = 32
+
+torch_needed = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None, reason="the bundle fixture is built with torch (export extra)"
+)
+
+
+def _good_images(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        p = folder / f"img_{i:02d}.jpg"
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8), "RGB").save(p, quality=90)
+        paths.append(p)
+    return paths
+
+
+def _truncated_jpeg(path: Path) -> Path:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), 100, np.uint8)).save(buf, format="JPEG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 3])
+    return path
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+# ------------------------------------------------------------------ issue #5: "a truncated JPEG among good
+# ones: skipped with a warning naming it". The collector of warnings starts empty; the first warning of a
+# run must still be printed (it was dropped while no other warning had been recorded).
+
+
+def test_calibration_skip_is_warned_when_it_is_the_first_warning(tmp_path, capsys):
+    good = _good_images(tmp_path / "c", 2)
+    broken = _truncated_jpeg(tmp_path / "c" / "broken.jpg")
+    warn = _Warnings()
+    reader = make_image_reader([good[0], broken, good[1]], Preprocessing(res=RES), warn=warn)
+    fed = 0
+    while reader.get_next() is not None:
+        fed += 1
+    assert fed == 2 and reader.skipped == [broken]
+    assert len(warn) == 1 and "broken.jpg" in warn[0]
+    assert "broken.jpg" in capsys.readouterr().err
+
+
+def test_evaluation_skip_is_warned_when_it_is_the_first_warning(tmp_path, capsys):
+    good = _good_images(tmp_path / "e", 3)
+    broken = _truncated_jpeg(tmp_path / "e" / "broken.jpg")
+    warn = _Warnings()
+    keys = [k for ks, _ in _batches([good[0], broken, good[1], good[2]], Preprocessing(res=RES), 2, warn, None, "")
+            for k in ks]
+    assert keys == good
+    assert len(warn) == 1 and "broken.jpg" in warn[0]
+    assert "broken.jpg" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def real_weights_bundle(tmp_path_factory) -> Path:
+    """An exported 0.25/32 bundle whose manifest says its weights come from a .tflite (so quantize runs
+    the default fidelity recipe on images, with no 'random weights' warning recorded first)."""
+    pytest.importorskip("torch")
+    from mobilenet_edge.export import ExportOptions, export_bundle
+
+    out = tmp_path_factory.mktemp("qa-bundles")
+    b = export_bundle(ExportOptions(alpha=0.25, res=RES, num_classes=1001, out=out, padding="tf_same"))["bundle"]
+    m = json.loads((b / "manifest.json").read_text())
+    m["weights"] = {"source": "tflite", "file": "mobilenet_v1_0.25_128_quant.tflite"}
+    (b / "manifest.json").write_text(json.dumps(m))
+    return b
+
+
+@torch_needed
+def test_cli_names_truncated_calibration_image(real_weights_bundle, tmp_path, capsys):
+    calib, ev = tmp_path / "calib", tmp_path / "eval"
+    _good_images(calib, 3)
+    _truncated_jpeg(calib / "broken.jpg")
+    _good_images(ev, 2)
+    code = main(["quantize", str(real_weights_bundle), "--calib", str(calib), "--eval", str(ev), "--force"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert any(line.startswith("warning: skipped") and "broken.jpg" in line for line in err.splitlines()), err
+
+
+@torch_needed
+@pytest.mark.parametrize("recipe", ["fidelity", "plain"])
+def test_cli_no_decodable_calibration_image_says_so(real_weights_bundle, tmp_path, capsys, recipe):
+    before = _digest(real_weights_bundle)
+    calib, ev = tmp_path / "calib", tmp_path / "eval"
+    calib.mkdir()
+    (calib / "a.jpg").write_text("a text file named .jpg")
+    _truncated_jpeg(calib / "b.jpg")
+    _good_images(ev, 2)
+    code = main(["quantize", str(real_weights_bundle), "--calib", str(calib), "--eval", str(ev), "--force",
+                 "--recipe", recipe])
+    lines = capsys.readouterr().err.splitlines()
+    errors = [line for line in lines if line.startswith("mobilenet-edge: error")]
+    assert code == 2 and len(errors) == 1
+    assert "no decodable calibration image" in errors[0] and "2 file(s) skipped" in errors[0], errors
+    # both bad files are named on their own warning lines
+    assert any("a.jpg" in line for line in lines) and any("b.jpg" in line for line in lines)
+    assert _digest(real_weights_bundle) == before
+    assert not [p for p in real_weights_bundle.iterdir() if p.name.startswith(".")]
