@@ -125,3 +125,44 @@ def test_cli_no_decodable_calibration_image_says_so(real_weights_bundle, tmp_pat
     assert any("a.jpg" in line for line in lines) and any("b.jpg" in line for line in lines)
     assert _digest(real_weights_bundle) == before
     assert not [p for p in real_weights_bundle.iterdir() if p.name.startswith(".")]
+
+
+# ------------------------------------------------------------------ issue #7: "a result file of the wrong shape
+# for report: clear errors" (usage errors: one line, exit 2), and output paths that are folders.
+
+
+def _result_file(path: Path) -> Path:
+    """A minimal bench result file of the documented shape (issue #7 JSON), written by hand."""
+    row = {"model": "m.onnx", "variant": None, "alpha": None, "res": None, "precision": "fp32",
+           "runtime": "onnxruntime", "threads": 1, "runs": 10, "init_ms": 30.0, "first_ms": 2.0, "min_ms": 1.0,
+           "p50_ms": 1.5, "p90_ms": 1.7, "p99_ms": 1.9, "mean_ms": 1.5, "std_ms": 0.1, "throughput_ips": 666.7,
+           "peak_rss_mb": 80.0, "size_mb": 5.0, "params": None, "macs": None, "gmacs_per_s": None, "top1": None}
+    path.write_text(json.dumps({"environment": {"cpu": "test cpu", "machine": "x86_64"}, "results": [row]}))
+    return path
+
+
+@pytest.mark.parametrize("entry", [1, None, [1, 2], "text"])
+def test_report_rejects_a_result_that_is_not_an_object(tmp_path, capsys, entry):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"environment": {}, "results": [entry]}))
+    code = main(["report", str(bad)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "bad.json" in err[0] and "result 0" in err[0], err
+
+
+@pytest.mark.parametrize("option", ["--csv", "--plot"])
+def test_report_output_that_is_a_folder_is_a_usage_error(tmp_path, capsys, option):
+    pytest.importorskip("matplotlib")
+    good = _result_file(tmp_path / "r.json")
+    assert main(["report", str(good)]) == 0  # the file itself is fine
+    capsys.readouterr()
+    folder = tmp_path / "outdir"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("kept")
+    code = main(["report", str(good), option, str(folder)])
+    cap = capsys.readouterr()
+    err = cap.err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and option in err[0] and "folder" in err[0], err
+    assert cap.out == ""  # refused before any table is printed
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert sorted(p.name for p in folder.iterdir()) == ["keep.txt"]
