@@ -166,3 +166,23 @@ def test_report_output_that_is_a_folder_is_a_usage_error(tmp_path, capsys, optio
     assert cap.out == ""  # refused before any table is printed
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert sorted(p.name for p in folder.iterdir()) == ["keep.txt"]
+
+
+# ------------------------------------------------------------------ issue #7: bench reports "params and MACs
+# (from the bundle's manifest or the analytic counts)"; a lone .onnx of our export carries alpha/res/classes
+# in its metadata (docs/bundle-format.md), so it gets the counts too.
+
+
+def test_bench_lone_onnx_of_our_export_gets_analytic_counts(tmp_path):
+    from _tiny_models import tiny_onnx
+
+    from mobilenet_edge.bench import targets_for
+
+    f = tiny_onnx(tmp_path / "model.onnx", metadata={"alpha": "0.5", "res": "160", "num_classes": "1000"})
+    (t,) = targets_for(f)
+    # README / issue #2 table, alpha 0.5 at 160 with 1000 classes
+    assert (t.variant, t.alpha, t.res) == ("mobilenet_v1_0.50_160", 0.5, 160)
+    assert t.params == 1_331_592 and t.macs == 76_524_800
+    # no metadata (a foreign file): no counts, not an error
+    (u,) = targets_for(tiny_onnx(tmp_path / "other.onnx"))
+    assert u.macs is None and u.variant is None
