@@ -186,3 +186,41 @@ def test_bench_lone_onnx_of_our_export_gets_analytic_counts(tmp_path):
     # no metadata (a foreign file): no counts, not an error
     (u,) = targets_for(tiny_onnx(tmp_path / "other.onnx"))
     assert u.macs is None and u.variant is None
+
+
+# ------------------------------------------------------------------ the "next:" commands printed after export and
+# weights import are meant to be pasted: with spaces or brackets in the path they must still name it exactly.
+
+
+@torch_needed
+@pytest.mark.export
+def test_export_next_commands_paste_back_to_the_bundle_path(tmp_path, capsys):
+    import shlex
+
+    out = tmp_path / "my exports [red]"
+    code = main(["export", "--alpha", "0.25", "--res", "32", "--out", str(out)])
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    bundle = out / "mobilenet_v1_0.25_32"
+    assert bundle.is_dir()
+    cmds = [shlex.split(line) for line in cap.err.splitlines() if line.startswith("  mobilenet-edge ")]
+    assert {c[1] for c in cmds} == {"quantize", "predict", "bench"}
+    assert all(c[2] == str(bundle) for c in cmds), cmds
+    assert str(bundle / "model.onnx") in cap.out  # the "saved" line names the real path
+
+
+@pytest.mark.realdata
+@pytest.mark.tflite
+def test_weights_next_command_pastes_back_to_the_output_path(reference_dir, tmp_path, capsys):
+    import shlex
+
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    dst = tmp_path / "w [red] dir" / "my weights.safetensors"
+    dst.parent.mkdir()
+    code = main(["weights", "import", str(reference_dir / "mobilenet_v1_0.25_128_quant.tflite"), "-o", str(dst)])
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    (line,) = [ln for ln in cap.out.splitlines() if ln.startswith("next: ")]
+    argv = shlex.split(line[len("next: "):])
+    assert argv[argv.index("--weights") + 1] == str(dst) and dst.is_file()
