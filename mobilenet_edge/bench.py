@@ -84,6 +84,20 @@ def _precision_of_file(path: Path) -> str:
     return "fp32"
 
 
+def _onnx_variant(path: Path) -> tuple[float | None, int | None, int | None]:
+    """(alpha, res, num_classes) from our exports' ONNX ``metadata_props`` (docs/bundle-format.md);
+    (None, None, None) when absent or unreadable (a foreign file: no analytic counts)."""
+    try:
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        alpha, res = float(meta["alpha"]), int(meta["res"])
+        classes = int(meta["num_classes"]) if "num_classes" in meta else None
+    except Exception:  # noqa: BLE001 - no metadata: no counts; an unreadable file fails in its worker
+        return None, None, None
+    return alpha, res, classes
+
+
 def targets_for(spec: str | Path, *, formats: Iterable[str] = ("onnx", "tflite")) -> list[Target]:
     """Expand a bundle folder (every model file it holds) or a single .onnx/.tflite file.
 
@@ -114,6 +128,9 @@ def targets_for(spec: str | Path, *, formats: Iterable[str] = ("onnx", "tflite")
     if parsed:
         alpha, res = parsed
         classes = 1001 if path.suffix == ".tflite" else None  # Google's TF-slim files have 1001 classes
+    elif path.suffix == ".onnx":  # a lone file of our export (e.g. bundle/model.int8.onnx): its metadata
+        alpha, res, classes = _onnx_variant(path)
+    if alpha is not None and res is not None:
         v = Variant(alpha, res, classes or 1000)
         name, params, macs = v.name, v.params, v.macs
     return [Target(path, _precision_of_file(path), runtime, name, alpha, res, classes, params, macs, path.name)]

@@ -58,7 +58,7 @@ def _batches(items, prep, batch: int, warn, progress, desc) -> Iterator[tuple[li
 
     def on_error(p, e):
         skipped.append(p)
-        if warn:
+        if warn is not None:
             warn(f"skipped {e}")
 
     for ps, x in iter_batches(items, prep, batch=batch, on_error=on_error):

@@ -26,6 +26,7 @@ when labels are known.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -341,7 +342,7 @@ def make_image_reader(
                     x = load(p, prep)
                 except UsageError as e:
                     self.skipped.append(p)
-                    if warn:
+                    if warn is not None:  # not `if warn`: a _Warnings collector is an (empty) list
                         warn(f"skipped {e}")
                     continue
                 self.used.append(p)
@@ -532,6 +533,11 @@ def _reader_batches(reader, limit: int, batch: int = CALIB_CHUNK) -> Iterator[np
         yield np.concatenate(buf)
 
 
+def _no_calibration_input(reader) -> UsageError:
+    skipped = getattr(reader, "skipped", None)
+    return UsageError("no decodable calibration image" + (f" ({len(skipped)} file(s) skipped)" if skipped else ""))
+
+
 def _apply_recipe(pre: Path, reader, options: QuantOptions, reduce_range: bool, limit: int, warn=None):
     """Apply ``options.recipe`` (:func:`.recipes.apply`) to the pre-processed model at ``pre`` in place.
 
@@ -548,13 +554,17 @@ def _apply_recipe(pre: Path, reader, options: QuantOptions, reduce_range: bool, 
         r = replace(r, weight_grid=False, weight_bias_correction=False)
     if r.weight_bias_correction and not hasattr(reader, "rewind"):
         r = replace(r, weight_bias_correction=False)
-        if warn:
+        if warn is not None:
             warn("the calibration reader cannot be rewound: recipe bias correction skipped")
     if not r.weight_bias_correction:
         plan = recipes.plan(model, r, reduce_range=reduce_range)
         plan.record["recipe"] = {**plan.record["recipe"], "requested": options.recipe}
         return plan
-    corrected, plan = recipes.apply(model, r, _reader_batches(reader, limit), reduce_range=reduce_range)
+    batches = _reader_batches(reader, limit)
+    first = next(batches, None)
+    if first is None:  # nothing decodable: say so here, not as "no input for the channel means"
+        raise _no_calibration_input(reader)
+    corrected, plan = recipes.apply(model, r, itertools.chain([first], batches), reduce_range=reduce_range)
     reader.rewind()
     if corrected is not model:
         onnx.save(corrected, str(pre))
@@ -646,8 +656,7 @@ def quantize_model(
                 if take.exhausted:
                     break
             if fed == 0:
-                raise UsageError("no decodable calibration image" + (
-                    f" ({len(reader.skipped)} file(s) skipped)" if getattr(reader, "skipped", None) else ""))
+                raise _no_calibration_input(reader)
             ranges = calibrator.compute_data()
         calib_seconds = time.perf_counter() - tc
         del calibrator

@@ -66,9 +66,11 @@ def load_results(paths: Iterable[str | Path]) -> list[dict]:
             raise UsageError(f'{p} is not a bench result file (expected {{"environment": {{...}}, "results": [...]}})')
         device = device_name(data["environment"])
         for i, r in enumerate(data["results"]):
+            if not isinstance(r, dict):
+                raise UsageError(f"{p}: result {i} is not an object (got {type(r).__name__})")
             missing = [k for k in ("model", "precision", "runtime", "threads", "p50_ms") if k not in r]
-            if not isinstance(r, dict) or missing:
-                raise UsageError(f"{p}: result {i} lacks {', '.join(missing) or 'fields'}")
+            if missing:
+                raise UsageError(f"{p}: result {i} lacks {', '.join(missing)}")
             rows.append({**r, "device": device, "source": str(p)})
     return rows
 

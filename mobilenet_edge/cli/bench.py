@@ -171,6 +171,9 @@ def report(
     """Merge bench result files (e.g. a workstation and a Pi) into one table keyed by variant, precision, device."""
     from .. import report as R
 
+    for name, path in (("--plot", plot), ("--csv", csv_path)):
+        if path is not None and path.is_dir():
+            raise UsageError(f"{name} {path} is a folder; give a file name")
     rows = R.load_results(files)
     rows.sort(key=lambda r: (str(r.get("variant")), r["precision"], r["device"], r["runtime"], r["threads"]))
     out.print(R.table(rows, title=f"{len(rows)} results from {len(files)} file(s)", show_device=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -79,14 +80,16 @@ def export(
     if as_json:
         out.print_json(json.dumps(manifest, default=str))
     else:
-        out.print(f"saved {bundle / FILE_FP32} ({size_mb:.1f} MB) in {res_['seconds']:.1f} s")
+        out.print(f"saved {bundle / FILE_FP32} ({size_mb:.1f} MB) in {res_['seconds']:.1f} s",
+                  markup=False, soft_wrap=True)
         if record is not None:
             from ..bundle import FILE_INT8
             from .quantize import print_record
 
             print_record(record, bundle / FILE_INT8)
+        q = shlex.quote(str(bundle))  # commands to paste: quoted, and no rich markup ("[...]" in a path)
         err.print("next:")
         if not int8:
-            err.print(f"  mobilenet-edge quantize {bundle} --calib DIR")
-        err.print(f"  mobilenet-edge predict {bundle} photo.jpg{' --int8' if int8 else ''}")
-        err.print(f"  mobilenet-edge bench {bundle}")
+            err.print(f"  mobilenet-edge quantize {q} --calib DIR", markup=False, soft_wrap=True)
+        err.print(f"  mobilenet-edge predict {q} photo.jpg{' --int8' if int8 else ''}", markup=False, soft_wrap=True)
+        err.print(f"  mobilenet-edge bench {q}", markup=False, soft_wrap=True)

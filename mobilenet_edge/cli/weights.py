@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -140,6 +141,7 @@ def import_cmd(
         out.print(line)
     else:
         err.print("not verified: add --verify-images DIR to compare with the .tflite in LiteRT")
-    out.print(f"saved {output} ({size / 1e6:.1f} MB) in {seconds:.1f} s")
+    out.print(f"saved {output} ({size / 1e6:.1f} MB) in {seconds:.1f} s", markup=False, soft_wrap=True)
     res_hint = verification["res"] if verification else (default_res(src) if src.suffix.lower() == ".tflite" else 224)
-    out.print(f"next: mobilenet-edge export --alpha {cfg['alpha']:g} --res {res_hint} --weights {output}")
+    out.print(f"next: mobilenet-edge export --alpha {cfg['alpha']:g} --res {res_hint} --weights "
+              f"{shlex.quote(str(output))}", markup=False, soft_wrap=True)
