@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8, read_manifest
+from .bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8, MANIFEST, read_manifest
 from .errors import MobilenetEdgeError, UsageError
 from .variants import Variant, parse_name
 
@@ -106,6 +106,8 @@ def targets_for(spec: str | Path, *, formats: Iterable[str] = ("onnx", "tflite")
     """
     path = Path(spec)
     if path.is_dir():
+        if not (path / MANIFEST).is_file():
+            raise UsageError(f"{path} is a folder but not a bundle (no {MANIFEST}); give a bundle or a .onnx/.tflite file")
         manifest = read_manifest(path)
         v = manifest.get("variant", {})
         out = []

@@ -70,8 +70,8 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
     from . import bench as B
     from . import report as R
 
-    out = out or Console()
-    err = err or Console(stderr=True)
+    out = out or Console(markup=False)
+    err = err or Console(stderr=True, markup=False)
     from .export import ExportOptions, export_bundle
     from .platform_info import environment
     from .quantize import quantize_bundle
@@ -86,8 +86,8 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
     variants = [Variant(a, r, 1001 if weights_dir else 1000) for a in alphas for r in resolutions]
     json_path, csv_path = out_dir / "grid.json", out_dir / "grid.csv"
     if weights_dir is None:
-        err.print("[yellow]no --weights-dir: random weights and synthetic calibration (latency only; "
-                  "int8 accuracy meaningless)[/yellow]")
+        err.print("no --weights-dir: random weights and synthetic calibration (latency only; "
+                  "int8 accuracy meaningless)", style="yellow", markup=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err) as prog:
         task = prog.add_task("grid", total=len(variants))
@@ -122,11 +122,11 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
                         R.write_results(json_path, env, rows)
                         R.write_csv(csv_path, rows, extra=("weights", "weights_exact_res"))
             except KeyboardInterrupt:
-                err.print(f"[yellow]interrupted: {len(rows)} results kept in {json_path}[/yellow]")
+                err.print(f"interrupted: {len(rows)} result{'' if len(rows) == 1 else 's'} kept in {json_path}", style="yellow", markup=False)
                 raise
             except Exception as e:  # noqa: BLE001 - listed; the grid goes on
                 failures.append({"variant": v.name, "error": str(e)})
-                err.print(f"[red]failed[/red] {v.name}: {e}")
+                err.print(f"failed {v.name}: {e}", style="red", markup=False)
             prog.advance(task)
     if rows:
         R.plot_latency_vs_macs(rows, out_dir / "latency_vs_macs.png")

@@ -75,7 +75,7 @@ CALIB_CHUNK = 16
 #: int8 model size limit relative to the fp32 model (issue #5: 30%).
 MAX_SIZE_RATIO = 0.30
 
-_console = Console(stderr=True, highlight=False)
+_console = Console(stderr=True, highlight=False, markup=False)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,9 +18,13 @@ from .bundle import atomic_path, write_json_atomic
 from .errors import UsageError
 
 
-def write_results(path: str | Path, environment: dict, rows: list[dict]) -> None:
-    """Write (atomically) the JSON result file ``{"environment", "results"}``."""
-    write_json_atomic(path, {"environment": environment, "results": rows})
+def write_results(path: str | Path, environment: dict, rows: list[dict], failures: list[dict] | None = None) -> None:
+    """Write (atomically) the JSON result file ``{"environment", "results"}``, plus ``"failures"``
+    (``[{"model", "threads", "error"}]``, models that did not load or run) when given."""
+    doc = {"environment": environment, "results": rows}
+    if failures is not None:
+        doc["failures"] = failures
+    write_json_atomic(path, doc)
 
 
 def write_csv(path: str | Path, rows: list[dict], *, extra: Iterable[str] = ()) -> None:

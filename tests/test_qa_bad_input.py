@@ -224,3 +224,39 @@ def test_weights_next_command_pastes_back_to_the_output_path(reference_dir, tmp_
     (line,) = [ln for ln in cap.out.splitlines() if ln.startswith("next: ")]
     argv = shlex.split(line[len("next: "):])
     assert argv[argv.index("--weights") + 1] == str(dst) and dst.is_file()
+
+
+# ------------------------------------------------------------------ second QA pass: a folder that is not a bundle is a
+# user mistake (exit 2); the --json FILE document lists failures like --json - does; paths keep their [brackets].
+
+
+def test_bench_folder_that_is_not_a_bundle_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code = main(["bench", str(tmp_path / "empty"), "--runs", "1", "--warmup", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "not a bundle" in err[0] and "empty" in err[0], err
+
+
+def test_bench_json_file_lists_the_model_that_failed(tmp_path, capsys):
+    from _tiny_models import tiny_onnx
+
+    good = tiny_onnx(tmp_path / "good.onnx")
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(b"not a protobuf at all")
+    out = tmp_path / "r.json"
+    code = main(["bench", str(good), str(bad), "--runs", "2", "--warmup", "0", "--json", str(out)])
+    capsys.readouterr()
+    doc = json.loads(out.read_text())
+    assert code == 1  # a failure is listed and the exit code says so
+    assert [r["model"] for r in doc["results"]] == ["good.onnx"]
+    assert [f["model"] for f in doc["failures"]] == ["corrupt.onnx"] and doc["failures"][0]["error"]
+
+
+def test_paths_with_brackets_are_printed_as_they_are(tmp_path, capsys):
+    from _tiny_models import tiny_bundle
+
+    bundle = tiny_bundle(tmp_path / "old [red] runs" / "b")
+    code = main(["verify", str(bundle)])
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    assert "old [red] runs" in cap.out + cap.err  # rich markup would have eaten "[red]"

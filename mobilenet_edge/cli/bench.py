@@ -126,16 +126,16 @@ def run_targets(targets, thread_list, *, runs, warmup, env, json_path=None, csv_
                 m = B.measure_in_subprocess(t, threads=n, runs=runs, warmup=warmup)
             except Exception as e:  # noqa: BLE001 - listed, the others still run
                 failures.append({"model": t.label, "threads": n, "error": str(e)})
-                err.print(f"[red]failed[/red] {t.label}: {e}")
+                err.print(f"failed {t.label}: {e}", style="red")
             else:
                 row = B.result_row(t, m, threads=n, runs=runs)
                 if top1 and t.path in top1:
                     row["top1"] = top1[t.path]
                 rows.append(row)
-                if json_path is not None and str(json_path) != "-":
-                    R.write_results(json_path, env, rows)
                 if csv_path is not None:
                     R.write_csv(csv_path, rows)
+            if json_path is not None and str(json_path) != "-":  # the same document as --json -
+                R.write_results(json_path, env, rows, failures)
             prog.advance(task)
     return rows, failures
 
@@ -145,7 +145,7 @@ def _top1_for(targets, eval_dir: Path) -> dict:
 
     res = {}
     for t in targets:
-        err.print(f"[dim]top-1 of {t.label} on {eval_dir}[/dim]")
+        err.print(f"top-1 of {t.label} on {eval_dir}", style="dim")
         res[t.path] = evaluate(t.path, eval_dir)["top1"]
     return res
 
@@ -159,7 +159,7 @@ def _print(rows, failures, env, console=out) -> None:
     for line in R.ratio_lines(rows):
         console.print(line)
     for f in failures:
-        console.print(f"[red]FAILED[/red] {f['model']} (threads {f['threads']}): {f['error']}")
+        console.print(f"FAILED {f['model']} (threads {f['threads']}): {f['error']}", style="red", markup=False)
 
 
 @app.command(epilog=REPORT_EPILOG)

@@ -59,7 +59,7 @@ def export(
         int8=int8, calib=calib, eval_dir=eval_dir,
     )
     with err.status("exporting..."):
-        res_ = export_bundle(opts, log=lambda m: err.print(f"[dim]{m}[/dim]"))
+        res_ = export_bundle(opts, log=lambda m: err.print(m, style="dim"))
     bundle, manifest = res_["bundle"], res_["manifest"]
     for name in ("model.tflite", "model.int8.tflite"):
         if name in manifest["files"]:
