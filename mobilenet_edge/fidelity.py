@@ -178,7 +178,7 @@ def debug_layers(fp32_onnx: str | Path, int8_onnx: str | Path, inputs: np.ndarra
         fa, qa = Path(td) / "f.onnx", Path(td) / "q.onnx"
         modify_model_output_intermediate_tensors(str(fp32_onnx), str(fa))
         modify_model_output_intermediate_tensors(str(int8_onnx), str(qa))
-        from .quantize import make_array_reader  # the calibration readers live with quantize
+        from .calibration import make_array_reader
 
         f_act = collect_activations(str(fa), make_array_reader(inputs, input_name=input_name))
         q_act = collect_activations(str(qa), make_array_reader(inputs, input_name=input_name))

@@ -5,7 +5,7 @@ The pipeline is ORT's own tools, every argument explicit (ORT's defaults changed
 1. ``onnxruntime.quantization.shape_inference.quant_pre_process`` (shape inference + ORT graph
    optimisation, as ORT's docs ask before quantizing);
 2. calibration with ORT's ``create_calibrator`` (MinMax, Entropy or Percentile), fed in chunks by a
-   :class:`ImageFolderReader` that streams images through the model's :class:`~.images.Preprocessing`.
+   :func:`~.calibration.make_image_reader` that streams images through the model's :class:`~.images.Preprocessing`.
    We run the calibrator ourselves because ORT 1.32's ``quantize_static`` forwards only five
    calibrator settings (``CalibTensorRangeSymmetric``, ``CalibMovingAverage``,
    ``CalibMovingAverageConstant``, ``CalibMaxIntermediateOutputs``, ``CalibPercentile``): the
@@ -32,7 +32,6 @@ import math
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -41,10 +40,19 @@ from pathlib import Path
 from typing import Any, Callable, Union
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import bundle as bdl
+from .calibration import (  # noqa: F401  (re-exported: quantize.make_image_reader, ...)
+    _progress,
+    _Replay,
+    _Take,
+    _Warnings,
+    make_array_reader,
+    make_image_reader,
+    resolve_labels,
+    split_paths,
+    synthetic_images,
+)
 from .errors import UsageError
 from .fidelity import (  # noqa: F401  (re-exported: quantize.fidelity, quantize.sqnr_db, ...)
     _session,
@@ -75,7 +83,6 @@ CALIB_CHUNK = 16
 #: int8 model size limit relative to the fp32 model (issue #5: 30%).
 MAX_SIZE_RATIO = 0.30
 
-_console = Console(stderr=True, highlight=False, markup=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -268,199 +275,6 @@ def decide_reduce_range(isa: dict, requested: bool | None) -> dict:
         elif requested and not risky:
             warning = "--reduce-range on a CPU that does not need it: 7-bit weights cost precision"
     return {"reduce_range": value, "requested": requested, "reason": reason, "warning": warning, "isa": isa}
-
-
-# ----------------------------------------------------------------------------------------------
-# calibration data
-# ----------------------------------------------------------------------------------------------
-
-
-def _ort_reader_base():
-    from onnxruntime.quantization import CalibrationDataReader
-
-    return CalibrationDataReader
-
-
-class _Warnings(list):
-    """Collects warnings and prints each on stderr as one line (once: recipe bias correction reads the
-    calibration images twice, so a skipped file would otherwise be reported twice)."""
-
-    def __call__(self, msg: str) -> None:
-        if msg in self:
-            return
-        self.append(msg)
-        print(f"warning: {msg}", file=sys.stderr, flush=True)
-
-
-def _progress(enabled: bool = True) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=_console, transient=True, disable=not enabled,
-    )
-
-
-def make_image_reader(
-    paths: Sequence[Path],
-    prep: Preprocessing,
-    *,
-    input_name: str = "input",
-    warn: Callable[[str], None] | None = None,
-    progress: Progress | None = None,
-    description: str = "calibrating",
-):
-    """A ``CalibrationDataReader`` streaming ``paths`` one image at a time as ``{input_name: (1,3,res,res)
-    float32}``; undecodable files are skipped with a warning naming them.
-
-    The returned object has ``used`` and ``skipped`` (lists of paths) and ``rewind()``.
-    """
-    base = _ort_reader_base()
-
-    class ImageFolderReader(base):
-        def __init__(self) -> None:
-            self.paths = list(paths)
-            self.used: list[Path] = []
-            self.skipped: list[Path] = []
-            self._i = 0
-            self._task = progress.add_task(description, total=len(self.paths)) if progress else None
-
-        def __len__(self) -> int:
-            return len(self.paths)
-
-        def rewind(self) -> None:
-            self._i = 0
-            self.used, self.skipped = [], []
-            if progress is not None and self._task is not None:
-                progress.reset(self._task)
-
-        def get_next(self) -> dict | None:
-            while self._i < len(self.paths):
-                p = self.paths[self._i]
-                self._i += 1
-                if progress is not None:
-                    progress.advance(self._task)
-                try:
-                    x = load(p, prep)
-                except UsageError as e:
-                    self.skipped.append(p)
-                    if warn is not None:  # not `if warn`: a _Warnings collector is an (empty) list
-                        warn(f"skipped {e}")
-                    continue
-                self.used.append(p)
-                return {input_name: x[None]}
-            return None
-
-    return ImageFolderReader()
-
-
-def make_array_reader(arrays: np.ndarray | Sequence[np.ndarray], *, input_name: str = "input"):
-    """A ``CalibrationDataReader`` over (N, 3, H, W) float32 arrays (one image per ``get_next``)."""
-    base = _ort_reader_base()
-    data = [np.asarray(a, dtype=np.float32) for a in arrays]
-
-    class ArrayReader(base):
-        def __init__(self) -> None:
-            self._i = 0
-            self.used = list(range(len(data)))
-            self.skipped: list = []
-
-        def __len__(self) -> int:
-            return len(data)
-
-        def rewind(self) -> None:
-            self._i = 0
-
-        def get_next(self) -> dict | None:
-            if self._i >= len(data):
-                return None
-            x = data[self._i]
-            self._i += 1
-            return {input_name: x[None] if x.ndim == 3 else x}
-
-    return ArrayReader()
-
-
-class _Take:
-    """At most ``n`` items from a reader, then None (one chunk of calibration)."""
-
-    def __init__(self, reader, n: int) -> None:
-        self.reader, self.n, self.got, self.exhausted = reader, n, 0, False
-
-    def get_next(self):
-        if self.got >= self.n:
-            return None
-        item = self.reader.get_next()
-        if item is None:
-            self.exhausted = True
-            return None
-        self.got += 1
-        return item
-
-
-class _Replay:
-    """Yields ``first`` then the rest of ``take`` (a chunk whose first item was peeked)."""
-
-    def __init__(self, first, take: _Take) -> None:
-        self.pending, self.take = [first], take
-
-    def get_next(self):
-        return self.pending.pop() if self.pending else self.take.get_next()
-
-
-def synthetic_images(n: int, prep: Preprocessing, *, seed: int = 0) -> np.ndarray:
-    """``n`` uniform-noise pixel images in [0, 255] through ``prep``'s normalisation.
-
-    Returns:
-        (n, 3, res, res) float32 (NCHW). For models with random weights only: their int8 accuracy
-        means nothing.
-    """
-    rng = np.random.default_rng(seed)
-    px = rng.integers(0, 256, size=(n, prep.res, prep.res, 3)).astype(np.float32)
-    x = (px - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
-
-
-def split_paths(paths: Sequence[Path], *, fold: int = 0) -> tuple[list[Path], list[Path]]:
-    """Deterministic disjoint halves of one folder: sorted paths, even positions (0, 2, 4, ...)
-    calibrate and odd positions evaluate (``fold=1`` swaps them, for 2-fold cross evaluation).
-
-    Interleaving keeps both halves spread over the folder (ImageNet file names sort by class).
-    """
-    ps = sorted(paths)
-    even, odd = ps[0::2], ps[1::2]
-    return (even, odd) if fold == 0 else (odd, even)
-
-
-# ----------------------------------------------------------------------------------------------
-# labels
-# ----------------------------------------------------------------------------------------------
-
-def resolve_labels(
-    paths: Sequence[Path], root: Path | None, labels_csv: str | Path | None = None
-) -> tuple[dict[Path, int], str]:
-    """ImageNet index (0..999) of each evaluation image when it can be known.
-
-    Delegates to :func:`mobilenet_edge.evaluate.ground_truth` (shared with ``eval``): ``labels_csv``
-    or a ``labels.csv`` in ``root`` (``file,imagenet_index``), class folders (synset folders in the
-    standard sorted synset order, else sorted position), or ``nXXXXXXXX_*`` file names.
-
-    Returns:
-        (path -> index for the labelled images among ``paths``, description of the source or "none").
-    Raises:
-        UsageError: an explicit ``labels_csv`` that is missing or malformed.
-    """
-    from .evaluate import ground_truth
-
-    if root is None:
-        return {}, "none"
-    try:
-        gt, source = ground_truth(Path(root), Path(labels_csv) if labels_csv is not None else None)
-    except UsageError:
-        if labels_csv is not None:
-            raise
-        return {}, "none"
-    by_path = {p.resolve(): i for p, i in gt.items()}
-    out = {p: by_path[p.resolve()] for p in paths if p.resolve() in by_path}
-    return out, source if out else "none"
 
 
 # ----------------------------------------------------------------------------------------------
