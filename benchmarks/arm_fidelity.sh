@@ -6,7 +6,7 @@
 # vs its own fp32 (agreement and logits SQNR on the odd half, the half `quantize` evaluates by default).
 #
 # Needs the cached arm64 root of .ci/arm-check.sh (run that once) and root. Outputs only, no timing
-# (emulated). About 6 minutes here.
+# (emulated). About 11 minutes here (qemu runs the aarch64 side ~30x slower).
 #
 # Usage: sudo bash benchmarks/arm_fidelity.sh [HOST_PYTHON]   (HOST_PYTHON: a venv python with the export
 # extra; default .venv/bin/python). Writes benchmarks/arm_fidelity.md.
