@@ -51,13 +51,16 @@ def top2_margins(logits: np.ndarray) -> np.ndarray:
     return s[:, -1] - s[:, -2]
 
 
-def simulate(logits: np.ndarray, sqnr_db: float, draws: int, rng: np.random.Generator,
+def simulate(logits: np.ndarray, sqnr_db: float, draws: int, seed: int,
              labels: np.ndarray | None = None) -> np.ndarray:
     """``(draws,)`` agreement fractions of ``logits`` + white noise at ``sqnr_db`` (per-image power).
 
-    With ``labels`` (``(N,)`` class indices in the logits' numbering), ``(draws, 2)``: agreement and
-    top-1 of the noisy logits minus top-1 of ``logits``.
+    The same ``seed`` gives the same unit-variance noise draws at every SQNR (common random numbers),
+    only scaled, so curves over SQNR are smooth and comparable. With ``labels`` (``(N,)`` class indices
+    in the logits' numbering), ``(draws, 2)``: agreement, and top-1 of the noisy logits minus top-1 of
+    ``logits``.
     """
+    rng = np.random.default_rng(seed)
     f = logits.astype(np.float64)
     sigma = np.sqrt((f**2).mean(axis=1, keepdims=True) / 10 ** (sqnr_db / 10))
     ref = f.argmax(axis=1)
@@ -69,16 +72,34 @@ def simulate(logits: np.ndarray, sqnr_db: float, draws: int, rng: np.random.Gene
     return np.array(out)
 
 
-def needed_sqnr(logits: np.ndarray, target: float, draws: int, rng: np.random.Generator) -> float:
-    """Smallest SQNR (dB, 0.5 dB steps from 20 to 60) whose mean simulated agreement reaches ``target``."""
-    for db in np.arange(20, 60.5, 0.5):
-        if simulate(logits, float(db), draws, rng).mean() >= target:
-            return float(db)
-    return float("inf")
+NEEDED_RANGE_DB = (15.0, 60.0)
+
+
+def needed_sqnr(logits: np.ndarray, target: float, draws: int, seed: int) -> str:
+    """Smallest SQNR on a 0.5 dB grid over :data:`NEEDED_RANGE_DB` whose mean simulated agreement
+    reaches ``target``, as text: ``"39.5"``, ``"<= 15"`` or ``"> 60"`` (the grid's ends)."""
+    lo, hi = NEEDED_RANGE_DB
+    for db in np.arange(lo, hi + 0.25, 0.5):
+        if simulate(logits, float(db), draws, seed).mean() >= target:
+            return f"<= {lo:g}" if db == lo else f"{db:.1f}"
+    return f"> {hi:g}"
+
+
+def halves(logits: np.ndarray, sqnr_db: float, draws: int, seed: int, floor: float = 0.90) -> dict:
+    """Expected agreement on each half of the sorted images (even positions calibrate and odd ones
+    evaluate in ``quantize``'s default split) and the chance it falls below ``floor``."""
+    out = {}
+    for name, idx in (("odd", slice(1, None, 2)), ("even", slice(0, None, 2))):
+        a = simulate(logits[idx], sqnr_db, draws, seed)
+        out[name] = {"mean": float(a.mean()), "p_below": float(np.mean(a < floor - 1e-9))}
+    return {"sqnr_db": sqnr_db, "floor": floor, "draws": draws, **out}
+
+
+#: the method of quant_fidelity.json whose SQNR the per-half figures use (the default recipe)
+DEFAULT_METHOD = "recipe fidelity through `mobilenet_edge.quantize` (the product)"
 
 
 def analyse(bundle: Path, calib: Path, fid: dict | None, draws: int, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
     prep = Preprocessing.from_dict(read_manifest(bundle)["preprocessing"])
     files, x, y = images_and_labels(calib, prep)
     f = run(bundle / "model.onnx", x)
@@ -93,17 +114,20 @@ def analyse(bundle: Path, calib: Path, fid: dict | None, draws: int, seed: int) 
         "tightest": [{"image": files[i], "margin": float(m[i]), "top1_right": bool(order[i, 0] == y[i]),
                       "top2_right": bool(order[i, 1] == y[i])} for i in np.argsort(m)[:TIGHTEST]],
         "simulated": {},
-        "needed_sqnr_db": {str(t): needed_sqnr(f, t, draws, rng) for t in (0.95, 0.97, 0.99)},
+        "needed_sqnr_db": {str(t): needed_sqnr(f, t, draws, seed) for t in (0.95, 0.97, 0.99)},
         "check": [],
     }
     for db in SQNR_GRID_DB:
-        a = simulate(f, db, draws, rng, y)
+        a = simulate(f, db, draws, seed, y)
         out["simulated"][str(db)] = {"mean": float(a[:, 0].mean()), "p5": float(np.percentile(a[:, 0], 5)),
                                      "p95": float(np.percentile(a[:, 0], 95)),
                                      "p_top1_not_below_fp32": float(np.mean(a[:, 1] >= -1e-9))}
     entry = next((b for b in (fid or {}).get("bundles", []) if b["bundle"] == bundle.name), None)
-    for name, r in (entry or {}).get("methods", {}).items():
-        a = simulate(f, r["sqnr_db_mean"], draws, rng)
+    methods = (entry or {}).get("methods", {})
+    if DEFAULT_METHOD in methods:
+        out["halves"] = halves(f, methods[DEFAULT_METHOD]["sqnr_db_mean"], 10 * draws, seed)
+    for name, r in methods.items():
+        a = simulate(f, r["sqnr_db_mean"], draws, seed)
         out["check"].append({"method": name, "sqnr_db": r["sqnr_db_mean"], "observed": r["agreement_top1"],
                              "predicted": float(a.mean()), "p5": float(np.percentile(a, 5)),
                              "p95": float(np.percentile(a, 95))})
@@ -127,13 +151,16 @@ def markdown(res: dict) -> str:
     ]
     for b in res["bundles"]:
         lines.append(f"| {b['bundle']} | {b['logits_rms']:.2f} | "
-                     + " | ".join(f"{b['margins_below'][str(t)]} images" for t in MARGINS) + " |")
+                     + " | ".join(f"{n} image{'' if n == 1 else 's'}" for n in (b["margins_below"][str(t)] for t in MARGINS))
+                     + " |")
     lines += ["", "## Expected agreement vs logits SQNR", "",
+              "The last column: the lowest SQNR on a 0.5 dB grid whose expected agreement reaches 95%, 97%, 99% "
+              "(the curves are flat there: read it as +-0.5 dB).", "",
               "| model | " + " | ".join(f"{db} dB" for db in SQNR_GRID_DB) + " | SQNR for 95% / 97% / 99% |",
               "|---|" + "---|" * (len(SQNR_GRID_DB) + 1)]
     for b in res["bundles"]:
         cells = [f"{pct(s['mean'])} ({pct(s['p5'])}-{pct(s['p95'])})" for s in b["simulated"].values()]
-        need = " / ".join(f"{b['needed_sqnr_db'][k]:.1f} dB" for k in ("0.95", "0.97", "0.99"))
+        need = " / ".join(f"{b['needed_sqnr_db'][k]} dB" for k in ("0.95", "0.97", "0.99"))
         lines.append(f"| {b['bundle']} | " + " | ".join(cells) + f" | {need} |")
     lines += ["", "## Chance that int8 top-1 is not below fp32 top-1 (same model, same noise)", "",
               "| model | fp32 top-1 | " + " | ".join(f"{db} dB" for db in SQNR_GRID_DB) + " |",
@@ -148,6 +175,18 @@ def markdown(res: dict) -> str:
     kind = lambda t: "can lose" if t["top1_right"] else ("can gain" if t["top2_right"] else "neutral")  # noqa: E731
     for b in res["bundles"]:
         lines.append(f"| {b['bundle']} | " + " | ".join(f"{t['margin']:.3f} {kind(t)}" for t in b["tightest"]) + " |")
+    hv = [b for b in res["bundles"] if "halves" in b]
+    if hv:
+        h0 = hv[0]["halves"]
+        lines += ["", "## On one half (50 images: `quantize`'s default evaluation is the odd half)", "",
+                  f"At the default recipe's measured SQNR; {h0['draws']} draws.", "",
+                  f"| model | SQNR | odd half: expected agreement / chance below {h0['floor']:.0%} | "
+                  f"even half: expected / chance below {h0['floor']:.0%} |", "|---|---|---|---|"]
+        for b in hv:
+            h = b["halves"]
+            lines.append(f"| {b['bundle']} | {h['sqnr_db']:.1f} dB | {100 * h['odd']['mean']:.1f}% / "
+                         f"{100 * h['odd']['p_below']:.1f}% | {100 * h['even']['mean']:.1f}% / "
+                         f"{100 * h['even']['p_below']:.1f}% |")
     checks = [(b["bundle"], c) for b in res["bundles"] for c in b["check"]]
     if checks:
         inside = sum(c["p5"] <= c["observed"] <= c["p95"] for _, c in checks)

@@ -91,6 +91,8 @@ def _onnx_variant(path: Path) -> tuple[float | None, int | None, int | None]:
         import onnx
 
         meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        if meta.get("producer") != "mobilenet-edge":
+            return None, None, None
         alpha, res = float(meta["alpha"]), int(meta["res"])
         classes = int(meta["num_classes"]) if "num_classes" in meta else None
     except Exception:  # noqa: BLE001 - no metadata: no counts; an unreadable file fails in its worker
@@ -130,11 +132,17 @@ def targets_for(spec: str | Path, *, formats: Iterable[str] = ("onnx", "tflite")
     if parsed:
         alpha, res = parsed
         classes = 1001 if path.suffix == ".tflite" else None  # Google's TF-slim files have 1001 classes
-    elif path.suffix == ".onnx":  # a lone file of our export (e.g. bundle/model.int8.onnx): its metadata
-        alpha, res, classes = _onnx_variant(path)
+    if path.suffix == ".onnx":  # a lone file of our export (e.g. bundle/model.int8.onnx): its metadata wins
+        meta_alpha, meta_res, meta_classes = _onnx_variant(path)
+        if meta_alpha is not None:
+            alpha, res, classes = meta_alpha, meta_res, meta_classes
     if alpha is not None and res is not None:
-        v = Variant(alpha, res, classes or 1000)
-        name, params, macs = v.name, v.params, v.macs
+        try:
+            v = Variant(alpha, res, classes or 1000)
+        except ValueError:  # metadata outside the model family (e.g. res < 32): no counts, still benched
+            alpha = res = classes = None
+        else:
+            name, params, macs = v.name, v.params, v.macs
     return [Target(path, _precision_of_file(path), runtime, name, alpha, res, classes, params, macs, path.name)]
 
 

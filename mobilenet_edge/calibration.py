@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .errors import UsageError
 from .images import Preprocessing, load
 
-_console = Console(stderr=True, highlight=False, markup=False)
+_console = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -44,7 +44,7 @@ class _Warnings(list):
 
 def _progress(enabled: bool = True) -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=_console, transient=True, disable=not enabled,
     )
 

@@ -31,6 +31,16 @@ def _session(path: str | Path):
     return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
 
 
+def top2_margin(logits: np.ndarray) -> float:
+    """fp32 top-1 minus top-2 value of one image's logits (any shape, e.g. (C,) or (C, 1, 1));
+    ``inf`` with fewer than two values or a NaN among them (never a near-tie)."""
+    v = np.asarray(logits, np.float64).ravel()
+    if v.size < 2 or np.isnan(v).any():
+        return math.inf
+    top2 = np.partition(v, -2)[-2:]
+    return float(top2[1] - top2[0])
+
+
 def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
     """``10 log10(sum(ref^2) / sum((ref - test)^2))`` in dB; ``inf`` when identical."""
     ref = np.asarray(ref, np.float64)
@@ -92,7 +102,7 @@ def fidelity(
         logits, in dB. ``near_ties`` puts the agreement in context: ``{"margin_logit": NEAR_TIE_LOGIT,
         "images": evaluation images whose fp32 top-1 and top-2 logits differ by less than that,
         "disagreements": how many of the disagreeing images are such near-ties, "disagreement_margins":
-        {name: fp32 top-1 - top-2 logit}}``. Quantization noise flips near-ties first
+        [{"image", "margin": fp32 top-1 - top-2 logit}]}``. Quantization noise flips near-ties first
         (benchmarks/agreement_vs_sqnr.md).
     Raises:
         UsageError: no evaluation image could be decoded.
@@ -103,7 +113,7 @@ def fidelity(
     agree = 0
     sq: list[tuple[float, str]] = []
     dis: list[str] = []
-    dis_margin: dict[str, float] = {}
+    dis_margins: list[float] = []  # parallel to dis (names can repeat across sub-folders)
     ties = 0
     hits = {"fp32": [0, 0], "int8": [0, 0]}
     labelled = 0
@@ -118,12 +128,11 @@ def fidelity(
             key = k.name if isinstance(k, Path) else f"#{k}"
             same = int(np.argmax(fi)) == int(np.argmax(qi))
             agree += same
-            top2 = np.partition(fi.astype(np.float64), -2)[-2:]
-            margin = float(top2[1] - top2[0])
+            margin = top2_margin(fi)
             ties += margin < NEAR_TIE_LOGIT
             if not same:
                 dis.append(key)
-                dis_margin[key] = margin
+                dis_margins.append(margin)
             sq.append((sqnr_db(fi, qi), key))
             if labels and k in labels:
                 labelled += 1
@@ -148,8 +157,8 @@ def fidelity(
         "sqnr_db": {"mean": float(np.mean(finite)) if finite else None,
                     "worst": worst_v if math.isfinite(worst_v) else None, "worst_image": worst_k},
         "near_ties": {"margin_logit": NEAR_TIE_LOGIT, "images": ties,
-                      "disagreements": sum(m < NEAR_TIE_LOGIT for m in dis_margin.values()),
-                      "disagreement_margins": dis_margin},
+                      "disagreements": sum(m < NEAR_TIE_LOGIT for m in dis_margins),
+                      "disagreement_margins": [{"image": k, "margin": m} for k, m in zip(dis, dis_margins)]},
         "labelled": labelled,
         "fp32": acc("fp32"),
         "int8": acc("int8"),

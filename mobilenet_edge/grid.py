@@ -70,8 +70,8 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
     from . import bench as B
     from . import report as R
 
-    out = out or Console(markup=False)
-    err = err or Console(stderr=True, markup=False)
+    out = out or Console(markup=False, emoji=False)
+    err = err or Console(stderr=True, markup=False, emoji=False)
     from .export import ExportOptions, export_bundle
     from .platform_info import environment
     from .quantize import quantize_bundle
@@ -88,7 +88,7 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
     if weights_dir is None:
         err.print("no --weights-dir: random weights and synthetic calibration (latency only; "
                   "int8 accuracy meaningless)", style="yellow", markup=False)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err) as prog:
         task = prog.add_task("grid", total=len(variants))
         for v in variants:

@@ -178,7 +178,8 @@ def test_bench_lone_onnx_of_our_export_gets_analytic_counts(tmp_path):
 
     from mobilenet_edge.bench import targets_for
 
-    f = tiny_onnx(tmp_path / "model.onnx", metadata={"alpha": "0.5", "res": "160", "num_classes": "1000"})
+    ours = {"producer": "mobilenet-edge", "alpha": "0.5", "res": "160", "num_classes": "1000"}
+    f = tiny_onnx(tmp_path / "model.onnx", metadata=ours)
     (t,) = targets_for(f)
     # README / issue #2 table, alpha 0.5 at 160 with 1000 classes
     assert (t.variant, t.alpha, t.res) == ("mobilenet_v1_0.50_160", 0.5, 160)
@@ -186,6 +187,13 @@ def test_bench_lone_onnx_of_our_export_gets_analytic_counts(tmp_path):
     # no metadata (a foreign file): no counts, not an error
     (u,) = targets_for(tiny_onnx(tmp_path / "other.onnx"))
     assert u.macs is None and u.variant is None
+    # someone else's file that happens to carry alpha/res keys: not ours, no counts
+    other = {k: v for k, v in ours.items() if k != "producer"}
+    (w,) = targets_for(tiny_onnx(tmp_path / "theirs.onnx", metadata=other))
+    assert w.macs is None and w.variant is None
+    # our metadata outside the model family (res < 32): benched without counts, not an error
+    (z,) = targets_for(tiny_onnx(tmp_path / "small.onnx", metadata={**ours, "res": "16"}))
+    assert z.macs is None and z.variant is None
 
 
 # ------------------------------------------------------------------ the "next:" commands printed after export and
@@ -260,3 +268,23 @@ def test_paths_with_brackets_are_printed_as_they_are(tmp_path, capsys):
     cap = capsys.readouterr()
     assert code == 0, cap.err
     assert "old [red] runs" in cap.out + cap.err  # rich markup would have eaten "[red]"
+
+
+def test_bench_progress_label_with_brackets_on_a_terminal(tmp_path, monkeypatch, capsys):
+    """The progress bar (drawn only on a terminal) shows a model's name literally: "[/b]" in a name
+    used to raise rich's MarkupError and '[red]' vanished."""
+    import io as _io
+
+    from _tiny_models import tiny_onnx
+    from rich.console import Console
+
+    import mobilenet_edge.cli.bench as cli_bench
+
+    buf = _io.StringIO()
+    term = Console(file=buf, force_terminal=True, width=200, markup=False, emoji=False)
+    monkeypatch.setattr(cli_bench, "err", term)
+    model = tiny_onnx(tmp_path / "exp[red]x[b].onnx")
+    code = main(["bench", str(model), "--runs", "2", "--warmup", "0"])
+    capsys.readouterr()
+    assert code == 0
+    assert "exp[red]x[b].onnx" in buf.getvalue()

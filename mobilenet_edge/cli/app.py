@@ -42,8 +42,8 @@ app = typer.Typer(
 )
 
 #: results go to stdout, logs and progress to stderr
-out = Console(markup=False)  # paths may hold [brackets]: no rich markup anywhere; colour via style=
-err = Console(stderr=True, markup=False)
+out = Console(markup=False, emoji=False)  # paths may hold [brackets]: no rich markup anywhere; colour via style=
+err = Console(stderr=True, markup=False, emoji=False)
 if not out.is_terminal and "COLUMNS" not in os.environ:
     out.width = 160  # piped output: don't truncate tables to 80 columns
 

@@ -117,7 +117,7 @@ def run_targets(targets, thread_list, *, runs, warmup, env, json_path=None, csv_
     rows: list[dict] = []
     failures: list[dict] = []
     jobs = [(t, n) for t in targets for n in thread_list]
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as prog:
         task = prog.add_task("bench", total=len(jobs))
         for t, n in jobs:
