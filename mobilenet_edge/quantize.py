@@ -177,6 +177,9 @@ class QuantOptions:
         recipe: :mod:`~.recipes` name: ``fidelity`` (default: grid-aligned weight scales, weight-error
             bias correction, float logits, first two convs in float), ``grid``, or ``plain`` (ORT as is).
             docs/fidelity.md and benchmarks/quant_fidelity.md (issue #10) have the measurements.
+        float_first: keep this many Conv nodes, in graph order from the input, in float instead of the
+            recipe's number (``fidelity``: 2; ``grid``/``plain``: 0). Mixed precision: more is closer to
+            fp32 and slower where int8 is fast (measured trade-off in docs/fidelity.md). None = the recipe's.
         seed: seed of synthetic calibration data.
         compact: drop shape-inference value_info, tool bookkeeping metadata and all-zero weight
             zero points from the int8 file (:func:`_compact`; numerics unchanged).
@@ -192,6 +195,7 @@ class QuantOptions:
     activation_range_guard: bool = True
     nodes_to_exclude: tuple[str, ...] = ()
     recipe: str = "fidelity"
+    float_first: int | None = None
     seed: int = 0
     compact: bool = True
 
@@ -210,6 +214,8 @@ class QuantOptions:
             raise UsageError(f"calibration bins must be >= 16, got {self.extra.calib_num_bins}")
         if self.recipe not in RECIPE_NAMES:
             raise UsageError(f"recipe must be one of {', '.join(RECIPE_NAMES)}, got {self.recipe!r}")
+        if self.float_first is not None and self.float_first < 0:
+            raise UsageError(f"float_first must be >= 0, got {self.float_first}")
 
     def to_manifest(self) -> dict:
         """JSON-ready dict of every option, plus the exact ORT arguments derived from them."""
@@ -363,6 +369,8 @@ def _apply_recipe(pre: Path, reader, options: QuantOptions, reduce_range: bool, 
     from . import recipes
 
     r = recipes.get_recipe(options.recipe)
+    if options.float_first is not None:
+        r = replace(r, float_first=options.float_first)
     model = onnx.load(str(pre))
     if not options.per_channel and r.weight_grid:  # the aligned scales are per-channel
         r = replace(r, weight_grid=False, weight_bias_correction=False)

@@ -379,3 +379,32 @@ def test_fidelity_recipe_beats_plain_on_reference_weights(tmp_path, reference_di
     assert q["recipe"]["weight_grid"]["tensors_on_grid"] == q["recipe"]["weight_grid"]["tensors"] == 28
     assert len(q["recipe"]["float_nodes"]) == 2 and q["ort_arguments"]["nodes_to_exclude"] == q["recipe"]["float_nodes"]
     assert sq["fidelity"] > sq["plain"] + 6.0, sq
+
+
+def test_float_first_overrides_the_recipe(tmp_path):
+    """--float-first N: the first N Conv nodes in graph order stay float (their weights are plain float
+    initializers in the int8 model), the rest read int8 weights through DequantizeLinear; recorded."""
+    from mobilenet_edge.quantize import QuantOptions, quantize_model
+
+    rng = np.random.default_rng(4)
+    m = tiny_model(rng)
+    src = tmp_path / "fp32.onnx"
+    onnx.save(m, str(src))
+    convs = [n.name for n in m.graph.node if n.op_type == "Conv"]  # stem, dw1, pw1, dw2
+    x = inputs(rng, n=8)
+    for n_float in (0, 3):
+        dst = tmp_path / f"int8_{n_float}.onnx"
+        rec = quantize_model(src, dst, x, QuantOptions(float_first=n_float, samples=None), reduce_range=False)
+        assert rec["recipe"]["float_nodes"] == convs[:n_float]
+        assert rec["recipe"]["recipe"]["float_first"] == n_float and rec["recipe"]["recipe"]["requested"] == "fidelity"
+        q = onnx.load(str(dst))
+        inits = {i.name for i in q.graph.initializer}
+        producer = {o: n.op_type for n in q.graph.node for o in n.output}
+        # graph order of the int8 model's Conv nodes is the fp32 one (ORT keeps Conv nodes in QDQ form)
+        weight_src = [("float" if n.input[1] in inits else producer.get(n.input[1]))
+                      for n in q.graph.node if n.op_type == "Conv"]
+        assert weight_src == ["float"] * n_float + ["DequantizeLinear"] * (len(convs) - n_float), weight_src
+    from mobilenet_edge.errors import UsageError
+
+    with pytest.raises(UsageError, match="float_first must be >= 0"):
+        QuantOptions(float_first=-1)

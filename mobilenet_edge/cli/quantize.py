@@ -19,6 +19,8 @@ EPILOG = (
     "--method entropy --debug-layers\n\n"
     "  mobilenet-edge quantize export/mobilenet_v1_0.50_160 --calib imagenet-calib/ --per-tensor --force --json\n\n"
     "  mobilenet-edge quantize export/mobilenet_v1_0.50_160 --calib imagenet-calib/ --recipe plain --force\n\n"
+    "  mobilenet-edge quantize export/mobilenet_v1_0.25_128 --calib imagenet-calib/ --float-first 14 --force   "
+    "# closer to fp32, slower on ARM\n\n"
     "  mobilenet-edge quantize other.onnx --calib photos/ --mean 123.675,116.28,103.53 --std 58.395,57.12,57.375 "
     "--crop 0.875\n\n"
     "Without --eval, the --calib folder is split deterministically: sorted files, even positions calibrate, "
@@ -34,6 +36,9 @@ def quantize(
     labels: Annotated[Optional[Path], typer.Option(help="labels.csv (file,imagenet_index) for the evaluation images.")] = None,
     recipe: Annotated[str, typer.Option(help="fidelity (default: grid-aligned weights, bias correction, float logits "
                                         "and stem) | grid | plain (ORT as is). See docs/fidelity.md.")] = "fidelity",
+    float_first: Annotated[Optional[int], typer.Option(min=0, help="Keep the first N convs in float (mixed "
+                           "precision; fidelity keeps 2). More = closer to fp32, slower where int8 is fast: "
+                           "trade-off table in docs/fidelity.md.")] = None,
     method: Annotated[str, typer.Option(help="Calibration: minmax | entropy | percentile.")] = "minmax",
     per_tensor: Annotated[bool, typer.Option("--per-tensor", help="One weight scale per tensor (worse; for comparison).")] = False,
     activations: Annotated[str, typer.Option(help="Activation type: uint8 | int8.")] = "uint8",
@@ -76,7 +81,8 @@ def quantize(
     extra = OrtExtraOptions(activation_symmetric=symmetric_activations, calib_percentile=percentile,
                             calib_num_bins=bins)
     opts = QuantOptions(method=method, per_channel=not per_tensor, activations=activations,
-                        reduce_range=reduce_range, samples=samples, extra=extra, recipe=recipe)
+                        reduce_range=reduce_range, samples=samples, extra=extra, recipe=recipe,
+                        float_first=float_first)
     for name, path in (("--calib", calib), ("--eval", eval_dir)):
         if path is not None and not path.is_dir():
             raise UsageError(f"{name} {path} is not a folder")
