@@ -580,7 +580,7 @@ def _collect_images(calib, eval_dir, warn, fold: int = 0) -> tuple[list[Path], l
         split = "calibration and evaluation folders given separately"
         return calib_paths, eval_paths, Path(calib), Path(eval_dir), split
     if len(calib_paths) < 2:
-        raise UsageError(f"{calib} holds {len(calib_paths)} image; need at least 2 to split into "
+        raise UsageError(f"{calib} holds {len(calib_paths)} image file; need at least 2 to split into "
                          "calibration and evaluation halves (or pass --eval DIR)")
     c, e = split_paths(calib_paths, fold=fold)
     a, b = ("even", "odd") if fold == 0 else ("odd", "even")
