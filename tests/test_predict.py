@@ -277,6 +277,7 @@ def test_eval_bad_file_listed_and_bad_args(capsys, tiny, tmp_path):
     res = json.loads(out)
     assert res["n"] == 1 and len(res["errors"]) == 1 and "b.jpg" in res["errors"][0]["image"]
     assert len(err_lines(err)) == 1
+    assert "warning: skipped: cannot decode image" in err and "b.jpg" in err and "error:" not in err
     code, _, err = run(capsys, "eval", b, tmp_path / "nothing")
     assert code == 2 and "no such folder" in err
     code, _, err = run(capsys, "eval", b, tmp_path, "--labels", tmp_path / "missing.csv")

@@ -82,6 +82,11 @@ def _report_bad(path, exc) -> None:
     print(f"{PROG}: error: {exc}", file=sys.stderr)
 
 
+def _report_skipped(path, exc) -> None:
+    """eval: an undecodable image is skipped and the run still succeeds, so it is a warning."""
+    print(f"{PROG}: warning: skipped: {exc}", file=sys.stderr)
+
+
 # -- predict -------------------------------------------------------------------------------------------
 
 
@@ -182,7 +187,7 @@ def eval_cmd(
         task = bar.add_task("eval", total=None)
         res = evaluate(
             model, folder, int8=int8, labels_csv=labels, threads=threads, fmt=fmt,
-            prep_overrides=_overrides(mean, std, crop, resize), on_error=_report_bad,
+            prep_overrides=_overrides(mean, std, crop, resize), on_error=_report_skipped,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     n, c1, c5, errors = res["n"], res["top1_correct"], res["top5_correct"], res["errors"]
