@@ -3,7 +3,8 @@
 # instructions each model executes per inference on onnxruntime's aarch64 build, under qemu-user as a
 # Cortex-A72 (Pi 4: no dot-product instructions) and a Cortex-A76 (Pi 5: SDOT/UDOT), with a small TCG
 # plugin (benchmarks/arm_icount.c). Models: the three reference variants in fp32, int8 `--recipe plain`,
-# int8 `fidelity` with --float-first 2 (the default) to 27, and Google's int8 .tflite on LiteRT (XNNPACK).
+# int8 `fidelity` with --float-first 2 (the default) to 27 and with int8 activations, and Google's int8
+# .tflite on LiteRT (XNNPACK); with TFLITE_PYTHON also our own fp32 and int8 .tflite files on LiteRT.
 #
 # An instruction count is a proxy for latency, not a latency: it ignores how many instructions of each kind
 # a core issues per cycle and every cache effect. Ratios between models of the same variant on the same
@@ -13,8 +14,9 @@
 # host's: onnxruntime crashes on the host's /sys under qemu), gcc, qemu-user (the dynamic qemu-aarch64: plugins need it; apt install qemu-user) and the cached
 # arm64 root of .ci/arm-check.sh (run that once). About 8 minutes here.
 #
-# Usage: sudo bash benchmarks/arm_cost.sh [HOST_PYTHON]   (a venv python with the export extra; default
-# .venv/bin/python). Writes benchmarks/arm_cost.md and benchmarks/arm_cost.json.
+# Usage: sudo bash benchmarks/arm_cost.sh [HOST_PYTHON [TFLITE_PYTHON]]   (HOST_PYTHON: a venv python with
+# the export extra, default .venv/bin/python; TFLITE_PYTHON: one with the tflite-export extra, see
+# docs/tflite.md). Writes benchmarks/arm_cost.md and benchmarks/arm_cost.json.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "arm_cost: needs root (mount namespace): run with sudo" >&2; exit 1; }
 if [ -z "${ARM_COST_NS:-}" ]; then
@@ -23,6 +25,7 @@ if [ -z "${ARM_COST_NS:-}" ]; then
 fi
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PY=${1:-$REPO/.venv/bin/python}
+TPY=${2:-}
 CACHE=${MOBILENET_EDGE_ARM_CACHE:-/var/cache/mobilenet-edge/arm64-bookworm}
 ROOT=$CACHE/root
 DATA=${MOBILENET_EDGE_DATA:-$REPO/../shared/data}
@@ -47,11 +50,19 @@ for v in "0.25 128 0.25_128 0.25_128" "0.5 160 0.5_160 0.50_160" "0.75 192 0.75_
   step "$PY" -m mobilenet_edge.cli export --alpha "$1" --res "$2" --weights "$DATA/reference/mobilenet_v1_$3_quant.tflite" --out "$W/b"
   mkdir -p "$W/m$4"; mv "$W/b/mobilenet_v1_$4" "$W/m$4/fp32"
   cp "$DATA/reference/mobilenet_v1_$3_quant.tflite" "$W/m$4/google.tflite"
-  for q in plain $PREFIXES; do
+  for q in plain s8 $PREFIXES; do
     cp -r "$W/m$4/fp32" "$W/m$4/q$q"
-    if [ "$q" = plain ]; then step "$PY" -m mobilenet_edge.cli quantize "$W/m$4/q$q" --calib "$DATA/imagenet-calib" --recipe plain
-    else step "$PY" -m mobilenet_edge.cli quantize "$W/m$4/q$q" --calib "$DATA/imagenet-calib" --float-first "$q"; fi
+    case $q in
+      plain) step "$PY" -m mobilenet_edge.cli quantize "$W/m$4/q$q" --calib "$DATA/imagenet-calib" --recipe plain ;;
+      s8) step "$PY" -m mobilenet_edge.cli quantize "$W/m$4/q$q" --calib "$DATA/imagenet-calib" --activations int8 ;;
+      *) step "$PY" -m mobilenet_edge.cli quantize "$W/m$4/q$q" --calib "$DATA/imagenet-calib" --float-first "$q" ;;
+    esac
   done
+  if [ -n "$TPY" ]; then
+    step "$TPY" -m mobilenet_edge.cli export --alpha "$1" --res "$2" --weights "$DATA/reference/mobilenet_v1_$3_quant.tflite" \
+      --format tflite --int8 --calib "$DATA/imagenet-calib" --out "$W/t"
+    mv "$W/t/mobilenet_v1_$4/model.tflite" "$W/m$4/ours_fp32.tflite"; mv "$W/t/mobilenet_v1_$4/model.int8.tflite" "$W/m$4/ours_int8.tflite"
+  fi
 done
 cat > "$W/run.py" <<'PYEOF'
 import os, sys
@@ -107,7 +118,8 @@ for cpu in cortex-a72 cortex-a76; do
   for k in 0.25_128 0.50_160 0.75_192; do
     echo "$cpu $k fp32 $W/m$k/fp32/model.onnx" >> "$W/jobs"
     echo "$cpu $k google $W/m$k/google.tflite" >> "$W/jobs"
-    for q in plain $PREFIXES; do echo "$cpu $k $q $W/m$k/q$q/model.int8.onnx" >> "$W/jobs"; done
+    for q in plain s8 $PREFIXES; do echo "$cpu $k $q $W/m$k/q$q/model.int8.onnx" >> "$W/jobs"; done
+    for t in ours_fp32 ours_int8; do [ -z "$TPY" ] || echo "$cpu $k $t $W/m$k/$t.tflite" >> "$W/jobs"; done
   done
   xargs -P "$(nproc)" -L 1 bash -c 'count "$@" || { echo "arm_cost: counting failed: $*" >&2; exit 255; }' _ < "$W/jobs" >>"$LOG" 2>&1 \
     || { tail -20 "$LOG" >&2; echo "arm_cost: FAILED (log: $LOG)" >&2; exit 1; }

@@ -41,6 +41,22 @@ def mix(counts: dict[str, float]) -> dict[str, float]:
     return c
 
 
+NAMES = {
+    "fp32": "fp32 (ORT)",
+    "plain": "int8 `--recipe plain`",
+    "s8": "int8 `fidelity` with `--activations int8` (S8S8)",
+    "google": "Google's int8 .tflite (LiteRT)",
+    "ours_fp32": "our fp32 .tflite (LiteRT)",
+    "ours_int8": "our int8 .tflite (LiteRT, `export --format tflite --int8`)",
+}
+SHORT = {"2": "fidelity (default)", "google": "Google's int8 .tflite", "ours_fp32": "our fp32 .tflite", "ours_int8": "our int8 .tflite"}
+
+
+def x86_share(x86: dict, k: str, n: str) -> str | None:
+    r = x86.get((k, n))
+    return f"{r['float_mac_share']:.1%}" if r else None
+
+
 def x86_reference(bench: Path) -> dict[tuple[str, str], dict]:
     """Latency vs plain int8 and float MAC share from float_first_sweep.json (ORT x86, another run)."""
     f = bench / "float_first_sweep.json"
@@ -57,7 +73,9 @@ def x86_reference(bench: Path) -> dict[tuple[str, str], dict]:
 
 def main() -> None:
     work, runs, outdir, when, prefixes = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5].split()
-    models = ["fp32", "plain", *prefixes, "google"]
+    models = ["fp32", "plain", *prefixes, "s8", "google"]
+    if (work / "c_cortex-a72_0.25_128_ours_int8.txt").exists():
+        models += ["ours_fp32", "ours_int8"]
     x86 = x86_reference(outdir)
     data: dict = {"created": when, "runs_counted": runs, "what": "dynamic aarch64 instructions per inference (millions), "
                   "onnxruntime 1 thread (Google's file: LiteRT/XNNPACK 1 thread), qemu-user + benchmarks/arm_icount.c",
@@ -74,7 +92,7 @@ def main() -> None:
           f"{runs} inferences after one warm-up, onnxruntime's aarch64 wheel, 1 thread, as a Cortex-A72 (Pi 4, no "
           "dot-product instructions) and a Cortex-A76 (Pi 5, SDOT/UDOT). Weights imported from Google's reference "
           "files. `fidelity N` = the default recipe with `--float-first N` (N = 2 is the default). Google's int8 "
-          "`.tflite` runs on LiteRT (XNNPACK), 1 thread. The x86 column is the measured latency from "
+          "`.tflite` (and our own `.tflite` files, when made) run on LiteRT (XNNPACK), 1 thread. The x86 column is the measured latency from "
           "`float_first_sweep.md` (ORT x86, AVX-512 VNNI, another run), for comparison.", "",
           "**An instruction count is not a latency.** It ignores how many instructions of each kind a core issues per "
           "cycle and every cache effect. Read ratios between models of one variant on one core, and confirm on a Pi "
@@ -85,9 +103,10 @@ def main() -> None:
                "|---|---|---|---|---|---|---|"]
         for m in models:
             cells = []
-            name = {"fp32": "fp32", "plain": "int8 `--recipe plain`", "google": "Google's int8 .tflite (LiteRT)"}.get(m, f"int8 `fidelity`, --float-first {m}" + (" (default)" if m == "2" else ""))
-            ref = x86.get((k, m)) if m not in ("fp32", "google") else None
-            share = "100%" if m == "fp32" else (f"{ref['float_mac_share']:.1%}" if ref else ("0%" if m in ("plain", "google") else "-"))
+            name = NAMES.get(m, f"int8 `fidelity`, --float-first {m}" + (" (default)" if m == "2" else ""))
+            ref = x86.get((k, m)) if m in prefixes or m == "plain" else None
+            share = {"fp32": "100%", "ours_fp32": "100%", "s8": x86_share(x86, k, "2"), "plain": "0%", "google": "0%", "ours_int8": "0%"}.get(m)
+            share = share or (f"{ref['float_mac_share']:.1%}" if ref else "-")
             cells += [name, share]
             for cpu in CPUS:
                 c = v["counts"][cpu]
@@ -100,11 +119,11 @@ def main() -> None:
            "|---|---|---|---|---|---|---|"]
     for k, v in data["variants"].items():
         for cpu in CPUS:
-            for m in ("fp32", "plain", "2", "google"):
+            for m in ("fp32", "plain", "2", "google", "ours_fp32", "ours_int8"):
                 if m not in v["counts"][cpu]:
                     continue
                 c = v["counts"][cpu][m]
-                md.append(f"| {k.replace('_', '/')} | {cpu} | {m if m != '2' else 'fidelity (default)'} | {c['fp_mul'] / 1e6:.2f} | "
+                md.append(f"| {k.replace('_', '/')} | {cpu} | {SHORT.get(m, m)} | {c['fp_mul'] / 1e6:.2f} | "
                           f"{c['dot'] / 1e6:.2f} | {c['int_mul'] / 1e6:.2f} | {v['macs'] / c['total']:.2f} |")
     (outdir / "arm_cost.md").write_text("\n".join(md) + "\n")
     (outdir / "arm_cost.json").write_text(json.dumps(data, indent=1) + "\n")

@@ -99,27 +99,64 @@ def weight_grid(w: np.ndarray, *, tol: float = 1e-3, max_levels: int = 1024) -> 
         return None
     steps = np.diff(np.concatenate([[0.0], mags]))
     d = float(steps[steps > 0].min())
-    # the smallest gap is a multiple j * s of the grid step (few weights, e.g. a 3x3 depthwise channel)
+    # the smallest gap is a multiple j * s of the grid step (few weights, e.g. a 3x3 depthwise channel).
+    # It is only an estimate: float32 storage makes a gap between two large values off by up to ~1e-5 of
+    # a step, which over 127 levels is more than ``tol``. So the integers come from a coarse match and the
+    # step from least squares over all weights, then ``tol`` is checked.
     for j in range(1, 257):
         s = d / j
         k = np.round(w / s)
         if np.abs(k).max() > max_levels:
             return None
-        if np.abs(w / s - k).max() <= tol:
+        if np.abs(w / s - k).max() <= 0.25:
             s = float((w * k).sum() / (k * k).sum())
-            return s if np.abs(w / s - k).max() <= tol else None
+            if np.abs(w / s - k).max() <= tol:
+                return s
     return None
+
+
+def grid_channel_rmax(w: np.ndarray, axis: int, *, qmax: int = QMAX) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-channel symmetric ranges that put each channel of ``w`` exactly on int8 when its grid allows.
+
+    Channel ``c`` on a grid of step ``s`` (:func:`weight_grid` of the channel, else of the tensor) with
+    integer range ``m_c = max |w_c / s|`` gets ``rmax = qmax s / floor(qmax / m_c)``: its scale
+    ``rmax / qmax`` divides ``s`` and every weight is exact. If ``m_c > qmax``, the better in least squares
+    of ``max|w_c|`` (ORT's and PyTorch's choice) and ``2 qmax s``.
+
+    Args:
+        w: float weights (any rank); ``axis`` is the output-channel axis.
+    Returns:
+        ``(rmax, exact)``: float64 ``(C,)`` ranges and a bool ``(C,)`` mask of exact channels, or None when
+        the weights lie on no grid (trained float or random weights: leave them to the quantizer).
+    """
+    w = np.asarray(w, np.float64)
+    s = weight_grid(w)
+    wc = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    per_ch = [weight_grid(c) for c in wc]
+    if s is None and any(g is None for g in per_ch):
+        return None
+    rmax, exact = np.zeros(len(wc)), np.zeros(len(wc), bool)
+    for i, (c, sc) in enumerate(zip(wc, per_ch)):
+        s_c = sc if sc is not None else s  # a channel's own grid may be coarser (e.g. after equalization)
+        m = float(np.abs(np.round(c / s_c)).max())
+        if m == 0:
+            rmax[i] = qmax * s_c
+        elif m <= qmax:
+            rmax[i], exact[i] = qmax * s_c / math.floor(qmax / m), True
+        else:
+            cands = [float(np.abs(c).max())] + ([qmax * 2 * s_c] if m <= 2 * qmax else [])
+            errs = [float(np.square(c - np.clip(np.round(c / (r / qmax)), -qmax, qmax) * (r / qmax)).sum()) for r in cands]
+            rmax[i] = cands[int(np.argmin(errs))]
+    return rmax, exact
 
 
 def grid_weight_overrides(model, *, reduce_range: bool = False) -> tuple[dict, dict]:
     """ORT ``TensorQuantOverrides`` giving per-channel symmetric int8 scales aligned to each weight's grid.
 
-    For every Conv/Gemm weight whose channels are each on a grid (:func:`weight_grid` of the channel, else
-    of the tensor), step ``s``: channel ``c`` with integer
-    range ``m_c = max |w_c / s|`` gets ``rmax = 127 s / floor(127 / m_c)`` (scale ``s / floor(127 / m_c)``:
-    each weight is exact); if ``m_c > 127`` the better of ORT's ``max|w_c|`` and ``127 * 2 s`` in least
-    squares. Weights off any grid are left to ORT. With ``reduce_range`` (7-bit weights, ORT's advice for
-    x86 without VNNI) 127 becomes 64 and far fewer channels can be exact.
+    For every Conv/Gemm weight whose channels are each on a grid, the ranges of :func:`grid_channel_rmax`
+    (each weight of a channel with integer range up to 127 is exact). Weights off any grid are left to
+    ORT. With ``reduce_range`` (7-bit weights, ORT's advice for x86 without VNNI) 127 becomes 64 and far
+    fewer channels can be exact.
 
     Returns:
         (overrides ``{weight name: [{"axis", "rmin", "rmax"}, {"rmin", "rmax"}, ...]}``,
@@ -134,30 +171,16 @@ def grid_weight_overrides(model, *, reduce_range: bool = False) -> tuple[dict, d
     for _n, name, axis in weight_nodes(model):
         w = numpy_helper.to_array(inits[name]).astype(np.float64)
         rec["tensors"] += 1
-        s = weight_grid(w)
-        wc = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
-        rec["channels"] += wc.shape[0]
-        rec["weights"] += wc.size
-        per_ch = [weight_grid(c) for c in wc]
-        if s is None and any(g is None for g in per_ch):
+        rec["channels"] += w.shape[axis]
+        rec["weights"] += w.size
+        got = grid_channel_rmax(w, axis, qmax=qmax)
+        if got is None:
             continue
+        rmax, exact = got
         rec["tensors_on_grid"] += 1
-        chans = []
-        for c, sc in zip(wc, per_ch):
-            s_c = sc if sc is not None else s  # a channel's own grid may be coarser (e.g. after equalization)
-            m = float(np.abs(np.round(c / s_c)).max())
-            if m == 0:
-                rmax = qmax * s_c
-            elif m <= qmax:
-                rmax = qmax * s_c / math.floor(qmax / m)
-                rec["channels_exact"] += 1
-                rec["weights_exact"] += c.size
-            else:
-                cands = [float(np.abs(c).max())] + ([qmax * 2 * s_c] if m <= 2 * qmax else [])
-                errs = [float(np.square(c - np.clip(np.round(c / (r / qmax)), -qmax, qmax) * (r / qmax)).sum())
-                        for r in cands]
-                rmax = cands[int(np.argmin(errs))]
-            chans.append({"rmin": -rmax, "rmax": rmax})
+        rec["channels_exact"] += int(exact.sum())
+        rec["weights_exact"] += int(exact.sum()) * (w.size // w.shape[axis])
+        chans = [{"rmin": -float(r), "rmax": float(r)} for r in rmax]
         chans[0] = {"axis": axis, **chans[0]}
         ov[name] = chans
     record = {k: int(rec[k]) for k in ("tensors_on_grid", "tensors", "channels_exact", "channels")}

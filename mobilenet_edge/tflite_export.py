@@ -280,7 +280,58 @@ def _io_record(detail: dict, *, layout: str | None) -> dict:
 # ------------------------------------------------------------------------------------------ quantization
 
 
-def make_quantizer(*, per_channel: bool = True):
+def _grid_observer_class():
+    """A per-channel weight observer whose scales put weights that lie on a grid exactly on int8.
+
+    Google's TF-slim .tflite weights are the dequantized values of one uint8 grid per tensor; PyTorch's
+    ``max|w_c| / 127`` scale puts each channel on a different grid and re-rounds every weight. Scales from
+    :func:`equalize.grid_channel_rmax` (``s / floor(127 / m_c)``) keep them exact; weights on no grid
+    (random, float-trained) keep the stock scales. ``stats`` (a dict, shared) collects per-observer
+    channel counts for the manifest.
+    """
+    from torchao.quantization.pt2e.observer import PerChannelMinMaxObserver
+
+    from .equalize import grid_channel_rmax
+
+    class GridPerChannelObserver(PerChannelMinMaxObserver):
+        def __init__(self, *args, stats: dict | None = None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._stats = stats
+            self._w: torch.Tensor | None = None
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self._w = x.detach()
+            return super().forward(x)
+
+        def calculate_qparams(self):
+            scale, zero_point = super().calculate_qparams()
+            if self._w is None:
+                return scale, zero_point
+            w = self._w.to(torch.float64).numpy()
+            got = grid_channel_rmax(w, self.ch_axis, qmax=self.quant_max)
+            exact = 0
+            if got is not None:
+                rmax, mask = got
+                scale = torch.from_numpy(rmax / self.quant_max).to(scale.dtype)
+                exact = int(mask.sum())
+            if self._stats is not None:
+                self._stats[id(self)] = (w.shape[self.ch_axis], exact, w.size // w.shape[self.ch_axis])
+            return scale, zero_point
+
+    return GridPerChannelObserver
+
+
+def grid_record(stats: dict) -> dict:
+    """Summary of :func:`_grid_observer_class` stats: ``{"tensors", "channels", "channels_exact",
+    "weights_exact_fraction"}``."""
+    ch = sum(c for c, _, _ in stats.values())
+    ex = sum(e for _, e, _ in stats.values())
+    n = sum(c * k for c, _, k in stats.values())
+    return {"tensors": len(stats), "channels": ch, "channels_exact": ex,
+            "weights_exact_fraction": sum(e * k for _, e, k in stats.values()) / n if n else 0.0}
+
+
+def make_quantizer(*, per_channel: bool = True, weight_grid: bool = True, grid_stats: dict | None = None):
     """litert-torch's ``PT2EQuantizer`` with its symmetric int8 config, plus two annotations it lacks.
 
     - conv -> ReLU6: the stock annotator fuses conv with ReLU only; for ReLU6 (``aten.hardtanh``) it
@@ -293,8 +344,15 @@ def make_quantizer(*, per_channel: bool = True):
       quantization parameters of its input, as litert-torch already does for pooling and reshapes.
 
     Weights: int8 symmetric, per output channel (axis 0) when ``per_channel``; activations: int8
-    per-tensor affine, ``HistogramObserver`` ranges (litert-torch's defaults).
+    per-tensor affine, ``HistogramObserver`` ranges (litert-torch's defaults). With ``per_channel`` and
+    ``weight_grid`` (default), weights on a grid (Google's) get grid-aligned scales and stay exact (the
+    same alignment as the ONNX ``fidelity`` recipe; docs/fidelity.md). Measured on 0.5/160 with Google's
+    weights, calibrated on one half of imagenet-calib, checked on the other: logits SQNR 20.2 -> 26.7 dB,
+    top-1 agreement with PyTorch fp32 96% -> 100%. (MinMax activation ranges instead of Histogram: no
+    gain, 20.1 dB.)
     """
+    import dataclasses
+
     from litert_torch.quantize import pt2e_quantizer as pq
     from litert_torch.quantize import pt2e_quantizer_utils as qu
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
@@ -347,16 +405,28 @@ def make_quantizer(*, per_channel: bool = True):
                 )
             return model
 
-    return _Quantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=per_channel))
+    config = pq.get_symmetric_quantization_config(is_per_channel=per_channel)
+    if per_channel and weight_grid:
+        ctr = _grid_observer_class().with_args(eps=2**-12, stats=grid_stats)
+        config = dataclasses.replace(config, weight=dataclasses.replace(config.weight, observer_or_fake_quant_ctr=ctr))
+    return _Quantizer().set_global(config)
 
 
-def quantize_pt2e(module: nn.Module, sample: torch.Tensor, calib: list[np.ndarray], *, per_channel: bool = True):
+def quantize_pt2e(
+    module: nn.Module,
+    sample: torch.Tensor,
+    calib: list[np.ndarray],
+    *,
+    per_channel: bool = True,
+    weight_grid: bool = True,
+    grid_stats: dict | None = None,
+):
     """Export ``module`` with ``torch.export``, insert observers, run the calibration arrays, convert to a
     Q/DQ graph. Returns ``(graph_module, quantizer)`` for ``litert_torch.convert(..., quant_config=...)``."""
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = make_quantizer(per_channel=per_channel)
+    quantizer = make_quantizer(per_channel=per_channel, weight_grid=weight_grid, grid_stats=grid_stats)
     exported = torch.export.export(module, (sample,)).module()
     prepared = prepare_pt2e(exported, quantizer)
     move_exported_model_to_eval(prepared)
@@ -382,6 +452,7 @@ def export_tflite(
     check: Iterable[np.ndarray] | None = None,
     tolerance: float = PARITY_TOLERANCE,
     per_channel: bool = True,
+    weight_grid: bool = True,
 ) -> dict:
     """Convert a PyTorch classifier to ``dst`` (``model.tflite`` / ``model.int8.tflite``) with litert-torch.
 
@@ -408,6 +479,9 @@ def export_tflite(
         check: arrays for the parity/fidelity check (same format as ``calib``), e.g. real photos.
         tolerance: fp32 parity tolerance on logits (default 1e-4, issue #9).
         per_channel: per-output-channel weight scales (default) instead of per-tensor.
+        weight_grid: with ``per_channel``, align each channel's scale to the weights' own grid when they
+            lie on one (Google's weights: exact int8 weights, +6.5 dB logits SQNR at 0.5/160); see
+            :func:`make_quantizer`. Recorded under ``quantization.weight_grid``.
 
     Returns:
         A record for ``manifest.json["files"][name]``: file, format, precision, sha256, size, input and
@@ -437,7 +511,10 @@ def export_tflite(
     with _quiet_litert_torch(), _nhwc_constant_pads():
         try:
             if int8:
-                qmodule, quantizer = quantize_pt2e(module, sample, calib_list, per_channel=per_channel)
+                grid_stats: dict = {}
+                qmodule, quantizer = quantize_pt2e(
+                    module, sample, calib_list, per_channel=per_channel, weight_grid=weight_grid, grid_stats=grid_stats
+                )
                 from litert_torch.quantize.quant_config import QuantConfig
 
                 edge = litert_torch.convert(qmodule, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
@@ -455,6 +532,8 @@ def export_tflite(
             data = check_list if check_list else calib_list
             quant_record = _fidelity_record(module, runner, data, per_channel=per_channel)
             quant_record["calibration"] = {"n_images": len(calib_list), "observer": "HistogramObserver"}
+            grid_on = per_channel and weight_grid
+            quant_record["weight_grid"] = {"enabled": grid_on, **(grid_record(grid_stats) if grid_on else {})}
             quant_record["fidelity"]["data"] = "check" if check_list else "calibration"
             parity = None
         else:

@@ -90,6 +90,18 @@ def test_weight_grid_recovers_the_step_of_a_uint8_grid():
     assert s is not None and np.allclose(ch / s, np.round(ch / s), atol=1e-3)
 
 
+def test_weight_grid_survives_float32_rounding_of_large_integers():
+    """Every integer in [-127, 127] times a step, stored in float32: the smallest gap between two large
+    magnitudes is then off by ~1e-5 of a step, 1.5e-3 of a step after 127 levels (more than the 1e-3
+    tolerance). The step must still be found (it was not, before the least-squares refinement came first)."""
+    step = 0.002183880
+    k = np.tile(np.arange(-127, 128), 64)
+    w = k.astype(np.float32) * np.float32(step)
+    s = eq.weight_grid(w)
+    assert s == pytest.approx(step, rel=1e-6)
+    assert np.abs(w / s - k).max() < 1e-3
+
+
 def test_weight_grid_is_none_for_float_weights():
     rng = np.random.default_rng(1)
     assert eq.weight_grid(rng.standard_normal((32, 16)).astype(np.float32)) is None

@@ -184,6 +184,68 @@ def test_int8_full_integer_per_channel(model, tmp_path, calib_dir, images_dir):
     assert rec["quantization"]["calibration"]["n_images"] == len(calib)
 
 
+def _grid_model(seed: int = 1):
+    """The test model with every conv/FC weight on a grid, as Google's dequantized uint8 weights are:
+    layer l holds integers k in [-m_l, m_l] (m_l <= 127, some channels narrower) times its own step s_l.
+    BatchNorm is made an exact identity (gamma 1, beta 0, mean 0, var 1 - eps) so that folding it into the
+    conv, as PT2E does, leaves the weights as they are."""
+    m = random_model(CONFIG, RES, seed=0)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
+                out_ch = mod.weight.shape[0]
+                step = float(torch.empty(1).uniform_(1e-3, 2e-2, generator=g))
+                lim = torch.randint(20, 128, (out_ch,), generator=g).view(-1, *[1] * (mod.weight.dim() - 1))
+                k = torch.round((torch.rand(mod.weight.shape, generator=g) * 2 - 1) * lim)
+                mod.weight.copy_(k * step)
+            elif isinstance(mod, torch.nn.BatchNorm2d):
+                mod.weight.fill_(1.0)
+                mod.bias.zero_()
+                mod.running_mean.zero_()
+                mod.running_var.fill_(1.0 - mod.eps)
+    return m.eval()
+
+
+def _dequantized_weights(path) -> list[np.ndarray]:
+    """Sorted dequantized values of every conv/depthwise/FC weight tensor in the .tflite file."""
+    it = _interp(path)
+    details = {d["index"]: d for d in it.get_tensor_details()}
+    out = []
+    for op in it._get_ops_details():
+        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            d = details[op["inputs"][1]]
+            qp = d["quantization_parameters"]
+            q = it.get_tensor(d["index"]).astype(np.float64)
+            shape = [1] * q.ndim
+            shape[qp["quantized_dimension"]] = -1
+            out.append(np.sort((q * qp["scales"].reshape(shape)).ravel()))
+    return out
+
+
+@pytest.mark.realdata
+def test_int8_weights_on_a_grid_stay_exact(tmp_path, calib_dir):
+    """Weights that lie on a grid (Google's) come out of the int8 file exactly: each of the 28 weight
+    tensors dequantizes to one of the model's weight tensors. With weight_grid=False (PyTorch's
+    max|w|/127 scales) they are re-rounded, which shows that the check can fail."""
+    m = _grid_model()
+    want = [np.sort(p.detach().double().numpy().ravel()) for n, p in m.named_parameters() if n.endswith("weight") and p.dim() in (2, 4)]
+    calib = _photos(calib_dir, RES, n=8)
+    errors = {}
+    for grid in (True, False):
+        dst = tmp_path / f"grid{grid}.int8.tflite"
+        rec = export_tflite(m, dst, res=RES, int8=True, calib=[calib], weight_grid=grid)
+        got = _dequantized_weights(dst)
+        assert len(got) == 28
+        errors[grid] = max(min(np.abs(g - w).max() if g.shape == w.shape else np.inf for w in want) for g in got)
+        wg = rec["quantization"]["weight_grid"]
+        assert wg["enabled"] is grid
+        if grid:
+            assert wg["tensors"] == 28 and wg["channels_exact"] == wg["channels"] and wg["weights_exact_fraction"] == 1.0
+    assert errors[True] < 1e-6  # float32 storage of the scales
+    assert errors[False] > 1e-4
+
+
 @pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.skipif(not has_module("mobilenet_edge.weights"), reason="needs mobilenet_edge.weights (TF-slim import)")
