@@ -8,7 +8,7 @@
 #
 # An instruction count is a proxy for latency, not a latency: it ignores how many instructions of each kind
 # a core issues per cycle and every cache effect. Ratios between models of the same variant on the same
-# core are what to read. Counts are per inference, 1 thread, after one warm-up run, and repeat exactly.
+# core are what to read. Counts are per inference, 1 thread, after one warm-up run; they repeat to 0.2%.
 #
 # Needs: root (a private mount namespace puts a one-CPU /sys and the Pi's /proc/cpuinfo in place of the
 # host's: onnxruntime crashes on the host's /sys under qemu), gcc, qemu-user (the dynamic qemu-aarch64: plugins need it; apt install qemu-user) and the cached
