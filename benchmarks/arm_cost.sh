@@ -12,14 +12,15 @@
 #
 # Needs: root (a private mount namespace puts a one-CPU /sys and the Pi's /proc/cpuinfo in place of the
 # host's: onnxruntime crashes on the host's /sys under qemu), gcc, qemu-user (the dynamic qemu-aarch64: plugins need it; apt install qemu-user) and the cached
-# arm64 root of .ci/arm-check.sh (run that once). About 8 minutes here.
+# arm64 root of .ci/arm-check.sh (run that once). About 7 minutes here, 9 with TFLITE_PYTHON.
 #
 # Usage: sudo bash benchmarks/arm_cost.sh [HOST_PYTHON [TFLITE_PYTHON]]   (HOST_PYTHON: a venv python with
 # the export extra, default .venv/bin/python; TFLITE_PYTHON: one with the tflite-export extra, see
 # docs/tflite.md). Writes benchmarks/arm_cost.md and benchmarks/arm_cost.json.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "arm_cost: needs root (mount namespace): run with sudo" >&2; exit 1; }
-if [ -z "${ARM_COST_NS:-}" ]; then
+if [ "$(readlink /proc/self/ns/mnt)" = "$(readlink /proc/1/ns/mnt)" ]; then  # not yet in a private namespace
+  [ -z "${ARM_COST_NS:-}" ] || { echo "arm_cost: unshare did not give a private mount namespace" >&2; exit 1; }
   command -v unshare >/dev/null || { echo "arm_cost: needs unshare (util-linux)" >&2; exit 1; }
   ARM_COST_NS=1 exec unshare -m --propagation private bash "$0" "$@"
 fi
@@ -34,9 +35,10 @@ RUNS=5
 QEMU=$(command -v qemu-aarch64 || true)
 [ -n "$QEMU" ] || { echo "arm_cost: no dynamic qemu-aarch64 (apt install qemu-user; the -static one cannot load plugins)" >&2; exit 1; }
 command -v gcc >/dev/null || { echo "arm_cost: needs gcc" >&2; exit 1; }
-SITE=$(ls -d "$ROOT"/opt/venv-litert/lib/python3*/site-packages 2>/dev/null | head -1)
-GPY=$(ls "$ROOT"/usr/bin/python3.[0-9]* 2>/dev/null | grep -E 'python3\.[0-9]+$' | head -1)
-[ -n "$SITE" ] && [ -n "$GPY" ] || { echo "arm_cost: no arm64 root at $ROOT: run .ci/arm-check.sh first" >&2; exit 1; }
+SITE=$(ls -d "$ROOT"/opt/venv-litert/lib/python3*/site-packages 2>/dev/null | head -1 || true)
+GPY=""
+[ -z "$SITE" ] || GPY=$ROOT/usr/bin/$(basename "$(dirname "$SITE")")  # the python the venv was made with
+[ -n "$SITE" ] && [ -x "$GPY" ] || { echo "arm_cost: no arm64 root at $ROOT: run .ci/arm-check.sh first" >&2; exit 1; }
 W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
 export PYTHONPATH=$REPO:$REPO/benchmarks PYTHONDONTWRITEBYTECODE=1
 LOG=$(mktemp /tmp/arm_cost.XXXXXX.log)

@@ -25,7 +25,8 @@ def load(path: Path, runs: int) -> dict[str, float]:
     for line in path.read_text().splitlines():
         if line.startswith("#") or not line.strip():
             continue
-        n, name = line.split(maxsplit=1)
+        parts = line.split(maxsplit=1)
+        n, name = parts[0], (parts[1] if len(parts) > 1 else "?")
         out[name] = out.get(name, 0.0) + int(n) / runs
     return out
 
@@ -115,7 +116,7 @@ def main() -> None:
             md.append("| " + " | ".join(cells) + " |")
         md.append("")
     md += ["## Instruction mix (millions per inference): multiply instructions by kind", "",
-           "| variant | core | model | fp multiply-add (fmla...) | dot product (sdot/udot) | integer widening multiply (umull/uadalp...) | MACs per instruction |",
+           "| variant | core | model | fp multiply-add (fmla...) | dot product (sdot/udot) | integer multiply and widening accumulate (umull/smlal/uadalp...) | MACs per instruction |",
            "|---|---|---|---|---|---|---|"]
     for k, v in data["variants"].items():
         for cpu in CPUS:

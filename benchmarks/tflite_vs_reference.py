@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,7 +92,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    ap.add_argument("--workdir", default=None, help="where the .tflite files go (default: --out)")
+    ap.add_argument("--workdir", default=None, help="keep the .tflite files here (default: a temporary folder)")
     args = ap.parse_args()
 
     import torch
@@ -105,7 +106,8 @@ def main() -> int:
     x_nchw = np.stack([images.load(p, prep) for p in paths])  # (100, 3, res, res)
     photos = [x for _, x in images.iter_batches(images.expand_paths([DATA / "images"]), prep, batch=8)]
 
-    work = Path(args.workdir or args.out)
+    tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="tflite-vs-reference-")
+    work = Path(args.workdir or tmp.name)  # model files stay out of --out (results are committed)
     work.mkdir(parents=True, exist_ok=True)
     tag = f"{args.alpha:.2f}_{args.res}"
     rec_fp32 = export_tflite(model, work / f"model_{tag}.tflite", res=args.res, check=photos + [x_nchw])
