@@ -19,11 +19,14 @@
 # docs/tflite.md). Writes benchmarks/arm_cost.md and benchmarks/arm_cost.json.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "arm_cost: needs root (mount namespace): run with sudo" >&2; exit 1; }
-if [ "$(readlink /proc/self/ns/mnt)" = "$(readlink /proc/1/ns/mnt)" ]; then  # not yet in a private namespace
-  [ -z "${ARM_COST_NS:-}" ] || { echo "arm_cost: unshare did not give a private mount namespace" >&2; exit 1; }
+# Re-run in a private mount namespace; the mounts below must never reach the caller's: check that the
+# namespace really differs from the one the script was started in (not just that a variable is set).
+NS=$(readlink /proc/self/ns/mnt)
+if [ -z "${ARM_COST_OUTER_NS:-}" ]; then
   command -v unshare >/dev/null || { echo "arm_cost: needs unshare (util-linux)" >&2; exit 1; }
-  ARM_COST_NS=1 exec unshare -m --propagation private bash "$0" "$@"
+  ARM_COST_OUTER_NS=$NS exec unshare -m --propagation private bash "$0" "$@"
 fi
+[ -n "$NS" ] && [ "$NS" != "$ARM_COST_OUTER_NS" ] || { echo "arm_cost: not in a private mount namespace" >&2; exit 1; }
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PY=${1:-$REPO/.venv/bin/python}
 TPY=${2:-}
