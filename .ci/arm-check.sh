@@ -159,8 +159,17 @@ fi
 # ---------------------------------------------------------------- mounts + host files for pip
 mount -t proc proc "$ROOT/proc"; MOUNTS+=("$ROOT/proc")
 # /dev: a private tmpfs with the few nodes Python needs (never a bind of the host's /dev).
-# /sys is NOT mounted: onnxruntime segfaults under qemu-user when it reads /sys CPU topology.
+# /sys is not the host's: onnxruntime segfaults under qemu-user when it reads the host's /sys CPU
+# topology. A private tmpfs holds only the CPU lists the cpuinfo library (inside onnxruntime and
+# LiteRT/XNNPACK) needs to initialise. Without them it fails ("Error in cpuinfo"), and XNNPACK then
+# never uses the dot-product kernels a Pi 5 runs (benchmarks/arm_cost.sh counted it: 34 M instead of
+# 11 M instructions for our int8 .tflite at 0.5/160). ISA features still come from qemu's -cpu (HWCAP);
+# /proc/cpuinfo stays the x86 host's, which is how platform_info knows the run is emulated.
 mount -t tmpfs -o mode=755,size=1m devtmp "$ROOT/dev"; MOUNTS+=("$ROOT/dev")
+[ -d "$ROOT/sys" ] && [ ! -L "$ROOT/sys" ] || die "$ROOT/sys is not a plain folder"
+mount -t tmpfs -o mode=755,size=1m systmp "$ROOT/sys"; MOUNTS+=("$ROOT/sys")
+mkdir -p "$ROOT/sys/devices/system/cpu"
+for f in possible present online; do echo "0-$(( $(nproc) - 1 ))" > "$ROOT/sys/devices/system/cpu/$f"; done
 for n in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
   IFS=: read -r name maj min <<< "$n"; mknod -m 666 "$ROOT/dev/$name" c "$maj" "$min"
 done
