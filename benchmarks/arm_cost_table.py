@@ -53,11 +53,6 @@ NAMES = {
 SHORT = {"2": "fidelity (default)", "google": "Google's int8 .tflite", "ours_fp32": "our fp32 .tflite", "ours_int8": "our int8 .tflite"}
 
 
-def x86_share(x86: dict, k: str, n: str) -> str | None:
-    r = x86.get((k, n))
-    return f"{r['float_mac_share']:.1%}" if r else None
-
-
 def x86_reference(bench: Path) -> dict[tuple[str, str], dict]:
     """Latency vs plain int8 and float MAC share from float_first_sweep.json (ORT x86, another run)."""
     f = bench / "float_first_sweep.json"
@@ -106,8 +101,9 @@ def main() -> None:
             cells = []
             name = NAMES.get(m, f"int8 `fidelity`, --float-first {m}" + (" (default)" if m == "2" else ""))
             ref = x86.get((k, m)) if m in prefixes or m == "plain" else None
-            share = {"fp32": "100%", "ours_fp32": "100%", "s8": x86_share(x86, k, "2"), "plain": "0%", "google": "0%", "ours_int8": "0%"}.get(m)
-            share = share or (f"{ref['float_mac_share']:.1%}" if ref else "-")
+            fixed = {"fp32": "100%", "ours_fp32": "100%", "plain": "0%", "google": "0%", "ours_int8": "0%"}
+            same = x86.get((k, "2" if m == "s8" else m))  # S8S8 keeps the default's float convs
+            share = fixed.get(m) or (f"{same['float_mac_share']:.1%}" if same else "-")
             cells += [name, share]
             for cpu in CPUS:
                 c = v["counts"][cpu]
