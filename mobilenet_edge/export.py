@@ -82,6 +82,10 @@ class ExportOptions:
     int8: bool = False
     calib: Path | None = None
     eval_dir: Path | None = None
+    #: int8 recipe for model.int8.onnx and model.int8.tflite (:mod:`mobilenet_edge.recipes`), and the
+    #: number of leading convs kept in float (None: the recipe's)
+    recipe: str = "fidelity"
+    float_first: int | None = None
     extra_manifest: dict = field(default_factory=dict)
 
 
@@ -272,6 +276,14 @@ def export_bundle(opts: ExportOptions, *, log=None) -> dict:
     t0 = time.perf_counter()
     log = log or (lambda msg: None)
     check_opset(opts.opset)
+    from .recipes import get_recipe
+
+    try:
+        get_recipe(opts.recipe)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if opts.float_first is not None and opts.float_first < 0:
+        raise UsageError(f"--float-first must be >= 0, got {opts.float_first}")
     Variant(1.0 if opts.alpha is None else opts.alpha, opts.res)  # validate early, before loading anything
     images = expand_paths([opts.parity_images]) if opts.parity_images else None
     for folder in (opts.calib, opts.eval_dir):
@@ -341,10 +353,11 @@ def export_bundle(opts: ExportOptions, *, log=None) -> dict:
         manifest["export"]["seconds"] = round(time.perf_counter() - t0, 3)
         write_manifest(stage, manifest)
         if opts.int8:  # inside the staging folder: a failure here leaves an existing bundle untouched
-            from .quantize import quantize_bundle
+            from .quantize import QuantOptions, quantize_bundle
 
             log("quantizing to int8 (ONNX Runtime)")
-            quantize_bundle(stage, calib=opts.calib, eval_dir=opts.eval_dir, synthetic=opts.calib is None)
+            quantize_bundle(stage, calib=opts.calib, eval_dir=opts.eval_dir, synthetic=opts.calib is None,
+                            options=QuantOptions(recipe=opts.recipe, float_first=opts.float_first))
             manifest = read_manifest(stage)
     return {"bundle": dst, "manifest": manifest, "seconds": time.perf_counter() - t0}
 
@@ -364,5 +377,6 @@ def _export_tflite_files(model, stage: Path, opts: ExportOptions, prep: Preproce
         calib = (x for _, x in iter_batches(expand_paths([opts.calib]), prep, batch=16))
         log(f"quantizing TFLite to int8 on {opts.calib}")
         files[FILE_TFLITE_INT8] = export_tflite(model, stage / FILE_TFLITE_INT8, res=opts.res, int8=True,
-                                                calib=calib, check=check)
+                                                calib=calib, check=check, recipe=opts.recipe,
+                                                float_first=opts.float_first)
     return files

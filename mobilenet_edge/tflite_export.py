@@ -1,5 +1,6 @@
 """PyTorch MobileNet V1 -> LiteRT ``.tflite`` through ``litert-torch`` (no TensorFlow): fp32, and int8
-full-integer static post-training quantization (PT2E) with per-channel weights, calibrated on images.
+static post-training quantization (PT2E) with per-channel weights, calibrated on images, by the same
+recipes as the ONNX path (default ``fidelity``: the first two convs float; ``--float-first 0``: full integer).
 
 Torch side (needs the ``tflite-export`` extra)::
 
@@ -32,6 +33,7 @@ from torch import nn
 from . import bundle
 from .errors import MobilenetEdgeError, ParityError, UsageError
 from .fidelity import sqnr_db
+from .recipes import get_recipe
 
 PARITY_TOLERANCE = 1e-4  # max |logit diff| fp32 .tflite vs PyTorch (issue #9)
 N_RANDOM = 3  # seeded random inputs added to every parity check (uniform in [-1, 1], the input range)
@@ -331,7 +333,84 @@ def grid_record(stats: dict) -> dict:
             "weights_exact_fraction": sum(e * k for _, e, k in stats.values()) / n if n else 0.0}
 
 
-def make_quantizer(*, per_channel: bool = True, weight_grid: bool = True, grid_stats: dict | None = None):
+def weight_bias_correct(module: nn.Module, calib: list[np.ndarray], *, skip_convs: int = 0, qmax: int = 127) -> dict:
+    """Bias correction of the int8 weight rounding error that grid alignment leaves (Nagel et al. 2019,
+    "Data-Free Quantization Through Weight Equalization and Bias Correction", arXiv:1906.04721, sec. 4.2),
+    in place on ``module``: ``b += (W - W_q) E[x]`` per output channel.
+
+    The torch-side twin of :func:`equalize.weight_bias_correct` (the ONNX ``fidelity`` recipe). ``W`` is
+    each conv's weight with its BatchNorm folded in (what the PT2E quantizer sees), ``W_q`` its symmetric
+    per-channel int8 rounding with the grid-aligned scales of :func:`equalize.grid_channel_rmax`; ``E[x]``
+    the per-channel mean of the conv's (padded) input over ``calib`` and pixels. The shift goes into the
+    BatchNorm's beta (the classifier: its bias). Only layers whose weights lie on a grid are corrected
+    (elsewhere the quantizer's own scales are not known here); exact channels give no shift.
+
+    Args:
+        module: :class:`NHWCInput` around a :class:`~mobilenet_edge.model.MobileNetV1` (other models:
+            nothing is done).
+        calib: calibration arrays in ``module``'s input layout, float32.
+        skip_convs: the first convs stay float (``float_first``): not corrected.
+        qmax: max |integer| of the int8 weight grid (litert-torch's symmetric config: 127).
+    Returns:
+        ``{"layers": corrected layer count, "max_abs_shift": largest |shift|}``.
+    """
+    from .equalize import grid_channel_rmax
+
+    m = getattr(module, "model", module)
+    if not hasattr(m, "conv_layers") or not calib:
+        return {"layers": 0, "max_abs_shift": 0.0}
+    layers: list[tuple[nn.Module, torch.Tensor, nn.Parameter, int]] = []
+    for blk in m.conv_layers()[skip_convs:]:
+        conv, bn = blk[0], blk[1]
+        fold = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+        layers.append((conv, conv.weight.detach() * fold.reshape(-1, 1, 1, 1), bn.bias, conv.groups))
+    layers.append((m.classifier, m.classifier.weight.detach(), m.classifier.bias, 1))
+    sums: dict[int, torch.Tensor] = {}
+
+    def hook(mod, args):
+        x = args[0].detach().to(torch.float64)
+        mean = x.mean(dim=(2, 3)) if x.ndim == 4 else x
+        sums[id(mod)] = sums.get(id(mod), 0) + mean.sum(dim=0)
+
+    handles = [mod.register_forward_pre_hook(hook) for mod, *_ in layers]
+    n = 0
+    try:
+        with torch.no_grad():
+            for x in calib:
+                module(torch.from_numpy(x))
+                n += x.shape[0]
+    finally:
+        for h in handles:
+            h.remove()
+    done, worst = 0, 0.0
+    with torch.no_grad():
+        for mod, w, bias, groups in layers:
+            w64 = w.to(torch.float64).numpy()
+            got = grid_channel_rmax(w64, 0, qmax=qmax)
+            if got is None or bias is None:
+                continue
+            scale = (got[0] / qmax).reshape((-1,) + (1,) * (w64.ndim - 1))
+            err = w64 - np.clip(np.round(w64 / scale), -qmax, qmax) * scale
+            e = (sums[id(mod)] / n).numpy()
+            if err.ndim == 2:
+                shift = err @ e
+            else:
+                cout_g, cin_g = err.shape[0] // groups, err.shape[1]
+                esum = err.sum(axis=(2, 3)).reshape(groups, cout_g, cin_g)
+                shift = np.einsum("goi,gi->go", esum, e.reshape(groups, cin_g)).reshape(-1)
+            bias.add_(torch.from_numpy(shift).to(bias.dtype))
+            done += 1
+            worst = max(worst, float(np.abs(shift).max()))
+    return {"layers": done, "max_abs_shift": worst}
+
+
+def make_quantizer(
+    *,
+    per_channel: bool = True,
+    weight_grid: bool = True,
+    grid_stats: dict | None = None,
+    float_first: int = 0,
+):
     """litert-torch's ``PT2EQuantizer`` with its symmetric int8 config, plus two annotations it lacks.
 
     - conv -> ReLU6: the stock annotator fuses conv with ReLU only; for ReLU6 (``aten.hardtanh``) it
@@ -388,7 +467,19 @@ def make_quantizer(*, per_channel: bool = True, weight_grid: bool = True, grid_s
                 )
                 qu._mark_nodes_as_annotated(partition)
 
+        def _keep_float(self, model: torch.fx.GraphModule) -> None:
+            """Mark the first ``float_first`` convs (with their ReLU6) as annotated without any spec, so the
+            annotators skip them: they stay float, and the converter puts a QUANTIZE after them."""
+            empty = QuantizationAnnotation(_annotated=True)
+            conv_nodes = [n for n in model.graph.nodes if n.op == "call_function" and n.target in convs]
+            keep = conv_nodes[:float_first]
+            for conv in conv_nodes[:float_first]:
+                keep += [u for u in conv.users if u.target in relu6s]
+            for n in keep:
+                n.meta["quantization_annotation"] = empty
+
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            self._keep_float(model)
             if self.global_config is not None and self.global_config.input_activation is not None:
                 self._annotate_conv_relu6(model)  # static only; before the stock conv annotator
             model = super().annotate(model)
@@ -420,13 +511,15 @@ def quantize_pt2e(
     per_channel: bool = True,
     weight_grid: bool = True,
     grid_stats: dict | None = None,
+    float_first: int = 0,
 ):
     """Export ``module`` with ``torch.export``, insert observers, run the calibration arrays, convert to a
     Q/DQ graph. Returns ``(graph_module, quantizer)`` for ``litert_torch.convert(..., quant_config=...)``."""
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = make_quantizer(per_channel=per_channel, weight_grid=weight_grid, grid_stats=grid_stats)
+    quantizer = make_quantizer(per_channel=per_channel, weight_grid=weight_grid, grid_stats=grid_stats,
+                               float_first=float_first)
     exported = torch.export.export(module, (sample,)).module()
     prepared = prepare_pt2e(exported, quantizer)
     move_exported_model_to_eval(prepared)
@@ -452,18 +545,25 @@ def export_tflite(
     check: Iterable[np.ndarray] | None = None,
     tolerance: float = PARITY_TOLERANCE,
     per_channel: bool = True,
-    weight_grid: bool = True,
+    recipe: str = "fidelity",
+    float_first: int | None = None,
 ) -> dict:
     """Convert a PyTorch classifier to ``dst`` (``model.tflite`` / ``model.int8.tflite``) with litert-torch.
 
     fp32: the file must match PyTorch on every ``check`` array plus ``N_RANDOM`` seeded random inputs:
     max |logit difference| <= ``tolerance`` and the same top-1, else :class:`ParityError` and no file.
 
-    int8 (``int8=True``): full-integer static post-training quantization (PT2E, litert-torch's
-    ``PT2EQuantizer``): int8 weights, symmetric, per output channel; int8 activations per tensor with
-    ranges observed on ``calib``; int8 input and output tensors (scale/zero point in the record). The
-    fidelity against the PyTorch fp32 model (top-1 agreement, logits SQNR in dB, max |diff|) is measured on
-    ``check`` when given, else on ``calib``.
+    int8 (``int8=True``): static post-training quantization (PT2E, litert-torch's ``PT2EQuantizer``):
+    int8 weights, symmetric, per output channel; int8 activations per tensor with ranges observed on
+    ``calib``. The ``recipe`` names mean what they mean for ONNX (:mod:`mobilenet_edge.recipes`,
+    docs/fidelity.md): ``plain`` = the quantizer's own scales; ``grid`` = grid-aligned weight scales
+    (:func:`make_quantizer`); ``fidelity`` (default) = ``grid`` + bias correction of the weight rounding
+    left (:func:`weight_bias_correct`) + the first ``float_first`` convs (2) in float, so the input is
+    float32. With 0 float convs the file is full integer (int8 input and output, as accelerators need).
+    The recipes' float logits have no .tflite form (the int8 FULLY_CONNECTED has no float output; a
+    float classifier would store its weights in float32, doubling the file): the output is int8.
+    The fidelity against the PyTorch fp32 model (top-1 agreement, logits SQNR in dB, max |diff|) is
+    measured on ``check`` when given, else on ``calib``.
 
     Args:
         model: an NCHW classifier (``MobileNetV1``) taking (N, 3, res, res) float32. An eval-mode copy
@@ -479,9 +579,10 @@ def export_tflite(
         check: arrays for the parity/fidelity check (same format as ``calib``), e.g. real photos.
         tolerance: fp32 parity tolerance on logits (default 1e-4, issue #9).
         per_channel: per-output-channel weight scales (default) instead of per-tensor.
-        weight_grid: with ``per_channel``, align each channel's scale to the weights' own grid when they
-            lie on one (Google's weights: exact int8 weights, +6.5 dB logits SQNR at 0.5/160); see
-            :func:`make_quantizer`. Recorded under ``quantization.weight_grid``.
+        recipe: ``plain`` | ``grid`` | ``fidelity``. Grid alignment (Google's weights: exact int8
+            weights, +6.5 dB logits SQNR at 0.5/160) needs ``per_channel``. Measured with Google's weights
+            (benchmarks/tflite_recipes.md): ``fidelity`` adds +3.7 to +5.4 dB logits SQNR over ``grid``.
+        float_first: convs kept in float, overriding the recipe's (``fidelity``: 2, else 0).
 
     Returns:
         A record for ``manifest.json["files"][name]``: file, format, precision, sha256, size, input and
@@ -495,6 +596,14 @@ def export_tflite(
     """
     if res < 32:
         raise UsageError(f"res must be >= 32, got {res}")
+    try:
+        rcp = get_recipe(recipe)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    n_float = rcp.float_first if float_first is None else float_first
+    if n_float < 0:
+        raise UsageError(f"float_first must be >= 0, got {n_float}")
+    weight_grid = rcp.weight_grid and per_channel
     if tolerance < 0:
         raise UsageError(f"tolerance must be >= 0, got {tolerance}")
     calib_list = _batches(calib, res=res, nhwc=nhwc, what="calibration array")
@@ -512,8 +621,12 @@ def export_tflite(
         try:
             if int8:
                 grid_stats: dict = {}
+                qsrc = copy.deepcopy(module)
+                bias_rec = (weight_bias_correct(qsrc, calib_list, skip_convs=n_float)
+                            if rcp.weight_bias_correction and weight_grid else None)
                 qmodule, quantizer = quantize_pt2e(
-                    module, sample, calib_list, per_channel=per_channel, weight_grid=weight_grid, grid_stats=grid_stats
+                    qsrc, sample, calib_list, per_channel=per_channel, weight_grid=weight_grid, grid_stats=grid_stats,
+                    float_first=n_float,
                 )
                 from litert_torch.quantize.quant_config import QuantConfig
 
@@ -532,8 +645,14 @@ def export_tflite(
             data = check_list if check_list else calib_list
             quant_record = _fidelity_record(module, runner, data, per_channel=per_channel)
             quant_record["calibration"] = {"n_images": len(calib_list), "observer": "HistogramObserver"}
-            grid_on = per_channel and weight_grid
-            quant_record["weight_grid"] = {"enabled": grid_on, **(grid_record(grid_stats) if grid_on else {})}
+            quant_record["recipe"] = {**rcp.to_dict(), "weight_grid": weight_grid, "float_first": n_float,
+                                      "float_logits": False, "weight_bias_correction": bias_rec is not None}
+            quant_record["weight_grid"] = {"enabled": weight_grid, **(grid_record(grid_stats) if weight_grid else {})}
+            if bias_rec is not None:
+                quant_record["bias_correction"] = bias_rec
+            quant_record["io_type"] = f"{np.dtype(runner.input['dtype']).name} in, {np.dtype(runner.output['dtype']).name} out"
+            if n_float:
+                quant_record["method"] = quant_record["method"].replace("full integer", f"first {n_float} convs float")
             quant_record["fidelity"]["data"] = "check" if check_list else "calibration"
             parity = None
         else:
@@ -591,7 +710,6 @@ def _fidelity_record(module: nn.Module, runner: TfliteModel, xs: list[np.ndarray
         "per_channel": per_channel,
         "weight_type": "int8 symmetric" + (" per-channel (axis 0)" if per_channel else " per-tensor"),
         "activation_type": "int8 per-tensor affine",
-        "io_type": "int8",
         "fidelity": {
             "reference": "PyTorch fp32",
             "n_images": len(xs),

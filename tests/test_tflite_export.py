@@ -144,10 +144,11 @@ def test_res_below_32_is_usage_error(model, tmp_path):
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_int8_full_integer_per_channel(model, tmp_path, calib_dir, images_dir):
+    """--float-first 0: a full-integer file (int8 in and out), as accelerators need."""
     calib = _photos(calib_dir, RES, n=16)
     check = _photos(images_dir, RES)
     dst = tmp_path / "model.int8.tflite"
-    rec = export_tflite(model, dst, res=RES, int8=True, calib=[calib], check=[check])
+    rec = export_tflite(model, dst, res=RES, int8=True, calib=[calib], check=[check], float_first=0)
 
     it = _interp(dst)
     i, o = it.get_input_details()[0], it.get_output_details()[0]
@@ -182,6 +183,27 @@ def test_int8_full_integer_per_channel(model, tmp_path, calib_dir, images_dir):
     assert fid["top1_agreement"] == pytest.approx(float((got.argmax(1) == ref.argmax(1)).mean()))
     assert rec["quantization"]["per_channel"] is True
     assert rec["quantization"]["calibration"]["n_images"] == len(calib)
+
+
+@pytest.mark.realdata
+def test_int8_default_recipe_keeps_the_first_two_convs_float(model, tmp_path, calib_dir):
+    """Recipe fidelity (the default) keeps the stem and the first depthwise conv float, as the ONNX recipe
+    does: float32 input, their weights float32, one QUANTIZE after them, every other weight int8."""
+    calib = _photos(calib_dir, RES, n=8)
+    dst = tmp_path / "model.int8.tflite"
+    rec = export_tflite(model, dst, res=RES, int8=True, calib=[calib])
+    it = _interp(dst)
+    assert it.get_input_details()[0]["dtype"] == np.float32 and it.get_output_details()[0]["dtype"] == np.int8
+    assert _ops(it).count("QUANTIZE") == 1
+    details = {d["index"]: d for d in it.get_tensor_details()}
+    kinds = [(op["op_name"], details[op["inputs"][1]]["dtype"]) for op in it._get_ops_details()
+             if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+    assert kinds[:2] == [("CONV_2D", np.float32), ("DEPTHWISE_CONV_2D", np.float32)]
+    assert len(kinds) == 28 and all(dt == np.int8 for _, dt in kinds[2:])
+    q = rec["quantization"]
+    assert q["recipe"]["name"] == "fidelity" and q["recipe"]["float_first"] == 2
+    assert q["recipe"]["float_logits"] is False and q["recipe"]["weight_bias_correction"] is True
+    assert rec["input"]["dtype"] == "float32" and rec["input"]["quantization"] is None
 
 
 def _grid_model(seed: int = 1):
@@ -226,7 +248,7 @@ def _dequantized_weights(path) -> list[np.ndarray]:
 @pytest.mark.realdata
 def test_int8_weights_on_a_grid_stay_exact(tmp_path, calib_dir):
     """Weights that lie on a grid (Google's) come out of the int8 file exactly: each of the 28 weight
-    tensors dequantizes to one of the model's weight tensors. With weight_grid=False (PyTorch's
+    tensors dequantizes to one of the model's weight tensors. With recipe plain (PyTorch's
     max|w|/127 scales) they are re-rounded, which shows that the check can fail."""
     m = _grid_model()
     want = [np.sort(p.detach().double().numpy().ravel()) for n, p in m.named_parameters() if n.endswith("weight") and p.dim() in (2, 4)]
@@ -234,7 +256,7 @@ def test_int8_weights_on_a_grid_stay_exact(tmp_path, calib_dir):
     errors = {}
     for grid in (True, False):
         dst = tmp_path / f"grid{grid}.int8.tflite"
-        rec = export_tflite(m, dst, res=RES, int8=True, calib=[calib], weight_grid=grid)
+        rec = export_tflite(m, dst, res=RES, int8=True, calib=[calib], recipe="grid" if grid else "plain")
         got = _dequantized_weights(dst)
         assert len(got) == 28
         errors[grid] = max(min(np.abs(g - w).max() if g.shape == w.shape else np.inf for w in want) for g in got)

@@ -17,6 +17,7 @@ EPILOG = (
     "  mobilenet-edge export --alpha 0.5 --res 160 --weights mobilenet_v1_0.5_160_quant.tflite\n\n"
     "  mobilenet-edge export --alpha 0.5 --res 160 --weights W.tflite --int8 --calib imagenet-calib/\n\n"
     "  mobilenet-edge export --alpha 0.5 --res 160 --weights W.tflite --format tflite --int8 --calib imagenet-calib/\n\n"
+    "  mobilenet-edge export ... --format tflite --int8 --calib imagenet-calib/ --float-first 0   # full-integer .tflite\n\n"
     "Writes export/mobilenet_v1_0.50_160/{model.onnx, labels.txt, manifest.json} (+ model.int8.onnx with --int8)."
 )
 
@@ -34,6 +35,8 @@ def export(
     int8: Annotated[bool, typer.Option("--int8", help="Also write model.int8.onnx (static PTQ, ONNX Runtime).")] = False,
     calib: Annotated[Optional[Path], typer.Option(help="Calibration images for --int8 (required with real weights).")] = None,
     eval_dir: Annotated[Optional[Path], typer.Option("--eval", help="Evaluation images for the --int8 fidelity report.")] = None,
+    recipe: Annotated[str, typer.Option(help="int8 recipe (ONNX and TFLite): fidelity | grid | plain. See docs/fidelity.md.")] = "fidelity",
+    float_first: Annotated[Optional[int], typer.Option(min=0, help="int8: keep the first N convs in float (fidelity: 2; 0 = all int8, a full-integer .tflite).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="onnx, or tflite (adds model.tflite via litert-torch).")] = "onnx",
     padding: Annotated[str, typer.Option(help="Random weights only: symmetric | tf_same.")] = "symmetric",
     seed: Annotated[int, typer.Option(help="Seed of the random weights and parity inputs.")] = 0,
@@ -56,7 +59,7 @@ def export(
         alpha=alpha, res=res, num_classes=classes, weights=weights, out=out_dir, opset=opset, force=force,
         parity_images=parity_images, seed=seed, padding=padding,
         formats=("onnx", "tflite") if fmt == "tflite" else ("onnx",), tflite_int8=int8 and fmt == "tflite",
-        int8=int8, calib=calib, eval_dir=eval_dir,
+        int8=int8, calib=calib, eval_dir=eval_dir, recipe=recipe, float_first=float_first,
     )
     with err.status("exporting..."):
         res_ = export_bundle(opts, log=lambda m: err.print(m, style="dim"))
