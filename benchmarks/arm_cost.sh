@@ -4,7 +4,8 @@
 # Cortex-A72 (Pi 4: no dot-product instructions) and a Cortex-A76 (Pi 5: SDOT/UDOT), with a small TCG
 # plugin (benchmarks/arm_icount.c). Models: the three reference variants in fp32, int8 `--recipe plain`,
 # int8 `fidelity` with --float-first 2 (the default) to 27 and with int8 activations, and Google's int8
-# .tflite on LiteRT (XNNPACK); with TFLITE_PYTHON also our own fp32 and int8 .tflite files on LiteRT.
+# .tflite on LiteRT (XNNPACK); with TFLITE_PYTHON also our own fp32 and int8 .tflite files on LiteRT (int8: the
+# default recipe, first two convs float, and the full-integer `--float-first 0`).
 #
 # An instruction count is a proxy for latency, not a latency: it ignores how many instructions of each kind
 # a core issues per cycle and every cache effect. Ratios between models of the same variant on the same
@@ -12,7 +13,7 @@
 #
 # Needs: root (a private mount namespace puts a one-CPU /sys and the Pi's /proc/cpuinfo in place of the
 # host's: onnxruntime crashes on the host's /sys under qemu), gcc, qemu-user (the dynamic qemu-aarch64: plugins need it; apt install qemu-user) and the cached
-# arm64 root of .ci/arm-check.sh (run that once). About 7 minutes here, 9 with TFLITE_PYTHON.
+# arm64 root of .ci/arm-check.sh (run that once). About 7 minutes here, 11 with TFLITE_PYTHON.
 #
 # Usage: sudo bash benchmarks/arm_cost.sh [HOST_PYTHON [TFLITE_PYTHON]]   (HOST_PYTHON: a venv python with
 # the export extra, default .venv/bin/python; TFLITE_PYTHON: one with the tflite-export extra, see
@@ -67,6 +68,9 @@ for v in "0.25 128 0.25_128 0.25_128" "0.5 160 0.5_160 0.50_160" "0.75 192 0.75_
     step "$TPY" -m mobilenet_edge.cli export --alpha "$1" --res "$2" --weights "$DATA/reference/mobilenet_v1_$3_quant.tflite" \
       --format tflite --int8 --calib "$DATA/imagenet-calib" --out "$W/t"
     mv "$W/t/mobilenet_v1_$4/model.tflite" "$W/m$4/ours_fp32.tflite"; mv "$W/t/mobilenet_v1_$4/model.int8.tflite" "$W/m$4/ours_int8.tflite"
+    step "$TPY" -m mobilenet_edge.cli export --alpha "$1" --res "$2" --weights "$DATA/reference/mobilenet_v1_$3_quant.tflite" \
+      --format tflite --int8 --calib "$DATA/imagenet-calib" --float-first 0 --out "$W/t" --force
+    mv "$W/t/mobilenet_v1_$4/model.int8.tflite" "$W/m$4/ours_int8_fi.tflite"
   fi
 done
 cat > "$W/run.py" <<'PYEOF'
@@ -124,7 +128,7 @@ for cpu in cortex-a72 cortex-a76; do
     echo "$cpu $k fp32 $W/m$k/fp32/model.onnx" >> "$W/jobs"
     echo "$cpu $k google $W/m$k/google.tflite" >> "$W/jobs"
     for q in plain s8 $PREFIXES; do echo "$cpu $k $q $W/m$k/q$q/model.int8.onnx" >> "$W/jobs"; done
-    for t in ours_fp32 ours_int8; do [ -z "$TPY" ] || echo "$cpu $k $t $W/m$k/$t.tflite" >> "$W/jobs"; done
+    for t in ours_fp32 ours_int8 ours_int8_fi; do [ -z "$TPY" ] || echo "$cpu $k $t $W/m$k/$t.tflite" >> "$W/jobs"; done
   done
   xargs -P "$(nproc)" -L 1 bash -c 'count "$@" || { echo "arm_cost: counting failed: $*" >&2; exit 255; }' _ < "$W/jobs" >>"$LOG" 2>&1 \
     || { tail -20 "$LOG" >&2; echo "arm_cost: FAILED (log: $LOG)" >&2; exit 1; }

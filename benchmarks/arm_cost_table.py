@@ -48,9 +48,11 @@ NAMES = {
     "s8": "int8 `fidelity` with `--activations int8` (S8S8)",
     "google": "Google's int8 .tflite (LiteRT)",
     "ours_fp32": "our fp32 .tflite (LiteRT)",
-    "ours_int8": "our int8 .tflite (LiteRT, `export --format tflite --int8`)",
+    "ours_int8": "our int8 .tflite (LiteRT, `export --format tflite --int8`: recipe fidelity, 2 float convs)",
+    "ours_int8_fi": "our full-integer int8 .tflite (LiteRT, `... --int8 --float-first 0`)",
 }
-SHORT = {"2": "fidelity (default)", "google": "Google's int8 .tflite", "ours_fp32": "our fp32 .tflite", "ours_int8": "our int8 .tflite"}
+SHORT = {"2": "fidelity (default)", "google": "Google's int8 .tflite", "ours_fp32": "our fp32 .tflite", "ours_int8": "our int8 .tflite",
+         "ours_int8_fi": "our full-integer int8 .tflite"}
 
 
 def x86_reference(bench: Path) -> dict[tuple[str, str], dict]:
@@ -71,7 +73,7 @@ def main() -> None:
     work, runs, outdir, when, prefixes = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5].split()
     models = ["fp32", "plain", *prefixes, "s8", "google"]
     if (work / "c_cortex-a72_0.25_128_ours_int8.txt").exists():
-        models += ["ours_fp32", "ours_int8"]
+        models += ["ours_fp32", "ours_int8"] + (["ours_int8_fi"] if (work / "c_cortex-a72_0.25_128_ours_int8_fi.txt").exists() else [])
     x86 = x86_reference(outdir)
     data: dict = {"created": when, "runs_counted": runs, "what": "dynamic aarch64 instructions per inference (millions), "
                   "onnxruntime 1 thread (Google's file: LiteRT/XNNPACK 1 thread), qemu-user + benchmarks/arm_icount.c",
@@ -101,8 +103,8 @@ def main() -> None:
             cells = []
             name = NAMES.get(m, f"int8 `fidelity`, --float-first {m}" + (" (default)" if m == "2" else ""))
             ref = x86.get((k, m)) if m in prefixes or m == "plain" else None
-            fixed = {"fp32": "100%", "ours_fp32": "100%", "plain": "0%", "google": "0%", "ours_int8": "0%"}
-            same = x86.get((k, "2" if m == "s8" else m))  # S8S8 keeps the default's float convs
+            fixed = {"fp32": "100%", "ours_fp32": "100%", "plain": "0%", "google": "0%", "ours_int8_fi": "0%"}
+            same = x86.get((k, "2" if m in ("s8", "ours_int8") else m))  # S8S8, our .tflite: the default's float convs
             share = fixed.get(m) or (f"{same['float_mac_share']:.1%}" if same else "-")
             cells += [name, share]
             for cpu in CPUS:
@@ -116,7 +118,7 @@ def main() -> None:
            "|---|---|---|---|---|---|---|"]
     for k, v in data["variants"].items():
         for cpu in CPUS:
-            for m in ("fp32", "plain", "2", "google", "ours_fp32", "ours_int8"):
+            for m in ("fp32", "plain", "2", "google", "ours_fp32", "ours_int8", "ours_int8_fi"):
                 if m not in v["counts"][cpu]:
                     continue
                 c = v["counts"][cpu][m]
