@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .errors import UsageError
-from .images import Preprocessing, load
+from .images import Preprocessing, load, skipped_message
 
 _console = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
@@ -93,7 +93,7 @@ def make_image_reader(
                 except UsageError as e:
                     self.skipped.append(p)
                     if warn is not None:  # not `if warn`: a _Warnings collector is an (empty) list
-                        warn(f"skipped {e}")
+                        warn(skipped_message(p, e))
                     continue
                 self.used.append(p)
                 return {input_name: x[None]}

@@ -13,7 +13,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from .errors import UsageError
-from .images import Preprocessing, iter_batches
+from .images import Preprocessing, iter_batches, skipped_message
 from .onnx_utils import activation_bounds as _activation_bounds
 from .onnx_utils import quiet_ort_logging as _quiet_ort_logging
 from .onnx_utils import stdout_to_stderr as _stdout_to_stderr
@@ -69,7 +69,7 @@ def _batches(items, prep, batch: int, warn, progress, desc) -> Iterator[tuple[li
     def on_error(p, e):
         skipped.append(p)
         if warn is not None:
-            warn(f"skipped {e}")
+            warn(skipped_message(p, e))
 
     for ps, x in iter_batches(items, prep, batch=batch, on_error=on_error):
         if progress:

@@ -13,6 +13,7 @@ decoded at a reduced scale (Pillow ``draft``), so a huge image costs one decoded
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -57,10 +58,13 @@ class Preprocessing:
             raise UsageError(f"resize must be one of {list(RESIZE_MODES)}, got {self.resize!r}")
         if self.layout not in ("NCHW", "NHWC"):
             raise UsageError(f"layout must be NCHW or NHWC, got {self.layout!r}")
-        if any(s == 0 for s in self.std):
-            raise UsageError(f"std must be non-zero, got {list(self.std)}")
         object.__setattr__(self, "mean", tuple(float(v) for v in _three(self.mean, "mean")))
         object.__setattr__(self, "std", tuple(float(v) for v in _three(self.std, "std")))
+        # nan/inf would turn every score into nan (and JSON output into invalid NaN)
+        if not all(math.isfinite(v) for v in self.mean):
+            raise UsageError(f"mean must be finite, got {list(self.mean)}")
+        if not all(math.isfinite(v) and v != 0 for v in self.std):
+            raise UsageError(f"std must be finite and non-zero, got {list(self.std)}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -96,6 +100,16 @@ def _three(v: Sequence[float] | float, name: str) -> tuple[float, ...]:
     if len(v) != 3:
         raise UsageError(f"{name} needs 1 or 3 values, got {list(v)}")
     return v
+
+
+def skipped_message(path: str | Path, exc: Exception) -> str:
+    """The one wording of a skipped image, shared by eval, quantize and the fidelity report:
+    ``skipped PATH: reason`` (printed after ``warning: ``); the path is not repeated in the reason."""
+    msg = " ".join(str(exc).split())
+    prefix = f"cannot decode image {path}: "
+    if msg.startswith(prefix):
+        msg = "cannot decode: " + msg[len(prefix):].replace(f" '{path}'", "")  # Pillow quotes the path again
+    return f"skipped {path}: {msg}"
 
 
 def is_image_path(path: Path) -> bool:

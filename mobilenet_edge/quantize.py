@@ -580,7 +580,8 @@ def _collect_images(calib, eval_dir, warn, fold: int = 0) -> tuple[list[Path], l
         split = "calibration and evaluation folders given separately"
         return calib_paths, eval_paths, Path(calib), Path(eval_dir), split
     if len(calib_paths) < 2:
-        raise UsageError(f"{calib} holds {len(calib_paths)} image file; need at least 2 to split into "
+        raise UsageError(f"{calib} holds {len(calib_paths)} image file{'' if len(calib_paths) == 1 else 's'}; "
+                         "need at least 2 to split into "
                          "calibration and evaluation halves (or pass --eval DIR)")
     c, e = split_paths(calib_paths, fold=fold)
     a, b = ("even", "odd") if fold == 0 else ("odd", "even")
@@ -691,7 +692,8 @@ def quantize_file(
             rec.update({k: qrec[k] for k in ("range_guard", "ort_arguments", "compact", "recipe")})
             rec["calibration"] = qrec["calibration"]
             if 0 < qrec["calibration"]["images"] < MIN_CALIB_IMAGES and not synthetic:
-                warn(f"only {qrec['calibration']['images']} calibration images (< {MIN_CALIB_IMAGES}): "
+                n_cal = qrec["calibration"]["images"]
+                warn(f"only {n_cal} calibration image{'' if n_cal == 1 else 's'} (< {MIN_CALIB_IMAGES}): "
                      "the calibration is thin, ranges may not cover real inputs")
             fp_size, q_size = Path(src_onnx).stat().st_size, tmp_q.stat().st_size
             rec["size"] = {"fp32_bytes": fp_size, "int8_bytes": q_size, "ratio": q_size / fp_size}

@@ -524,6 +524,16 @@ def default_labels(num_classes: int) -> list[str]:
     return _bundle.imagenet_labels(num_classes)
 
 
+def is_int8_file(runner: Runner) -> bool:
+    """True for a quantized model file: integer input/output (TFLite), ``precision`` metadata "int8"
+    (our quantize writes it), or ``int8`` / ``quant`` in the file name (Google's ``*_quant.tflite``)."""
+    name = runner.path.name.lower()
+    return bool(
+        runner.input_quant or runner.output_quant or runner.metadata.get("precision") == "int8"
+        or "int8" in name or "quant" in name
+    )
+
+
 def open_model(
     path_or_bundle: str | Path,
     *,
@@ -546,7 +556,8 @@ def open_model(
 
     Args:
         path_or_bundle: bundle folder or model file.
-        int8: take the bundle's int8 model (ignored for a lone file).
+        int8: take the bundle's int8 model; with a lone file, the file must itself be int8
+            (:func:`is_int8_file`), else UsageError (running the fp32 file would mislabel it).
         fmt: "onnx" or "tflite" inside a bundle.
         threads: backend threads (>= 1).
         prep_overrides: Preprocessing fields to override (``mean``, ``std``, ``crop``, ``resize``, ...),
@@ -555,7 +566,8 @@ def open_model(
     Returns:
         (runner, preprocessing, labels (len == num_classes), manifest dict or None).
     Raises:
-        UsageError: missing path, bad override, or labels whose count differs from the model's classes.
+        UsageError: missing path, bad override, ``int8`` with a lone non-int8 file, a labels folder
+            instead of a file, or labels whose count differs from the model's classes.
         MobilenetEdgeError: a bundle without the requested model, an unloadable model.
     """
     p = Path(path_or_bundle)
@@ -578,6 +590,8 @@ def open_model(
             labels = _bundle.read_labels(p / lab_name)
     elif p.is_file():
         runner = Runner(p, threads=threads)
+        if int8 and not is_int8_file(runner):
+            raise UsageError("--int8 selects the int8 model of a bundle; give the bundle folder or the int8 file itself")
         if runner.backend == "onnxruntime":
             md = runner.metadata
             if "preprocessing" in md:
@@ -614,6 +628,8 @@ def open_model(
 
     if labels_file is not None:
         lf = Path(labels_file)
+        if lf.is_dir():
+            raise UsageError(f"{lf} is a folder, expected a labels file (one label per line)")
         if not lf.is_file():
             raise UsageError(f"no such labels file: {lf}")
         labels = _bundle.read_labels(lf)

@@ -6,7 +6,7 @@ Heavy modules (runtime -> onnxruntime / LiteRT) are imported inside the commands
 
 from __future__ import annotations
 
-import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from ..errors import UsageError
+from . import _json
 from .app import PROG, app, err, out
 
 PREDICT_EPILOG = (
@@ -33,7 +34,8 @@ EVAL_EPILOG = (
     "  mobilenet-edge eval ../shared/data/reference/mobilenet_v1_0.5_160_quant.tflite val/ --json\n\n"
     "Ground truth (ImageNet index 0-999), first that applies: --labels CSV (columns file,imagenet_index); "
     "DIR/labels.csv; class folders (nXXXXXXXX synset names mapped through the standard sorted synset "
-    "order, other names: class = position of the folder in sorted order); files named nXXXXXXXX_*. "
+    "order; all names integers: the name is the ImageNet index; other names: class = position of the "
+    "folder in sorted order); files named nXXXXXXXX_*. The JSON field ground_truth names the rule used. "
     "A 1001-class model's index 0 is background: prediction i counts as ImageNet class i-1."
 )
 
@@ -62,6 +64,11 @@ def _floats(text: str | None, name: str):
         raise UsageError(f"--{name} needs 1 or 3 numbers like 127.5 or 123.7,116.3,103.5, got {text!r}") from None
     if len(vals) not in (1, 3):
         raise UsageError(f"--{name} needs 1 or 3 numbers, got {text!r}")
+    # float() accepts "nan" and "inf": every score would be nan (exit 0, invalid JSON)
+    if name == "std" and not all(math.isfinite(v) and v != 0 for v in vals):
+        raise UsageError(f"--std must be finite and non-zero, got {text!r}")
+    if not all(math.isfinite(v) for v in vals):
+        raise UsageError(f"--{name} must be finite, got {text!r}")
     return vals if len(vals) == 3 else vals * 3
 
 
@@ -82,9 +89,16 @@ def _report_bad(path, exc) -> None:
     print(f"{PROG}: error: {exc}", file=sys.stderr)
 
 
+def _warn(msg: str) -> None:
+    """One warning line on stderr, worded as quantize's (``warning: ...``)."""
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
 def _report_skipped(path, exc) -> None:
     """eval: an undecodable image is skipped and the run still succeeds, so it is a warning."""
-    print(f"{PROG}: warning: skipped: {exc}", file=sys.stderr)
+    from ..images import skipped_message
+
+    _warn(skipped_message(path, exc))
 
 
 # -- predict -------------------------------------------------------------------------------------------
@@ -111,18 +125,25 @@ def predict(
     bundles output logits and get a softmax here). Undecodable files are reported on stderr (one line
     each) and skipped; the exit code is then 1.
     """
+    import numpy as np
+
     from .. import images as imglib
+    from ..evaluate import random_weights_warning, weights_source
     from ..runtime import open_model
     from ..runtime import top_k as topk_fn
 
     if top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {top_k}")
     paths = imglib.expand_paths(images)
-    runner, prep, names, _ = open_model(
-        model, int8=int8, fmt=fmt, threads=threads, prep_overrides=_overrides(mean, std, crop, resize), labels_file=labels
+    overrides = _overrides(mean, std, crop, resize)
+    runner, prep, names, manifest = open_model(
+        model, int8=int8, fmt=fmt, threads=threads, prep_overrides=overrides, labels_file=labels
     )
     if top_k > runner.num_classes:
         raise UsageError(f"--top-k must be between 1 and the class count {runner.num_classes}, got {top_k}")
+    random_weights = weights_source(runner, manifest) == "random"
+    if random_weights:
+        _warn(random_weights_warning(manifest))
     results, bad = [], 0
     batch = 1 if runner.fixed_batch is None else runner.fixed_batch
 
@@ -136,13 +157,18 @@ def predict(
         for ps, x in imglib.iter_batches(paths, prep, batch=batch, on_error=on_error):
             probs = runner.probabilities(x)
             idx, val = topk_fn(probs, top_k)
-            for p, ii, vv in zip(ps, idx, val):
+            finite = np.all(np.isfinite(probs), axis=1)
+            for p, ii, vv, ok in zip(ps, idx, val, finite):
+                if not ok:  # a broken model: no score to rank, and nan is not JSON
+                    on_error(p, f"the model gave non-finite scores for {p}")
+                    continue
                 results.append(
-                    {"image": str(p), "top_k": [{"index": int(i), "label": names[i], "score": float(v)} for i, v in zip(ii, vv)]}
+                    {"image": str(p), "random_weights": random_weights,
+                     "top_k": [{"index": int(i), "label": names[i], "score": float(v)} for i, v in zip(ii, vv)]}
                 )
             bar.advance(task, len(ps))
     if as_json:
-        out.print_json(json.dumps(results))
+        out.print_json(_json.dumps(results))
     else:
         for r in results:
             t = Table(title=r["image"], title_justify="left")
@@ -188,12 +214,12 @@ def eval_cmd(
         res = evaluate(
             model, folder, int8=int8, labels_csv=labels, threads=threads, fmt=fmt,
             prep_overrides=_overrides(mean, std, crop, resize), on_error=_report_skipped,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=lambda done, total: bar.update(task, completed=done, total=total), warn=_warn,
         )
     n, c1, c5, errors = res["n"], res["top1_correct"], res["top5_correct"], res["errors"]
     prep, source = res["preprocessing"], res["ground_truth"]
     if as_json:
-        out.print_json(json.dumps(res))
+        out.print_json(_json.dumps(res))
         return
     out.print(f"{res['model']} ({res['precision']}, {res['backend']} {res['backend_version']}) on {folder}")
     t = Table()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ..errors import MobilenetEdgeError, UsageError
+from . import _json
 from .app import app, out
 
 EPILOG = (
@@ -103,9 +103,16 @@ def verify(
     threads: Annotated[int, typer.Option("--threads", min=1, help="Backend threads for the test inference.")] = 1,
 ) -> None:
     """Check each file's size and sha256 against manifest.json and that each model loads and runs here."""
-    rep = verify_bundle(bundle_dir, threads=threads)
+    try:
+        rep = verify_bundle(bundle_dir, threads=threads)
+    except MobilenetEdgeError as e:  # not a folder, no / corrupt manifest.json: --json still answers
+        if as_json:
+            msg = " ".join(str(e).split())
+            out.print_json(_json.dumps({"bundle": str(bundle_dir), "ok": False, "error": msg, "problems": [msg],
+                                        "files": [], "unlisted": []}))
+        raise
     if as_json:
-        out.print_json(json.dumps(rep))
+        out.print_json(_json.dumps({**rep, "error": None if rep["ok"] else rep["problems"][0]}))
     else:
         t = Table(title=f"verify {rep['bundle']}", title_justify="left")
         for col in ("File", "Size", "sha256", "Loads", "Backend", "1st run ms"):
