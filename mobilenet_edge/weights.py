@@ -538,7 +538,12 @@ def _read_torch(p: Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if re.search(r"Unsupported operand|String is too long", str(e)):  # garbage bytes, not a refused global
+        import zipfile
+
+        with open(p, "rb") as f:
+            proto = f.read(1) == b"\x80"  # a pickle starts with the PROTO opcode (torch.save's zip holds one)
+        if re.search(r"Unsupported operand|String is too long", str(e)) and not proto and not zipfile.is_zipfile(p):
+            # text, JSON or noise: the unpickler trips on its first byte; not a refused checkpoint
             raise WeightsError(f"{p.name} is not a readable PyTorch checkpoint (truncated or corrupt)") from None
         m = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(e))
         what = f"it would call {m.group(1)}" if m else "it needs more than tensors and plain containers"

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001  (last resort: one line, traceback with --debug)
         if debug:
             traceback.print_exc()
-        _error(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
+        _error(f"{type(e).__name__}: {' '.join(str(e).split())} (rerun with --debug for the traceback)")
         code = 1
     return code
 

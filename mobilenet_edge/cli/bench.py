@@ -186,14 +186,14 @@ def report(
     """Merge bench result files (e.g. a workstation and a Pi) into one table keyed by variant, precision, device."""
     from .. import report as R
 
-    if plot is not None:
-        R.check_plot_path(plot, "--plot")
     for name, path in (("--plot", plot), ("--csv", csv_path)):
         if path is not None:
             check_can_write(path, name)
     if plot is not None:
-        R.require_matplotlib()  # before the table, not after it
+        R.check_plot_path(plot, "--plot")
     rows = R.load_results(files)
+    if plot is not None:
+        R.require_matplotlib()  # before the table, not after it
     rows.sort(key=lambda r: (str(r.get("variant")), r["precision"], r["device"], r["runtime"], r["threads"]))
     out.print(R.table(rows, title=f"{len(rows)} results from {len(files)} file(s)", show_device=True))
     for r in R.ratio_rows(rows):
