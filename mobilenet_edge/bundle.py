@@ -104,6 +104,35 @@ def check_writable_dir(path: str | Path) -> Path:
     return path
 
 
+def check_can_write(path: str | Path, option: str, *, folder: bool = False) -> Path:
+    """Check, before any work and without creating anything, that ``path`` can be written.
+
+    ``path`` is a file written with :func:`atomic_path` (or, with ``folder=True``, a folder that will
+    be created if needed): the nearest existing folder on its way (missing folders are created at write
+    time) must be a writable folder. Same rule as :func:`check_writable_dir` for ``export --out``.
+
+    Raises:
+        UsageError: ``"{option} {path}: folder {f} is not writable"``, ``"... {f} is not a folder"``,
+            or (a file) ``"{option} {path} is a folder; give a file name"``.
+    """
+    path = Path(path)
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"{option} {path} is not a folder")
+        parent = path
+    else:
+        if path.is_dir():
+            raise UsageError(f"{option} {path} is a folder; give a file name")
+        parent = path.parent
+    while not parent.exists() and parent != parent.parent and not parent.is_symlink():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: folder {parent} is not writable")
+    return path
+
+
 @contextlib.contextmanager
 def staged_dir(dst: str | Path, *, force: bool = False, keep: tuple[str, ...] = ()) -> Iterator[Path]:
     """Build a folder in a temporary sibling, then put it in place of ``dst``.

@@ -128,15 +128,19 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
                 failures.append({"variant": v.name, "error": str(e)})
                 err.print(f"failed {v.name}: {e}", style="red", markup=False)
             prog.advance(task)
-    if rows:
-        R.plot_latency_vs_macs(rows, out_dir / "latency_vs_macs.png")
+    if rows:  # only then were grid.json / grid.csv written
+        plots = [out_dir / "latency_vs_macs.png"] + ([out_dir / "top1_vs_latency.png"] if eval_dir is not None else [])
+        R.plot_latency_vs_macs(rows, plots[0])
         if eval_dir is not None:
-            R.plot_top1_vs_latency(rows, out_dir / "top1_vs_latency.png")
-    out.print(R.table(rows, title=f"grid on {R.device_name(env)}"))
-    for line in R.ratio_lines(rows):
-        out.print(line)
-    out.print(f"wrote {json_path}, {csv_path} and plots in {out_dir}")
+            R.plot_top1_vs_latency(rows, plots[1])
+        out.print(R.table(rows, title=f"grid on {R.device_name(env)}"))
+        for line in R.ratio_lines(rows):
+            out.print(line)
+        out.print(f"wrote {json_path}, {csv_path}, " + ", ".join(p.name for p in plots))
     if failures:
+        errors = {f["error"] for f in failures}
+        if len(errors) == 1 and not rows:  # the same cause everywhere: say it once
+            raise MobilenetEdgeError(f"all {len(failures)} grid points failed, nothing written: {errors.pop()}")
         raise MobilenetEdgeError(f"{len(failures)} grid point(s) failed: " + "; ".join(
             f"{f['variant']}: {f['error']}" for f in failures))
     return rows

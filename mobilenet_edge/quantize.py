@@ -26,6 +26,7 @@ when labels are known.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -36,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from io import StringIO
 from pathlib import Path
 from typing import Any, Callable, Union
 
@@ -358,6 +360,41 @@ def _no_calibration_input(reader) -> UsageError:
     return UsageError("no decodable calibration image" + (f" ({len(skipped)} file(s) skipped)" if skipped else ""))
 
 
+def _calibrator_prints():
+    """ORT's histogram calibrators (entropy, percentile, distribution) print progress lines with
+    ``print`` (onnxruntime/quantization/calibrate.py): drop them; with --debug send them to stderr."""
+    if os.environ.get("MOBILENET_EDGE_DEBUG") == "1":
+        return _stdout_to_stderr()
+    return contextlib.redirect_stdout(StringIO())
+
+
+#: op types only a quantized model holds: QDQ first, then ORT's QOperator / integer forms
+_QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                  "MatMulInteger", "DynamicQuantizeLinear")
+
+
+def check_quantizable(src_onnx: str | Path, options: QuantOptions | None = None) -> int:
+    """Refuse, before any work, a model that cannot be quantized as asked; returns its Conv count.
+
+    Raises:
+        UsageError: ``src_onnx`` already holds quantization nodes (QuantizeLinear/DequantizeLinear
+            or QOperator ops: quantizing it again would stack a second set of scales), or
+            ``options.float_first`` exceeds its number of Conv nodes (27 for MobileNet V1: paper Table 1's
+            1 full conv + 13 depthwise + 13 pointwise).
+    """
+    import onnx
+
+    model = onnx.load(str(src_onnx), load_external_data=False)
+    ops = {n.op_type for n in model.graph.node}
+    found = [op for op in _QUANTIZED_OPS if op in ops]
+    if found:
+        raise UsageError(f"{src_onnx} is already quantized ({'/'.join(found)} nodes); give the fp32 model")
+    convs = sum(n.op_type == "Conv" for n in model.graph.node)
+    if options is not None and options.float_first is not None and options.float_first > convs:
+        raise UsageError(f"--float-first {options.float_first} exceeds the model's {convs} Conv nodes")
+    return convs
+
+
 def _apply_recipe(pre: Path, reader, options: QuantOptions, reduce_range: bool, limit: int, warn=None):
     """Apply ``options.recipe`` (:func:`.recipes.apply`) to the pre-processed model at ``pre`` in place.
 
@@ -466,7 +503,7 @@ def quantize_model(
             extra_options=options.extra.calibrator_options(options.method),
         )
         fed, chunks = 0, 0
-        with _stdout_to_stderr():
+        with _calibrator_prints():  # "Collecting tensor data and making histogram ..." etc.
             while fed < limit:
                 take = _Take(reader, min(CALIB_CHUNK, limit - fed))
                 first = take.get_next()
@@ -620,6 +657,7 @@ def quantize_file(
     """
     warn = _Warnings()
     io = model_io(src_onnx)
+    check_quantizable(src_onnx, options)  # before images are read or calibration starts
     input_name = io["input"]["name"]
     h, w = io["input"]["shape"][2], io["input"]["shape"][3]
     if isinstance(h, int) and isinstance(w, int) and (h != prep.res or w != prep.res):
@@ -804,7 +842,7 @@ def preprocessing_from_metadata(meta: dict) -> Preprocessing | None:
 
 
 __all__ = [
-    "METHODS", "OrtExtraOptions", "QuantOptions", "Preprocessing", "debug_layers", "decide_reduce_range",
+    "METHODS", "check_quantizable", "OrtExtraOptions", "QuantOptions", "Preprocessing", "debug_layers", "decide_reduce_range",
     "detect_isa", "fidelity", "fidelity_table", "layers_table", "make_array_reader", "make_image_reader",
     "model_io", "quantize_bundle", "quantize_file", "quantize_model", "relu6_ranges", "replace",
     "resolve_labels", "split_paths", "sqnr_db", "synthetic_images",

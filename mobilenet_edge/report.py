@@ -15,7 +15,10 @@ from pathlib import Path
 
 from .bench import COLUMNS
 from .bundle import atomic_path, write_json_atomic
-from .errors import UsageError
+from .errors import MobilenetEdgeError, UsageError
+
+#: plot file suffixes (matplotlib's Agg backend writes these formats; the suffix picks the format)
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def write_results(path: str | Path, environment: dict, rows: list[dict], failures: list[dict] | None = None) -> None:
@@ -225,6 +228,23 @@ def pareto_front(rows: list[dict]) -> list[dict]:
     return front
 
 
+def check_plot_path(dst: str | Path, option: str = "--plot") -> Path:
+    """A plot file name must end in one of :data:`PLOT_SUFFIXES` (the suffix picks the format).
+
+    Raises:
+        UsageError: another suffix (e.g. ``.txt``, which would hold PNG bytes).
+    """
+    dst = Path(dst)
+    if dst.suffix.lower() not in PLOT_SUFFIXES:
+        raise UsageError(f"{option} needs a .png (or .pdf/.svg) file name, got {dst.name}")
+    return dst
+
+
+def require_matplotlib() -> None:
+    """Raises MobilenetEdgeError (exit 1, with the pip command) when matplotlib is not installed."""
+    _pyplot()
+
+
 def _pyplot():
     try:
         import matplotlib
@@ -232,14 +252,15 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise UsageError("plots need matplotlib: pip install 'mobilenet-edge[plot]'") from None
+        raise MobilenetEdgeError("plots need matplotlib: pip install 'mobilenet-edge[plot]'") from None
     return plt
 
 
 def _save(fig, dst) -> None:
     import matplotlib.pyplot as plt
 
+    fmt = Path(dst).suffix.lower().lstrip(".")
     fig.tight_layout()
     with atomic_path(dst) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format=fmt if "." + fmt in PLOT_SUFFIXES else "png")
     plt.close(fig)

@@ -60,7 +60,7 @@ def _import_litert_torch():
     try:
         import litert_torch
     except ImportError as e:
-        raise UsageError(
+        raise MobilenetEdgeError(
             f"TFLite export needs litert-torch ({e}); install it with "
             "`pip install 'mobilenet-edge[tflite-export]' torch==2.13.0`"
         ) from None

@@ -62,7 +62,9 @@ def check_alpha(alpha: float) -> float:
         value = float(alpha)
     except (TypeError, ValueError):
         raise ValueError(f"alpha must be a number > 0, got {alpha!r}") from None
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(value):
+        raise ValueError(f"alpha must be a finite number > 0, got {alpha}")
+    if value <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
     return value
 

@@ -538,6 +538,13 @@ def _read_torch(p: Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        import zipfile
+
+        with open(p, "rb") as f:
+            proto = f.read(1) == b"\x80"  # a pickle starts with the PROTO opcode (torch.save's zip holds one)
+        if re.search(r"Unsupported operand|String is too long", str(e)) and not proto and not zipfile.is_zipfile(p):
+            # text, JSON or noise: the unpickler trips on its first byte; not a refused checkpoint
+            raise WeightsError(f"{p.name} is not a readable PyTorch checkpoint (truncated or corrupt)") from None
         m = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(e))
         what = f"it would call {m.group(1)}" if m else "it needs more than tensors and plain containers"
         raise WeightsError(
@@ -547,6 +554,9 @@ def _read_torch(p: Path) -> tuple[dict[str, torch.Tensor], dict]:
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
         raise WeightsError(f"{p.name} is not a readable PyTorch checkpoint (truncated or corrupt): {first}") from None
+    except Exception:  # noqa: BLE001 - bytes that are neither a zip nor a pickle (e.g. text) make torch's
+        # weights-only unpickler fail with KeyError, IndexError, struct.error, ... (torch 2.13)
+        raise WeightsError(f"{p.name} is not a readable PyTorch checkpoint (truncated or corrupt)") from None
     meta: dict[str, Any] = {}
     if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
         for key in ("config", "preprocessing", "labels", "source"):
@@ -699,13 +709,16 @@ class TfliteClassifier:
     """
 
     def __init__(self, path: str | Path, res: int | None = None, *, threads: int | None = None) -> None:
+        from .runtime import _quiet_stderr
+
         self.interp = open_tflite(path, num_threads=threads) if threads else open_tflite(path)
         inp = self.interp.get_input_details()[0]
         own = int(inp["shape"][1])
         try:
             if res is not None and tuple(inp["shape"][1:3]) != (res, res):
                 self.interp.resize_tensor_input(inp["index"], [1, res, res, int(inp["shape"][3])])
-            self.interp.allocate_tensors()
+            with _quiet_stderr():  # LiteRT's C++ "INFO: Created TensorFlow Lite XNNPACK delegate" on fd 2
+                self.interp.allocate_tensors()
         except (RuntimeError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UsageError(

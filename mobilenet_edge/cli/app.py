@@ -46,6 +46,20 @@ out = Console(markup=False, emoji=False)  # paths may hold [brackets]: no rich m
 err = Console(stderr=True, markup=False, emoji=False)
 if not out.is_terminal and "COLUMNS" not in os.environ:
     out.width = 160  # piped output: don't truncate tables to 80 columns
+for _console in (out, err):
+    if not _console.is_terminal:  # CI logs, `2> log`, pipes: a message stays one line (rich wrapped at 80
+        _console.soft_wrap = True  # columns); tables still render within the console width
+
+#: ``--help`` width when stdout is not a terminal (typer's rich help defaults to 80 columns there, which cut
+#: quantize's long option names to "--symmetric-acti…"); TERMINAL_WIDTH or COLUMNS still win
+HELP_WIDTH = 100
+if not sys.stdout.isatty() and not os.environ.get("TERMINAL_WIDTH") and "COLUMNS" not in os.environ:
+    try:
+        import typer.rich_utils as _rich_utils
+
+        _rich_utils.MAX_WIDTH = HELP_WIDTH
+    except (ImportError, AttributeError):  # pragma: no cover - typer without rich help
+        pass
 
 
 def _version(value: bool) -> None:
@@ -134,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001  (last resort: one line, traceback with --debug)
         if debug:
             traceback.print_exc()
-        _error(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
+        _error(f"{type(e).__name__}: {' '.join(str(e).split())} (rerun with --debug for the traceback)")
         code = 1
     return code
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ..errors import UsageError
+from ..bundle import check_can_write
+from ..errors import MobilenetEdgeError, UsageError
 from .app import app, err, out
 
 BENCH_EPILOG = (
@@ -42,8 +44,8 @@ def parse_float_list(text: str, name: str) -> list[float]:
         vals = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise UsageError(f"{name} must be a comma-separated list of numbers, got {text!r}") from None
-    if not vals or any(v <= 0 for v in vals):
-        raise UsageError(f"{name} values must be > 0, got {text!r}")
+    if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):
+        raise UsageError(f"{name} values must be finite numbers > 0, got {text!r}")
     return vals
 
 
@@ -73,8 +75,8 @@ def bench(
     if warmup < 0:
         raise UsageError(f"--warmup must be >= 0, got {warmup}")
     for name, path in (("--json", json_path), ("--csv", csv_path)):
-        if path is not None and str(path) != "-" and path.is_dir():
-            raise UsageError(f"{name} {path} is a folder; give a file name")
+        if path is not None and str(path) != "-":
+            check_can_write(path, name)  # before any work, not after the benchmark
     if grid:
         from ..grid import run_grid
 
@@ -83,6 +85,8 @@ def bench(
         for name, folder in (("--weights-dir", weights_dir), ("--calib", calib), ("--eval", eval_dir)):
             if folder is not None and not folder.is_dir():
                 raise UsageError(f"{name} {folder}: no such folder")
+        check_can_write(out_dir, "--out", folder=True)
+        _require_grid_packages()
 
         run_grid(alphas=parse_float_list(alphas, "--alphas"), resolutions=parse_int_list(res, "--res", minimum=32),
                  threads=thread_list, runs=runs, warmup=warmup, weights_dir=weights_dir, calib=calib,
@@ -105,6 +109,17 @@ def bench(
         print(json.dumps({"environment": env, "results": rows, "failures": failures}, indent=2))
     if failures:
         raise typer.Exit(1)
+
+
+def _require_grid_packages() -> None:
+    """--grid exports with torch and plots with matplotlib: say so once, before any work (exit 1)."""
+    from importlib.util import find_spec
+
+    for module in ("torch", "onnxsim"):
+        if find_spec(module) is None:
+            raise MobilenetEdgeError(f"bench --grid needs {module}: pip install 'mobilenet-edge[export]' torch==2.13.0")
+    if find_spec("matplotlib") is None:
+        raise MobilenetEdgeError("bench --grid needs matplotlib: pip install 'mobilenet-edge[plot]'")
 
 
 def run_targets(targets, thread_list, *, runs, warmup, env, json_path=None, csv_path=None, top1=None):
@@ -165,16 +180,20 @@ def _print(rows, failures, env, console=out) -> None:
 @app.command(epilog=REPORT_EPILOG)
 def report(
     files: Annotated[list[Path], typer.Argument(help="Result JSON files from bench (several machines welcome).")],
-    plot: Annotated[Optional[Path], typer.Option(help="Write a latency-vs-MACs PNG here.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Write a latency-vs-MACs plot here (.png, .pdf or .svg).")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write the merged rows as CSV.")] = None,
 ) -> None:
     """Merge bench result files (e.g. a workstation and a Pi) into one table keyed by variant, precision, device."""
     from .. import report as R
 
     for name, path in (("--plot", plot), ("--csv", csv_path)):
-        if path is not None and path.is_dir():
-            raise UsageError(f"{name} {path} is a folder; give a file name")
+        if path is not None:
+            check_can_write(path, name)
+    if plot is not None:
+        R.check_plot_path(plot, "--plot")
     rows = R.load_results(files)
+    if plot is not None:
+        R.require_matplotlib()  # before the table, not after it
     rows.sort(key=lambda r: (str(r.get("variant")), r["precision"], r["device"], r["runtime"], r["threads"]))
     out.print(R.table(rows, title=f"{len(rows)} results from {len(files)} file(s)", show_device=True))
     for r in R.ratio_rows(rows):

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..bundle import check_can_write
 from ..errors import UsageError
 from .app import app, err, out
 
@@ -77,6 +78,7 @@ def import_cmd(
         raise UsageError(f"--output must end in .safetensors, got {output.name}")
     if output.exists() and not force:
         raise UsageError(f"{output} exists; use --force to replace it")
+    check_can_write(output, "--output")  # before the import and the verification, not after
     if output.resolve() == src.resolve():
         raise UsageError("--output must differ from the source file")
     if verify_images is not None and src.suffix.lower() != ".tflite":
