@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sys
 import time
 import warnings
@@ -95,6 +96,30 @@ def _quiet():
     with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
+
+
+#: Conv nodes of MobileNet V1 (paper Table 1: the stem + 13 depthwise + 13 pointwise)
+N_CONVS = 27
+
+
+def check_memory(v: Variant, *, batch: int = 16) -> int:
+    """Refuse a variant too large to export on this machine (e.g. ``--res 1000000000``), before torch tries.
+
+    Estimate: 8 copies of the fp32 weights (model, ONNX, onnxsim, ORT, quantization) plus ``batch`` images
+    of the input and the two largest activations (the stem's output, stride 2), float32, twice over.
+    Returns the estimate in bytes. Raises UsageError when it exceeds the machine's physical memory.
+    """
+    stem_ch = v.channels[0]
+    per_image = 4 * (3 * v.res**2 + 2 * ((v.res + 1) // 2) ** 2 * stem_ch)
+    need = 8 * 4 * v.params + 2 * batch * per_image
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on this platform: do not guess
+        return need
+    if need > have:
+        raise UsageError(f"alpha {v.alpha:g}, res {v.res} needs about {need / 2**30:,.0f} GiB to export; "
+                         f"this machine has {have / 2**30:,.0f} GiB")
+    return need
 
 
 def check_opset(opset: int) -> int:
@@ -284,7 +309,21 @@ def export_bundle(opts: ExportOptions, *, log=None) -> dict:
         raise UsageError(str(e)) from None
     if opts.float_first is not None and opts.float_first < 0:
         raise UsageError(f"--float-first must be >= 0, got {opts.float_first}")
-    Variant(1.0 if opts.alpha is None else opts.alpha, opts.res)  # validate early, before loading anything
+    v0 = Variant(1.0 if opts.alpha is None else opts.alpha, opts.res)  # validate early, before loading anything
+    check_memory(v0)
+    if opts.float_first is not None and opts.float_first > N_CONVS:
+        raise UsageError(f"--float-first {opts.float_first} exceeds the model's {N_CONVS} Conv nodes")
+    if "tflite" in opts.formats:
+        import importlib.util
+
+        if importlib.util.find_spec("litert_torch") is None:
+            from .tflite_export import _import_litert_torch
+
+            _import_litert_torch()  # raises the install hint (exit 1) before any work
+    if opts.int8 and opts.calib is not None:
+        from .quantize import _collect_images
+
+        _collect_images(opts.calib, opts.eval_dir, warn=lambda m: None)  # too few images: fail now, not after export
     images = expand_paths([opts.parity_images]) if opts.parity_images else None
     for folder in (opts.calib, opts.eval_dir):
         if folder is not None:

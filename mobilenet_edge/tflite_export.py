@@ -224,7 +224,7 @@ class TfliteModel:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as e:  # pragma: no cover - ai-edge-litert is a dependency of litert-torch
-            raise UsageError(f"running .tflite needs ai-edge-litert ({e})") from None
+            raise MobilenetEdgeError(f"running .tflite needs ai-edge-litert ({e}): pip install ai-edge-litert") from None
         try:
             self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
             self.interpreter.allocate_tensors()
