@@ -196,7 +196,8 @@ def resolve_labels(
     Returns:
         (path -> index for the labelled images among ``paths``, description of the source or "none").
     Raises:
-        UsageError: an explicit ``labels_csv`` that is missing or malformed.
+        UsageError: an explicit ``labels_csv``, or ``root``'s own ``labels.csv``, that is missing or
+            malformed (e.g. an index out of range).
     """
     from .evaluate import ground_truth
 
@@ -205,8 +206,8 @@ def resolve_labels(
     try:
         gt, source = ground_truth(Path(root), Path(labels_csv) if labels_csv is not None else None)
     except UsageError:
-        if labels_csv is not None:
-            raise
+        if labels_csv is not None or (Path(root) / "labels.csv").is_file():
+            raise  # labels were given (or a labels.csv is there) but are wrong: say so, do not drop them
         return {}, "none"
     by_path = {p.resolve(): i for p, i in gt.items()}
     out = {p: by_path[p.resolve()] for p in paths if p.resolve() in by_path}

@@ -311,3 +311,18 @@ def test_thin_calibration_warning_grammar(capsys, tmp_path):
                        "--mean", "127.5", "--std", "127.5")
     assert code == 0, err
     assert "warning: only 1 calibration image (< 32)" in err and "1 calibration images" not in err
+
+
+# -- quantize's evaluation labels: a folder's own bad labels.csv is an error, not "no labels" ---------------
+
+
+def test_quantize_eval_folder_with_a_bad_labels_csv_is_refused(tmp_path):
+    from mobilenet_edge.calibration import resolve_labels
+    from mobilenet_edge.errors import UsageError
+    from mobilenet_edge.images import expand_paths
+
+    d = _labelled(tmp_path / "d", [("a.png", 3), ("b.png", 1500)])
+    with pytest.raises(UsageError, match="line 3: imagenet_index must be 0..999, got 1500"):
+        resolve_labels(expand_paths([d]), d)
+    (d / "labels.csv").unlink()  # no labels at all: quantize reports agreement and SQNR only
+    assert resolve_labels(expand_paths([d]), d) == ({}, "none")
