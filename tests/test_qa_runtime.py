@@ -247,6 +247,10 @@ def test_random_weights_warned_and_in_json(capsys, tiny, tmp_path):
     assert code == 0 and err == "" and strict_json(out)[0]["random_weights"] is False
     code, out, err = run(capsys, "eval", real, d, "--json")
     assert code == 0 and err == "" and strict_json(out)["random_weights"] is False
+    # bench --eval scores top-1 too: the random bundle's model is named with the warning, the real one not
+    code, out, err = run(capsys, "bench", rand, real, "--runs", "1", "--warmup", "0", "--eval", d, "--json", "-")
+    warned = [ln for ln in lines(err) if "random weights" in ln]
+    assert code == 0 and len(warned) == 1 and warned[0].startswith("warning: ") and "meaningless" in warned[0]
 
 
 # -- 8. verify --json on a missing / corrupt manifest -------------------------------------------------------

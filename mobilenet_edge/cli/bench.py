@@ -156,12 +156,25 @@ def run_targets(targets, thread_list, *, runs, warmup, env, json_path=None, csv_
 
 
 def _top1_for(targets, eval_dir: Path) -> dict:
-    from ..evaluate import evaluate
+    """Top-1 of each target on ``eval_dir``; one warning per bundle (or lone file) with random weights."""
+    from ..bundle import MANIFEST, read_manifest
+    from ..evaluate import evaluate, random_weights_warning, weights_source
 
-    res = {}
+    res, warned = {}, set()
     for t in targets:
         err.print(f"top-1 of {t.label} on {eval_dir}", style="dim")
-        res[t.path] = evaluate(t.path, eval_dir)["top1"]
+        folder = t.path.parent
+        manifest = read_manifest(folder) if (folder / MANIFEST).is_file() else None
+        key = folder if manifest is not None else t.path
+        if manifest is not None and key not in warned and weights_source(None, manifest) == "random":
+            err.print(f"warning: {folder.name}: {random_weights_warning(manifest)}", markup=False)
+        warned.add(key)
+
+        def warn(m, t=t, lone=manifest is None):
+            if lone:  # a lone file: its own metadata decides (evaluate calls this when random)
+                err.print(f"warning: {t.label}: {m}", markup=False)
+
+        res[t.path] = evaluate(t.path, eval_dir, warn=warn)["top1"]
     return res
 
 
