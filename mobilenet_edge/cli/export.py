@@ -68,7 +68,11 @@ def export(
         if name in manifest["files"]:
             rec = manifest["files"][name]
             line = f"{name}: {rec['size'] / 1e6:.2f} MB, input {rec['input']['layout']} {rec['input']['dtype']}"
-            fid = (rec.get("quantization") or {}).get("fidelity")
+            q = rec.get("quantization") or {}
+            fid = q.get("fidelity")
+            if q.get("recipe"):
+                n = q["recipe"].get("float_first", 0)
+                line += f", recipe {q['recipe']['name']}" + (f" ({n} float conv{'s' if n != 1 else ''})" if n else " (full integer)")
             if fid:
                 line += (f"; vs PyTorch fp32 on {fid['n_images']} images: top-1 agreement "
                          f"{100 * fid['top1_agreement']:.0f}%, SQNR {fid['sqnr_db']:.1f} dB")
