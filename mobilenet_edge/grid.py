@@ -10,18 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .bundle import FILE_FP32, FILE_INT8, read_manifest, sha256_file
+from .bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8, read_manifest, sha256_file
 from .errors import MobilenetEdgeError
 from .variants import Variant, parse_name
 
 
-def bundle_complete(bundle: Path, *, int8: bool = True) -> bool:
-    """True when the manifest lists model.onnx (and model.int8.onnx) and every listed sha256 matches."""
+def bundle_complete(bundle: Path, *, int8: bool = True, tflite: bool = False) -> bool:
+    """True when the manifest lists model.onnx (and model.int8.onnx; with ``tflite`` model.tflite and
+    model.int8.tflite too) and every listed sha256 matches."""
     try:
         files = read_manifest(bundle)["files"]
     except MobilenetEdgeError:
         return False
-    needed = [FILE_FP32] + ([FILE_INT8] if int8 else [])
+    needed = [FILE_FP32] + ([FILE_INT8] if int8 else []) + ([FILE_TFLITE, FILE_TFLITE_INT8] if tflite else [])
     if any(n not in files for n in needed):
         return False
     return all((bundle / n).is_file() and sha256_file(bundle / n) == rec.get("sha256") for n, rec in files.items())
@@ -59,10 +60,12 @@ def reference_for(weights_dir: Path | None, alpha: float, res: int) -> Path | No
 
 
 def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, calib=None, eval_dir=None,
-             out_dir=Path("benchmarks/results"), out=None, err=None) -> list[dict]:
+             out_dir=Path("benchmarks/results"), out=None, err=None, tflite=False) -> list[dict]:
     """Export, quantize and bench the grid; returns the result rows. See module docstring.
 
-    ``out``/``err``: rich consoles for results and progress (default: stdout / stderr).
+    ``tflite``: also export model.tflite and model.int8.tflite (litert-torch, calibrated on ``calib``,
+    which is then required) and bench them on LiteRT. ``out``/``err``: rich consoles for results and
+    progress (default: stdout / stderr).
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -96,11 +99,13 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
             weights, exact = find_weights(weights_dir, v.alpha, v.res)
             bundle = bundles_dir / v.name
             try:
-                if not bundle_complete(bundle):
+                if not bundle_complete(bundle, tflite=tflite):
                     export_bundle(ExportOptions(alpha=v.alpha, res=v.res, weights=weights, out=bundles_dir,
-                                                force=True, padding="tf_same"))
+                                                force=True, padding="tf_same",
+                                                formats=("onnx", "tflite") if tflite else ("onnx",),
+                                                tflite_int8=tflite, calib=calib if tflite else None))
                     quantize_bundle(bundle, calib=calib, synthetic=calib is None)
-                targets = B.targets_for(bundle, formats=("onnx",))
+                targets = B.targets_for(bundle, formats=("onnx", "tflite") if tflite else ("onnx",))
                 ref = reference_for(weights_dir, v.alpha, v.res)
                 if ref is not None:
                     targets += B.targets_for(ref)

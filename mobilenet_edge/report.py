@@ -114,8 +114,8 @@ def _fmt(key: str, v) -> str:
 
 
 def ratio_rows(rows: list[dict]) -> list[dict]:
-    """Per (device, variant, threads): int8/fp32 speed-up on ORT and ours(int8 ORT)/reference(.tflite
-    LiteRT) latency ratio, from p50 of the same run."""
+    """Per (device, variant, threads): int8/fp32 speed-up on ORT, ours(int8 .tflite LiteRT)/ours(int8 ORT)
+    and ours(int8 ORT)/reference(.tflite LiteRT) latency ratios, from p50 of the same run."""
     out = []
     keyed: dict[tuple, dict] = {}
     for r in rows:
@@ -127,9 +127,12 @@ def ratio_rows(rows: list[dict]) -> list[dict]:
         fp32 = d.get(("fp32", "onnxruntime", False))
         int8 = d.get(("int8", "onnxruntime", False))
         ref = d.get(("int8", "litert", True))
+        tfl8 = d.get(("int8", "litert", False))
         row = {"device": device, "variant": variant, "threads": threads}
         if fp32 and int8:
             row["int8_speedup"] = fp32["p50_ms"] / int8["p50_ms"]
+        if int8 and tfl8:
+            row["litert_over_ort"] = tfl8["p50_ms"] / int8["p50_ms"]
         if int8 and ref:
             row["ours_over_reference"] = int8["p50_ms"] / ref["p50_ms"]
             row["top1_ours"], row["top1_reference"] = int8.get("top1"), ref.get("top1")
@@ -147,6 +150,8 @@ def ratio_lines(rows: list[dict]) -> list[str]:
             x = r["int8_speedup"]
             parts.append(f"int8 is {x:.2f}x faster than fp32 (ORT)" if x >= 1 else
                          f"int8 is {1 / x:.2f}x SLOWER than fp32 (ORT)")
+        if "litert_over_ort" in r:
+            parts.append(f"ours int8 LiteRT / ours int8 ORT latency = {r['litert_over_ort']:.2f}")
         if "ours_over_reference" in r:
             parts.append(f"ours int8 ORT / Google int8 LiteRT latency = {r['ours_over_reference']:.2f}")
         lines.append(f"{r['variant']} x{r['threads']}: " + "; ".join(parts))

@@ -1,5 +1,6 @@
 """bench / report (issue #7): statistics, result files, bad input. Runtime side: no torch needed."""
 
+import importlib.util
 import json
 import math
 
@@ -64,6 +65,33 @@ def test_report_merges_devices_and_computes_ratios(tmp_path):
     assert {r["device"] for r in rows} == {"Xeon (x86_64)", "Cortex-A76 (aarch64)"}
     speedups = {r["device"]: r["int8_speedup"] for r in ratio_rows(rows)}
     assert speedups == {"Xeon (x86_64)": 2.0, "Cortex-A76 (aarch64)": 3.0}
+
+
+def test_ratios_put_our_int8_tflite_next_to_our_int8_onnx_and_googles_file(tmp_path):
+    """bench --grid --tflite rows: our int8 .tflite on LiteRT over our int8 ONNX on ORT, and ours on ORT
+    over Google's reference file, each from the p50 of the same run (3 ms / 2 ms = 1.5, 2 ms / 4 ms = 0.5)."""
+    rows = load_results([_result_file(tmp_path / "g.json", {"cpu_model": "EPYC", "arch": "x86_64"}, [
+        _row(), _row(precision="int8", p50_ms=2.0),
+        _row(model="mobilenet_v1_0.50_160/model.int8.tflite", precision="int8", runtime="litert", p50_ms=3.0),
+        _row(model="mobilenet_v1_0.5_160_quant.tflite", precision="int8", runtime="litert", p50_ms=4.0),
+    ])])
+    (r,) = ratio_rows(rows)
+    assert r["litert_over_ort"] == pytest.approx(1.5) and r["ours_over_reference"] == pytest.approx(0.5)
+    assert r["int8_speedup"] == pytest.approx(2.0)
+
+
+def test_grid_tflite_needs_calib(tmp_path, capsys):
+    from mobilenet_edge.cli.app import main
+
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("matplotlib") is None:
+        pytest.skip("--grid needs torch and matplotlib")
+    code = main(["bench", "--grid", "--tflite", "--alphas", "0.25", "--res", "128", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    if importlib.util.find_spec("litert_torch") is None:  # the missing package is said first (exit 1)
+        assert code == 1 and "bench --grid --tflite needs litert-torch" in err
+    else:
+        assert code == 2 and "--grid --tflite needs --calib DIR" in err
+    assert not (tmp_path / "o" / "grid.json").exists()
 
 
 @pytest.mark.parametrize("content", ['{"results": []}', "[1, 2]", "not json", '{"environment": {}, "results": [{}]}'])

@@ -64,6 +64,8 @@ def bench(
     weights_dir: Annotated[Optional[Path], typer.Option(help="--grid: folder of .tflite/.safetensors weights.")] = None,
     calib: Annotated[Optional[Path], typer.Option(help="--grid: calibration images (else synthetic).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="--grid: results folder (bundles go to OUT/bundles).")] = Path("benchmarks/results"),
+    tflite: Annotated[bool, typer.Option("--tflite", help="--grid: also export our fp32 and int8 .tflite (litert-torch; "
+                                         "needs --calib) and bench them on LiteRT next to ORT.")] = False,
 ) -> None:
     """Latency of .onnx (ONNX Runtime) and .tflite (LiteRT) models: init, first run, p50/p90/p99, inf/s, RSS."""
     from .. import bench as B
@@ -86,11 +88,13 @@ def bench(
             if folder is not None and not folder.is_dir():
                 raise UsageError(f"{name} {folder}: no such folder")
         check_can_write(out_dir, "--out", folder=True)
-        _require_grid_packages()
+        _require_grid_packages(tflite=tflite)
+        if tflite and calib is None:
+            raise UsageError("--grid --tflite needs --calib DIR: the int8 .tflite is calibrated on real images")
 
         run_grid(alphas=parse_float_list(alphas, "--alphas"), resolutions=parse_int_list(res, "--res", minimum=32),
                  threads=thread_list, runs=runs, warmup=warmup, weights_dir=weights_dir, calib=calib,
-                 eval_dir=eval_dir, out_dir=out_dir, out=out, err=err)
+                 eval_dir=eval_dir, out_dir=out_dir, out=out, err=err, tflite=tflite)
         return
     if not models:
         raise UsageError("give at least one bundle folder or model file (or --grid)")
@@ -111,13 +115,17 @@ def bench(
         raise typer.Exit(1)
 
 
-def _require_grid_packages() -> None:
-    """--grid exports with torch and plots with matplotlib: say so once, before any work (exit 1)."""
+def _require_grid_packages(*, tflite: bool = False) -> None:
+    """--grid exports with torch (and litert-torch for --tflite) and plots with matplotlib: say so once,
+    before any work (exit 1)."""
     from importlib.util import find_spec
 
     for module in ("torch", "onnxsim"):
         if find_spec(module) is None:
             raise MobilenetEdgeError(f"bench --grid needs {module}: pip install 'mobilenet-edge[export]' torch==2.13.0")
+    if tflite and find_spec("litert_torch") is None:
+        raise MobilenetEdgeError("bench --grid --tflite needs litert-torch: "
+                                 "pip install 'mobilenet-edge[tflite-export]' torch==2.13.0")
     if find_spec("matplotlib") is None:
         raise MobilenetEdgeError("bench --grid needs matplotlib: pip install 'mobilenet-edge[plot]'")
 
