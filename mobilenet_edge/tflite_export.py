@@ -528,6 +528,8 @@ def quantize_pt2e(
             prepared(torch.from_numpy(x))
     converted = convert_pt2e(prepared, fold_quantize=False)
     move_exported_model_to_eval(converted)
+    for m in converted.modules():  # the graph already runs in eval form; say so, or litert-torch warns
+        m.training = False  # that the model "is converted in training mode" (exported modules refuse .eval())
     return converted, quantizer
 
 
