@@ -463,6 +463,18 @@ def input_channel_means(model, names: list[str], batches) -> dict[str, np.ndarra
     return {nm: v / count for nm, v in sums.items()}
 
 
+def rounding_shift(err: np.ndarray, mean: np.ndarray, *, groups: int = 1) -> np.ndarray:
+    """Mean output shift ``(C_out,)`` of a conv / fully-connected layer whose weights are off by ``err``,
+    given the per-channel mean ``mean`` ``(C_in,)`` of its input: ``sum_{i,k} err[o, i, k] E[x_i]``
+    (padding borders ignored). ``err``: ``(C_out, C_in / groups, kh, kw)`` or ``(C_out, C_in)``. Shared by
+    the ONNX recipe and the .tflite export (``tflite_export.weight_bias_correct``)."""
+    if err.ndim == 2:
+        return err @ mean
+    cout_g, cin_g = err.shape[0] // groups, err.shape[1]
+    esum = err.sum(axis=(2, 3)).reshape(groups, cout_g, cin_g)
+    return np.einsum("goi,gi->go", esum, mean.reshape(groups, cin_g)).reshape(-1)
+
+
 def weight_bias_correct(model, overrides: dict, x, *, reduce_range: bool = False) -> tuple[object, dict]:
     """Bias correction of the weight rounding error only (Nagel et al. 2019, sec. 4.2, with the expectation
     of the layer input measured on calibration data): ``b += (W - W_q) E[x]`` per output channel.
@@ -496,12 +508,9 @@ def weight_bias_correct(model, overrides: dict, x, *, reduce_range: bool = False
         err = w - np.clip(np.round(w / scale), -qmax, qmax) * scale
         e = means[n.input[0]]
         if n.op_type == "Gemm":
-            shift = (err @ e) if _attr(n, "transB", 0) else (e @ err)
+            shift = rounding_shift(err if _attr(n, "transB", 0) else err.T, e)
         else:
-            group = _attr(n, "group", 1)
-            esum = err.sum(axis=(2, 3))
-            cin_g, cout_g = w.shape[1], w.shape[0] // group
-            shift = np.einsum("goi,gi->go", esum.reshape(group, cout_g, cin_g), e.reshape(group, cin_g)).reshape(-1)
+            shift = rounding_shift(err, e, groups=_attr(n, "group", 1))
         _set_init(out, n.input[2], inits[n.input[2]].astype(np.float64) + shift)
         worst = max(worst, float(np.abs(shift).max()))
     return out, {"layers": len(layers), "max_abs_shift": worst}
@@ -509,5 +518,5 @@ def weight_bias_correct(model, overrides: dict, x, *, reduce_range: bool = False
 
 __all__ = [
     "QMAX", "QMAX_REDUCED", "activation_channel_max", "bias_correct", "cross_layer_equalize", "equalization_pairs",
-    "grid_weight_overrides", "input_channel_means", "run_tensors", "weight_bias_correct", "weight_grid", "weight_nodes",
+    "grid_weight_overrides", "input_channel_means", "rounding_shift", "run_tensors", "weight_bias_correct", "weight_grid", "weight_nodes",
 ]

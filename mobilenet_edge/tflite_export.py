@@ -339,11 +339,14 @@ def weight_bias_correct(module: nn.Module, calib: list[np.ndarray], *, skip_conv
     in place on ``module``: ``b += (W - W_q) E[x]`` per output channel.
 
     The torch-side twin of :func:`equalize.weight_bias_correct` (the ONNX ``fidelity`` recipe). ``W`` is
-    each conv's weight with its BatchNorm folded in (what the PT2E quantizer sees), ``W_q`` its symmetric
-    per-channel int8 rounding with the grid-aligned scales of :func:`equalize.grid_channel_rmax`; ``E[x]``
-    the per-channel mean of the conv's (padded) input over ``calib`` and pixels. The shift goes into the
-    BatchNorm's beta (the classifier: its bias). Only layers whose weights lie on a grid are corrected
-    (elsewhere the quantizer's own scales are not known here); exact channels give no shift.
+    each conv's weight with its BatchNorm folded in as PT2E folds it (``w * gamma * rsqrt(var + eps)``,
+    float32), ``W_q`` its symmetric per-channel int8 rounding with the grid-aligned scales of
+    :func:`equalize.grid_channel_rmax`, in torch's float32 arithmetic (``round(w * (1 / scale))``, as
+    ``quantize_per_channel``), so that it rounds exactly as the exported file does; ``E[x]`` the
+    per-channel mean of each conv block's input (before any TF-'SAME' pad, as in the ONNX graph) over
+    ``calib`` and pixels. The shift (:func:`equalize.rounding_shift`) goes into the BatchNorm's beta
+    (the classifier: its bias). Only layers whose weights lie on a grid are corrected (elsewhere the
+    quantizer's own scales are not known here); exact channels give no shift.
 
     Args:
         module: :class:`NHWCInput` around a :class:`~mobilenet_edge.model.MobileNetV1` (other models:
@@ -354,17 +357,18 @@ def weight_bias_correct(module: nn.Module, calib: list[np.ndarray], *, skip_conv
     Returns:
         ``{"layers": corrected layer count, "max_abs_shift": largest |shift|}``.
     """
-    from .equalize import grid_channel_rmax
+    from .equalize import grid_channel_rmax, rounding_shift
 
     m = getattr(module, "model", module)
     if not hasattr(m, "conv_layers") or not calib:
         return {"layers": 0, "max_abs_shift": 0.0}
+    # (module whose input mean is taken, folded float32 weight, bias to shift, groups)
     layers: list[tuple[nn.Module, torch.Tensor, nn.Parameter, int]] = []
     for blk in m.conv_layers()[skip_convs:]:
         conv, bn = blk[0], blk[1]
-        fold = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
-        layers.append((conv, conv.weight.detach() * fold.reshape(-1, 1, 1, 1), bn.bias, conv.groups))
-    layers.append((m.classifier, m.classifier.weight.detach(), m.classifier.bias, 1))
+        fold = (bn.weight * torch.rsqrt(bn.running_var + bn.eps)).detach()
+        layers.append((blk, (conv.weight.detach() * fold.reshape(-1, 1, 1, 1)).float(), bn.bias, conv.groups))
+    layers.append((m.classifier, m.classifier.weight.detach().float(), m.classifier.bias, 1))
     sums: dict[int, torch.Tensor] = {}
 
     def hook(mod, args):
@@ -385,19 +389,13 @@ def weight_bias_correct(module: nn.Module, calib: list[np.ndarray], *, skip_conv
     done, worst = 0, 0.0
     with torch.no_grad():
         for mod, w, bias, groups in layers:
-            w64 = w.to(torch.float64).numpy()
-            got = grid_channel_rmax(w64, 0, qmax=qmax)
+            got = grid_channel_rmax(w.to(torch.float64).numpy(), 0, qmax=qmax)
             if got is None or bias is None:
                 continue
-            scale = (got[0] / qmax).reshape((-1,) + (1,) * (w64.ndim - 1))
-            err = w64 - np.clip(np.round(w64 / scale), -qmax, qmax) * scale
-            e = (sums[id(mod)] / n).numpy()
-            if err.ndim == 2:
-                shift = err @ e
-            else:
-                cout_g, cin_g = err.shape[0] // groups, err.shape[1]
-                esum = err.sum(axis=(2, 3)).reshape(groups, cout_g, cin_g)
-                shift = np.einsum("goi,gi->go", esum, e.reshape(groups, cin_g)).reshape(-1)
+            scale = torch.from_numpy(got[0] / qmax).to(torch.float32).reshape((-1,) + (1,) * (w.dim() - 1))
+            wq = torch.clamp(torch.round(w * (1.0 / scale)), -qmax, qmax) * scale
+            err = (w.to(torch.float64) - wq.to(torch.float64)).numpy()
+            shift = rounding_shift(err, (sums[id(mod)] / n).numpy(), groups=groups)
             bias.add_(torch.from_numpy(shift).to(bias.dtype))
             done += 1
             worst = max(worst, float(np.abs(shift).max()))
@@ -426,9 +424,10 @@ def make_quantizer(
     per-tensor affine, ``HistogramObserver`` ranges (litert-torch's defaults). With ``per_channel`` and
     ``weight_grid`` (default), weights on a grid (Google's) get grid-aligned scales and stay exact (the
     same alignment as the ONNX ``fidelity`` recipe; docs/fidelity.md). Measured on 0.5/160 with Google's
-    weights, calibrated on one half of imagenet-calib, checked on the other: logits SQNR 20.2 -> 26.7 dB,
-    top-1 agreement with PyTorch fp32 96% -> 100% (benchmarks/tflite_weight_grid.md). (MinMax activation
-    ranges instead of Histogram, in a side run: no gain, 20.1 dB.)
+    weights, 2-fold over imagenet-calib: logits SQNR 20.8 -> 27.5 dB, top-1 agreement with PyTorch fp32
+    95% -> 97% (recipes ``plain`` -> ``grid`` in benchmarks/tflite_recipes.md). ``float_first``: the first
+    N convs (graph order) stay float. (MinMax activation ranges instead of Histogram, in a side run not
+    kept in a data file: no gain.)
     """
     import dataclasses
 
@@ -583,7 +582,8 @@ def export_tflite(
         per_channel: per-output-channel weight scales (default) instead of per-tensor.
         recipe: ``plain`` | ``grid`` | ``fidelity``. Grid alignment (Google's weights: exact int8
             weights, +6.5 dB logits SQNR at 0.5/160) needs ``per_channel``. Measured with Google's weights
-            (benchmarks/tflite_recipes.md): ``fidelity`` adds +3.7 to +5.4 dB logits SQNR over ``grid``.
+            (benchmarks/tflite_recipes.md, 2-fold, mean over images): ``fidelity`` adds +2.5 to +4.2 dB logits
+            SQNR over ``grid``.
         float_first: convs kept in float, overriding the recipe's (``fidelity``: 2, else 0).
 
     Returns:
@@ -626,6 +626,8 @@ def export_tflite(
                 qsrc = copy.deepcopy(module)
                 bias_rec = (weight_bias_correct(qsrc, calib_list, skip_convs=n_float)
                             if rcp.weight_bias_correction and weight_grid else None)
+                if bias_rec is not None and not bias_rec["layers"]:
+                    bias_rec = None  # weights on no grid (random, float-trained): nothing was corrected
                 qmodule, quantizer = quantize_pt2e(
                     qsrc, sample, calib_list, per_channel=per_channel, weight_grid=weight_grid, grid_stats=grid_stats,
                     float_first=n_float,

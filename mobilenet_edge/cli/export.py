@@ -53,6 +53,8 @@ def export(
 
     if fmt not in ("onnx", "tflite"):
         raise UsageError(f"--format must be onnx or tflite, got {fmt!r}")
+    if not int8 and (recipe != "fidelity" or float_first is not None):
+        err.print("warning: --recipe/--float-first shape the int8 models; without --int8 they are ignored", markup=False)
     if int8 and calib is None and (weights is not None or fmt == "tflite"):
         raise UsageError("--int8 with real --weights or --format tflite needs --calib DIR (calibration images)")
     opts = ExportOptions(
