@@ -57,6 +57,13 @@ def tool_versions() -> dict:
 
 
 def _import_litert_torch():
+    import logging
+
+    # torchao (imported by litert-torch) logs "Failed to load .../_C_cutlass_90a.abi3.so" for its CUDA
+    # kernels on every CPU-only machine: harmless, and not ours to show.
+    tao = logging.getLogger("torchao")
+    level = tao.level
+    tao.setLevel(logging.ERROR)
     try:
         import litert_torch
     except ImportError as e:
@@ -64,6 +71,8 @@ def _import_litert_torch():
             f"TFLite export needs litert-torch ({e}); install it with "
             "`pip install 'mobilenet-edge[tflite-export]' torch==2.13.0`"
         ) from None
+    finally:
+        tao.setLevel(level)
     return litert_torch
 
 
