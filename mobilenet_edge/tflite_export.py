@@ -591,7 +591,7 @@ def export_tflite(
         per_channel: per-output-channel weight scales (default) instead of per-tensor.
         recipe: ``plain`` | ``grid`` | ``fidelity``. Grid alignment (Google's weights: exact int8
             weights, +6.5 dB logits SQNR at 0.5/160) needs ``per_channel``. Measured with Google's weights
-            (benchmarks/tflite_recipes.md, 2-fold, mean over images): ``fidelity`` adds +2.5 to +4.2 dB logits
+            (benchmarks/tflite_recipes.md, 2-fold, mean over images): ``fidelity`` adds +2.6 to +4.1 dB logits
             SQNR over ``grid``.
         float_first: convs kept in float, overriding the recipe's (``fidelity``: 2, else 0).
 
