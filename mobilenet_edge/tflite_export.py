@@ -656,16 +656,13 @@ def export_tflite(
         inputs = check_list + random_inputs(N_RANDOM, res=res, nhwc=nhwc)
         if int8:
             data = check_list if check_list else calib_list
-            quant_record = _fidelity_record(module, runner, data, per_channel=per_channel)
+            quant_record = _fidelity_record(module, runner, data, per_channel=per_channel, float_first=n_float)
             quant_record["calibration"] = {"n_images": len(calib_list), "observer": "HistogramObserver"}
             quant_record["recipe"] = {**rcp.to_dict(), "weight_grid": weight_grid, "float_first": n_float,
                                       "float_logits": False, "weight_bias_correction": bias_rec is not None}
             quant_record["weight_grid"] = {"enabled": weight_grid, **(grid_record(grid_stats) if weight_grid else {})}
             if bias_rec is not None:
                 quant_record["bias_correction"] = bias_rec
-            quant_record["io_type"] = f"{np.dtype(runner.input['dtype']).name} in, {np.dtype(runner.output['dtype']).name} out"
-            if n_float:
-                quant_record["method"] = quant_record["method"].replace("full integer", f"first {n_float} convs float")
             quant_record["fidelity"]["data"] = "check" if check_list else "calibration"
             parity = None
         else:
@@ -715,14 +712,17 @@ def _parity(module: nn.Module, runner: TfliteModel, xs: list[np.ndarray], *, tol
     }
 
 
-def _fidelity_record(module: nn.Module, runner: TfliteModel, xs: list[np.ndarray], *, per_channel: bool) -> dict:
+def _fidelity_record(module: nn.Module, runner: TfliteModel, xs: list[np.ndarray], *, per_channel: bool,
+                     float_first: int) -> dict:
     ref = _torch_logits(module, xs)
     out = runner(np.concatenate(xs))
+    kept = f"first {float_first} convs float" if float_first else "full integer"
     return {
-        "method": "static post-training quantization, PT2E (litert-torch PT2EQuantizer), full integer",
+        "method": f"static post-training quantization, PT2E (litert-torch PT2EQuantizer), {kept}",
         "per_channel": per_channel,
         "weight_type": "int8 symmetric" + (" per-channel (axis 0)" if per_channel else " per-tensor"),
         "activation_type": "int8 per-tensor affine",
+        "io_type": f"{np.dtype(runner.input['dtype']).name} in, {np.dtype(runner.output['dtype']).name} out",
         "fidelity": {
             "reference": "PyTorch fp32",
             "n_images": len(xs),
