@@ -183,15 +183,19 @@ def test_int8_full_integer_per_channel(model, tmp_path, calib_dir, images_dir):
     assert fid["top1_agreement"] == pytest.approx(float((got.argmax(1) == ref.argmax(1)).mean()))
     assert rec["quantization"]["per_channel"] is True
     assert rec["quantization"]["calibration"]["n_images"] == len(calib)
+    # random weights lie on no grid: nothing to align or correct, and the record says so
+    assert rec["quantization"]["recipe"]["weight_bias_correction"] is False
+    assert "bias_correction" not in rec["quantization"] and rec["quantization"]["io_type"] == "int8 in, int8 out"
 
 
 @pytest.mark.realdata
-def test_int8_default_recipe_keeps_the_first_two_convs_float(model, tmp_path, calib_dir):
+def test_int8_default_recipe_keeps_the_first_two_convs_float(tmp_path, calib_dir):
     """Recipe fidelity (the default) keeps the stem and the first depthwise conv float, as the ONNX recipe
-    does: float32 input, their weights float32, one QUANTIZE after them, every other weight int8."""
+    does: float32 input, their weights float32, one QUANTIZE after them, every other weight int8; on
+    weights that lie on a grid the 25 int8 convs and the classifier are bias-corrected."""
     calib = _photos(calib_dir, RES, n=8)
     dst = tmp_path / "model.int8.tflite"
-    rec = export_tflite(model, dst, res=RES, int8=True, calib=[calib])
+    rec = export_tflite(_grid_model(), dst, res=RES, int8=True, calib=[calib])
     it = _interp(dst)
     assert it.get_input_details()[0]["dtype"] == np.float32 and it.get_output_details()[0]["dtype"] == np.int8
     assert _ops(it).count("QUANTIZE") == 1
@@ -203,6 +207,8 @@ def test_int8_default_recipe_keeps_the_first_two_convs_float(model, tmp_path, ca
     q = rec["quantization"]
     assert q["recipe"]["name"] == "fidelity" and q["recipe"]["float_first"] == 2
     assert q["recipe"]["float_logits"] is False and q["recipe"]["weight_bias_correction"] is True
+    assert q["bias_correction"]["layers"] == 26  # 27 convs - 2 float + the classifier
+    assert q["io_type"] == "float32 in, int8 out"
     assert rec["input"]["dtype"] == "float32" and rec["input"]["quantization"] is None
 
 
