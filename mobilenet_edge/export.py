@@ -415,6 +415,8 @@ def _export_tflite_files(model, stage: Path, opts: ExportOptions, prep: Preproce
             raise UsageError("--format tflite --int8 needs --calib DIR (calibration images)")
         calib = (x for _, x in iter_batches(expand_paths([opts.calib]), prep, batch=16))
         log(f"quantizing TFLite to int8 on {opts.calib}")
+        if opts.eval_dir is not None:  # the int8 fidelity on held-out images, as for the ONNX int8 report
+            check = [x for _, x in iter_batches(expand_paths([opts.eval_dir]), prep, batch=16)]
         files[FILE_TFLITE_INT8] = export_tflite(model, stage / FILE_TFLITE_INT8, res=opts.res, int8=True,
                                                 calib=calib, check=check, recipe=opts.recipe,
                                                 float_first=opts.float_first)

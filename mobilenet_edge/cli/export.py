@@ -18,7 +18,8 @@ EPILOG = (
     "  mobilenet-edge export --alpha 0.5 --res 160 --weights W.tflite --int8 --calib imagenet-calib/\n\n"
     "  mobilenet-edge export --alpha 0.5 --res 160 --weights W.tflite --format tflite --int8 --calib imagenet-calib/\n\n"
     "  mobilenet-edge export ... --format tflite --int8 --calib imagenet-calib/ --float-first 0   # full-integer .tflite\n\n"
-    "Writes export/mobilenet_v1_0.50_160/{model.onnx, labels.txt, manifest.json} (+ model.int8.onnx with --int8)."
+    "Writes export/mobilenet_v1_0.50_160/{model.onnx, labels.txt, manifest.json} (+ model.int8.onnx with --int8; "
+    "+ model.tflite, model.int8.tflite with --format tflite)."
 )
 
 
@@ -32,9 +33,9 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 13: per-channel QDQ).")] = 13,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle (only once the new one is complete).")] = False,
     parity_images: Annotated[Optional[Path], typer.Option(help="Folder of real images for the parity check.")] = None,
-    int8: Annotated[bool, typer.Option("--int8", help="Also write model.int8.onnx (static PTQ, ONNX Runtime).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Also write model.int8.onnx (static PTQ, ONNX Runtime); with --format tflite also model.int8.tflite (PT2E, litert-torch).")] = False,
     calib: Annotated[Optional[Path], typer.Option(help="Calibration images for --int8 (required with real weights).")] = None,
-    eval_dir: Annotated[Optional[Path], typer.Option("--eval", help="Evaluation images for the --int8 fidelity report.")] = None,
+    eval_dir: Annotated[Optional[Path], typer.Option("--eval", help="Evaluation images for the --int8 fidelity reports (ONNX and .tflite).")] = None,
     recipe: Annotated[str, typer.Option(help="int8 recipe (ONNX and TFLite): fidelity | grid | plain. See docs/fidelity.md.")] = "fidelity",
     float_first: Annotated[Optional[int], typer.Option(min=0, help="int8: keep the first N convs in float (fidelity: 2; 0 = all int8, a full-integer .tflite).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="onnx, or tflite (adds model.tflite via litert-torch).")] = "onnx",
@@ -42,7 +43,7 @@ def export(
     seed: Annotated[int, typer.Option(help="Seed of the random weights and parity inputs.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
-    """Export MobileNet V1 to a simplified ONNX bundle, checked for parity against PyTorch.
+    """Export MobileNet V1 to a simplified ONNX bundle (and .tflite with --format tflite), checked for parity against PyTorch.
 
     Without --weights the model gets seeded random weights (BN statistics from random data), useful
     for latency work only; the manifest says "weights": "random".
@@ -66,31 +67,22 @@ def export(
     with err.status("exporting..."):
         res_ = export_bundle(opts, log=lambda m: err.print(m, style="dim"))
     bundle, manifest = res_["bundle"], res_["manifest"]
-    for name in ("model.tflite", "model.int8.tflite"):
-        if name in manifest["files"]:
-            rec = manifest["files"][name]
-            line = f"{name}: {rec['size'] / 1e6:.2f} MB, input {rec['input']['layout']} {rec['input']['dtype']}"
-            q = rec.get("quantization") or {}
-            fid = q.get("fidelity")
-            if q.get("recipe"):
-                n = q["recipe"].get("float_first", 0)
-                line += f", recipe {q['recipe']['name']}" + (f" ({n} float conv{'s' if n != 1 else ''})" if n else " (full integer)")
-            if fid:
-                line += (f"; vs PyTorch fp32 on {fid['n_images']} images: top-1 agreement "
-                         f"{100 * fid['top1_agreement']:.0f}%, SQNR {fid['sqnr_db']:.1f} dB")
-            err.print(line)
-    size_mb = manifest["files"][FILE_FP32]["size"] / 1e6
     p = manifest["export"]["parity"]
     err.print(
-        f"parity vs PyTorch: max abs logit diff {p['max_abs_diff']:.2e} (tolerance {p['tolerance']:g}) on "
+        f"ONNX parity vs PyTorch: max abs logit diff {p['max_abs_diff']:.2e} (tolerance {p['tolerance']:g}) on "
         f"{p['n_random']} random + {p['n_images']} real images, top-1 identical"
     )
     record = manifest.get("quantization")
     if as_json:
         out.print_json(json.dumps(manifest, default=str))
     else:
-        out.print(f"saved {bundle / FILE_FP32} ({size_mb:.1f} MB) in {res_['seconds']:.1f} s",
+        others = ", ".join(f"{n} ({r['size'] / 1e6:.2f} MB)" for n, r in manifest["files"].items()
+                           if "format" in r and n != FILE_FP32)
+        out.print(f"saved {bundle / FILE_FP32} ({manifest['files'][FILE_FP32]['size'] / 1e6:.2f} MB)"
+                  + (f" and {others}" if others else "") + f"; the whole export took {res_['seconds']:.1f} s",
                   markup=False, soft_wrap=True)
+        for line in _tflite_lines(manifest, eval_given=eval_dir is not None):
+            out.print(line, markup=False, soft_wrap=True)
         if record is not None:
             from ..bundle import FILE_INT8
             from .quantize import print_record
@@ -99,6 +91,36 @@ def export(
         q = shlex.quote(str(bundle))  # commands to paste: quoted, and no rich markup ("[...]" in a path)
         err.print("next:")
         if not int8:
-            err.print(f"  mobilenet-edge quantize {q} --calib DIR", markup=False, soft_wrap=True)
+            err.print(f"  mobilenet-edge quantize {q} --calib DIR" + ("   # model.int8.onnx; for model.int8.tflite "
+                      "export again with --int8 --calib DIR" if fmt == "tflite" else ""), markup=False, soft_wrap=True)
         err.print(f"  mobilenet-edge predict {q} photo.jpg{' --int8' if int8 else ''}", markup=False, soft_wrap=True)
+        if fmt == "tflite":
+            err.print(f"  mobilenet-edge predict {q} photo.jpg --format tflite{' --int8' if int8 else ''}",
+                      markup=False, soft_wrap=True)
         err.print(f"  mobilenet-edge bench {q}", markup=False, soft_wrap=True)
+
+
+def _tflite_lines(manifest: dict, *, eval_given: bool) -> list[str]:
+    """One summary line per .tflite file of the bundle: size, input, parity (fp32) or recipe and fidelity."""
+    lines = []
+    for name in ("model.tflite", "model.int8.tflite"):
+        rec = manifest["files"].get(name)
+        if rec is None:
+            continue
+        line = f"{name}: input {rec['input']['layout']} {rec['input']['dtype']}"
+        par = rec.get("parity")
+        if par:
+            line += (f"; parity vs PyTorch: max abs logit diff {par['max_abs_diff']:.2e} on {par['n_random']} random + "
+                     f"{par['n_images']} real images")
+        q = rec.get("quantization") or {}
+        if q.get("recipe"):
+            n = q["recipe"].get("float_first", 0)
+            line += f"; recipe {q['recipe']['name']}" + (f" ({n} float conv{'s' if n != 1 else ''})" if n else " (full integer)")
+        fid = q.get("fidelity")
+        if fid:
+            what = ("calibration images (the ones it was calibrated on)" if fid.get("data") == "calibration"
+                    else "evaluation images" if eval_given else "parity images")
+            line += (f"; vs PyTorch fp32 on {fid['n_images']} {what}: top-1 agreement "
+                     f"{100 * fid['top1_agreement']:.0f}%, SQNR {fid['sqnr_db']:.1f} dB")
+        lines.append(line)
+    return lines
