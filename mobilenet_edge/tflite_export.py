@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,7 +85,9 @@ def _quiet_litert_torch() -> Iterator[None]:
     old = os.environ.get(key)
     os.environ[key] = "n"
     try:
-        yield
+        with warnings.catch_warnings():  # torch.export's internal FutureWarnings (LeafSpec, pytree): not ours
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
     finally:
         if old is None:
             os.environ.pop(key, None)

@@ -215,3 +215,15 @@ def test_bench_models_and_grid_together_is_a_usage_error(capsys, tiny_bundle_dir
     assert code == 2 and "no such folder" in err
     code, _, err = _run(capsys, "bench", str(tiny_bundle_dir), "--csv", str(tmp_path))
     assert code == 2 and "is a folder" in err
+
+
+def test_grid_only_options_without_grid_are_named_as_ignored(tmp_path, capsys):
+    from _tiny_models import tiny_onnx
+
+    from mobilenet_edge.cli.app import main
+
+    m = tiny_onnx(tmp_path / "m.onnx", res=8, classes=10)
+    code = main(["bench", str(m), "--runs", "1", "--warmup", "0", "--calib", str(tmp_path), "--tflite"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "warning: --calib, --tflite apply to --grid only; ignored" in err

@@ -79,6 +79,10 @@ def bench(
     for name, path in (("--json", json_path), ("--csv", csv_path)):
         if path is not None and str(path) != "-":
             check_can_write(path, name)  # before any work, not after the benchmark
+    if not grid:
+        ignored = [n for n, v in (("--weights-dir", weights_dir), ("--calib", calib), ("--tflite", tflite or None)) if v is not None]
+        if ignored:
+            err.print(f"warning: {', '.join(ignored)} apply to --grid only; ignored", markup=False)
     if grid:
         from ..grid import run_grid
 
