@@ -98,10 +98,6 @@ def _quiet():
         yield
 
 
-#: Conv nodes of MobileNet V1 (paper Table 1: the stem + 13 depthwise + 13 pointwise)
-N_CONVS = 27
-
-
 def check_memory(v: Variant, *, batch: int = 16) -> int:
     """Refuse a variant too large to export on this machine (e.g. ``--res 1000000000``), before torch tries.
 
@@ -311,8 +307,9 @@ def export_bundle(opts: ExportOptions, *, log=None) -> dict:
         raise UsageError(f"--float-first must be >= 0, got {opts.float_first}")
     v0 = Variant(1.0 if opts.alpha is None else opts.alpha, opts.res)  # validate early, before loading anything
     check_memory(v0)
-    if opts.float_first is not None and opts.float_first > N_CONVS:
-        raise UsageError(f"--float-first {opts.float_first} exceeds the model's {N_CONVS} Conv nodes")
+    n_convs = sum(layer.kind in ("conv", "dw", "pw") for layer in v0.layers())  # paper Table 1: 27
+    if opts.float_first is not None and opts.float_first > n_convs:
+        raise UsageError(f"--float-first {opts.float_first} exceeds the model's {n_convs} Conv nodes")
     if "tflite" in opts.formats:
         import importlib.util
 
@@ -321,9 +318,9 @@ def export_bundle(opts: ExportOptions, *, log=None) -> dict:
 
             _import_litert_torch()  # raises the install hint (exit 1) before any work
     if opts.int8 and opts.calib is not None:
-        from .quantize import _collect_images
+        from .quantize import collect_images
 
-        _collect_images(opts.calib, opts.eval_dir, warn=lambda m: None)  # too few images: fail now, not after export
+        collect_images(opts.calib, opts.eval_dir, warn=lambda m: None)  # too few images: fail now, not after export
     images = expand_paths([opts.parity_images]) if opts.parity_images else None
     for folder in (opts.calib, opts.eval_dir):
         if folder is not None:

@@ -606,7 +606,10 @@ def _json_safe(o):
     return o
 
 
-def _collect_images(calib, eval_dir, warn, fold: int = 0) -> tuple[list[Path], list[Path], Path | None, Path | None, str]:
+def collect_images(calib, eval_dir, warn, fold: int = 0) -> tuple[list[Path], list[Path], Path | None, Path | None, str]:
+    """(calibration paths, evaluation paths, calib root, eval root, description of the split); the folder is
+    split into even/odd positions (``fold``) when ``eval_dir`` is None. Raises UsageError for overlapping
+    folders or fewer than 2 images to split. Called by export too, to fail before any work."""
     calib_paths = expand_paths([calib])
     if eval_dir is not None:
         eval_paths = expand_paths([eval_dir])
@@ -668,7 +671,7 @@ def quantize_file(
         raise UsageError("--calib DIR is required (calibration images)")
     if fold not in (0, 1):
         raise UsageError(f"fold must be 0 or 1, got {fold}")
-    images = None if synthetic else _collect_images(calib, eval_dir, warn, fold)  # bad folders fail before any work
+    images = None if synthetic else collect_images(calib, eval_dir, warn, fold)  # bad folders fail before any work
     decision = decide_reduce_range(detect_isa(), options.reduce_range)
     if decision["warning"]:
         warn(decision["warning"])
@@ -842,7 +845,7 @@ def preprocessing_from_metadata(meta: dict) -> Preprocessing | None:
 
 
 __all__ = [
-    "METHODS", "check_quantizable", "OrtExtraOptions", "QuantOptions", "Preprocessing", "debug_layers", "decide_reduce_range",
+    "METHODS", "check_quantizable", "collect_images", "OrtExtraOptions", "QuantOptions", "Preprocessing", "debug_layers", "decide_reduce_range",
     "detect_isa", "fidelity", "fidelity_table", "layers_table", "make_array_reader", "make_image_reader",
     "model_io", "quantize_bundle", "quantize_file", "quantize_model", "relu6_ranges", "replace",
     "resolve_labels", "split_paths", "sqnr_db", "synthetic_images",
