@@ -16,7 +16,7 @@
 #     with LiteRT and with tflite-runtime,
 #   - eval on the 100 calibration images: top-1 within 2 images of x86's,
 #   - bench in the chroot: its JSON must say "emulated": true (detected by
-#     mobilenet_edge.platform_info: x86 /proc/cpuinfo under an aarch64 interpreter; this script does
+#     mobilenet_edge.core.platform_info: x86 /proc/cpuinfo under an aarch64 interpreter; this script does
 #     NOT set MOBILENET_EDGE_EMULATED, so the detection itself is checked).
 # Emulated timings mean nothing and are never reported as ARM performance; outputs do.
 #
@@ -380,7 +380,7 @@ for QCPU in $ARM_CPUS; do
   in_root /opt/venv-litert/bin/python /opt/work/smoke.py ort "/opt/work/out/arm-$QCPU-ort.npz" >&2 \
     || die "onnxruntime failed in the arm64 root ($QCPU)"
   # platform_info must see the emulated CPU's ISA (auxiliary vector), not the x86 host's cpuinfo flags
-  isa=$(in_root /opt/venv-litert/bin/python -c 'from mobilenet_edge.platform_info import environment as e; d = e()
+  isa=$(in_root /opt/venv-litert/bin/python -c 'from mobilenet_edge.core.platform_info import environment as e; d = e()
 print(d["emulated"], d["isa_source"], *sorted(k for k, v in d["isa"].items() if v))') \
     || die "platform_info.environment() failed in the arm64 root ($QCPU)"
   echo "  platform_info on $QCPU: emulated, isa source, flags = $isa" >&2
@@ -427,9 +427,9 @@ for b in bad:
     print("  MISMATCH", b)
 sys.exit(1 if bad else 0)
 EOF
-# Emulation detection (mobilenet_edge.platform_info, used by bench) must say so by itself: this script
+# Emulation detection (mobilenet_edge.core.platform_info, used by bench) must say so by itself: this script
 # does not set MOBILENET_EDGE_EMULATED.
-emu=$(in_root /opt/venv-litert/bin/python -c 'import json; from mobilenet_edge.platform_info import environment as e; d = e(); print(json.dumps({k: d[k] for k in ("arch", "cpu_model", "emulated", "emulation_reason")}))') \
+emu=$(in_root /opt/venv-litert/bin/python -c 'import json; from mobilenet_edge.core.platform_info import environment as e; d = e(); print(json.dumps({k: d[k] for k in ("arch", "cpu_model", "emulated", "emulation_reason")}))') \
   || die "platform_info.environment() failed in the arm64 root"
 echo "  platform_info in the arm64 root: $emu" >&2
 case $emu in *'"emulated": true'*) ;; *) die "platform_info does not detect the emulation in the arm64 root: $emu" ;; esac
@@ -455,7 +455,7 @@ log "host: export + int8 (weights from $REF)"
 [ -f "$BUNDLE/model.int8.onnx" ] || "${HOST_CLI[@]}" quantize "$BUNDLE" --calib "$WORK/data/imagenet-calib" >&2 \
   || die "host: mobilenet-edge quantize failed"
 
-# fp32 raw logits: through the bundle's own preprocessing (mobilenet_edge.images) and ORT, both sides.
+# fp32 raw logits: through the bundle's own preprocessing (mobilenet_edge.core.images) and ORT, both sides.
 cat > "$WORK/logits.py" <<'EOF'
 """argv: bundle images_dir out.npz -> raw fp32 logits (1, classes) per image, via ORT."""
 import sys
@@ -464,7 +464,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from mobilenet_edge import bundle, images
+from mobilenet_edge.core import bundle, images
 
 b, imgs, out = sys.argv[1:4]
 man = bundle.read_manifest(b)

@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from quant_fidelity import images_and_labels, run  # noqa: E402
 
-from mobilenet_edge.bundle import read_manifest  # noqa: E402
-from mobilenet_edge.fidelity import top2_margin  # noqa: E402
-from mobilenet_edge.images import Preprocessing  # noqa: E402
+from mobilenet_edge.core.bundle import read_manifest  # noqa: E402
+from mobilenet_edge.core.images import Preprocessing  # noqa: E402
+from mobilenet_edge.quantize.fidelity import top2_margin  # noqa: E402
 
 SQNR_GRID_DB = (20, 25, 30, 33, 36, 40, 45, 50)
 MARGINS = (0.05, 0.1, 0.2)
@@ -96,7 +96,7 @@ def halves(logits: np.ndarray, sqnr_db: float, draws: int, seed: int, floor: flo
 
 
 #: the method of quant_fidelity.json whose SQNR the per-half figures use (the default recipe)
-DEFAULT_METHOD = "recipe fidelity through `mobilenet_edge.quantize` (the product)"
+DEFAULT_METHOD = "recipe fidelity through `mobilenet_edge.quantize.pipeline` (the product)"
 
 
 def analyse(bundle: Path, calib: Path, fid: dict | None, draws: int, seed: int) -> dict:

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from mobilenet_edge.variants import Variant
+from mobilenet_edge.core.variants import Variant
 
 CPUS = {"cortex-a72": "Cortex-A72 (Pi 4)", "cortex-a76": "Cortex-A76 (Pi 5)"}
 VARIANTS = {"0.25_128": (0.25, 128), "0.50_160": (0.5, 160), "0.75_192": (0.75, 192)}

@@ -39,8 +39,8 @@ done
 import sys, numpy as np
 from pathlib import Path
 from quant_fidelity import images_and_labels
-from mobilenet_edge.bundle import read_manifest
-from mobilenet_edge.images import Preprocessing
+from mobilenet_edge.core.bundle import read_manifest
+from mobilenet_edge.core.images import Preprocessing
 w = Path(sys.argv[1])
 for k in ["0.25_128", "0.50_160", "0.75_192"]:
     prep = Preprocessing.from_dict(read_manifest(w / f"b{k}")["preprocessing"])
@@ -83,7 +83,7 @@ cp "$ROOT"/opt/fid/out_cortex-* "$W/"
 import sys, numpy as np, onnxruntime
 from pathlib import Path
 w, dst, when = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-from mobilenet_edge.fidelity import sqnr_db
+from mobilenet_edge.quantize.fidelity import sqnr_db
 def sqnr(f, q):  # mean over images of the per-image logits SQNR; identical logits (inf) left out, as in quantize
     v = [sqnr_db(a, b) for a, b in zip(f, q)]
     return float(np.mean([x for x in v if np.isfinite(x)]))

@@ -3,7 +3,7 @@
 The `fidelity` recipe with ``float_first`` = N (``quantize --float-first N``): the first N Conv nodes
 from the input stay float, the rest are int8. For each N: 2-fold cross evaluation as in
 ``quant_fidelity.py`` (agreement with fp32, logits SQNR, int8 top-1), the share of the model's MACs
-that runs in float (analytic counts, ``mobilenet_edge.variants``), and ORT CPU 1-thread latency
+that runs in float (analytic counts, ``mobilenet_edge.core.variants``), and ORT CPU 1-thread latency
 relative to plain int8, measured in one process with the models interleaved (``quant_fidelity.latency``).
 
 Run (about 3 minutes per model on 2 shared cores):
@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from quant_fidelity import evaluate_bundle, latency, machine  # noqa: E402
 
-from mobilenet_edge.bundle import read_manifest  # noqa: E402
-from mobilenet_edge.variants import Variant  # noqa: E402
+from mobilenet_edge.core.bundle import read_manifest  # noqa: E402
+from mobilenet_edge.core.variants import Variant  # noqa: E402
 
 PREFIXES = (2, 6, 10, 14, 18, 22, 27)
 

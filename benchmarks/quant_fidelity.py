@@ -43,13 +43,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mobilenet_edge import equalize as eq  # noqa: E402
-from mobilenet_edge import recipes  # noqa: E402
-from mobilenet_edge.bundle import read_manifest  # noqa: E402
-from mobilenet_edge.images import Preprocessing, load  # noqa: E402
+from mobilenet_edge.core.bundle import read_manifest  # noqa: E402
+from mobilenet_edge.core.images import Preprocessing, load  # noqa: E402
+from mobilenet_edge.quantize import equalize as eq  # noqa: E402
+from mobilenet_edge.quantize import recipes  # noqa: E402
 
 # name -> spec. Keys: method, calib (calibrator options), samples, activations, act_symmetric, per_channel,
-# recipe (weight_grid / float_logits / float_first as in mobilenet_edge.recipes), u8_grid, cle, bias_correction.
+# recipe (weight_grid / float_logits / float_first as in mobilenet_edge.quantize.recipes), u8_grid, cle, bias_correction.
 METHODS: dict[str, dict] = {
     "plain (MinMax, per-channel, U8S8)": {"recipe": "plain"},
     "per-tensor weights": {"recipe": "plain", "per_channel": False},
@@ -76,7 +76,7 @@ METHODS: dict[str, dict] = {
     "recipe fidelity (grid + weight bias corr. + 2 first convs float)": {"recipe": "fidelity"},
     "grid + 4 first convs float": {"weight_grid": True, "float_logits": True, "float_first": 4},
     "grid + 8 first convs float": {"weight_grid": True, "float_logits": True, "float_first": 8},
-    "recipe fidelity through `mobilenet_edge.quantize` (the product)": {"recipe": "fidelity", "via_quantize": True},
+    "recipe fidelity through `mobilenet_edge.quantize.pipeline` (the product)": {"recipe": "fidelity", "via_quantize": True},
     "uint8 Google grid + float logits + 2 first convs float": {"weight_grid": False, "float_logits": True,
                                                                 "float_first": 2, "per_channel": False, "u8_grid": True},
 }
@@ -91,7 +91,7 @@ LATENCY = {
 
 
 # ----------------------------------------------------------------------------------------------
-# ORT driver (the same calls as mobilenet_edge.quantize: quant_pre_process, create_calibrator,
+# ORT driver (the same calls as mobilenet_edge.quantize.pipeline: quant_pre_process, create_calibrator,
 # range guard for Clip outputs, quantize_static QDQ with every argument explicit)
 # ----------------------------------------------------------------------------------------------
 
@@ -228,8 +228,8 @@ def quantize_method(src: Path, x_cal: np.ndarray, dst: Path, spec: dict, work: P
     import onnx
 
     rec: dict = {}
-    if spec.get("via_quantize"):  # the product's own path: mobilenet_edge.quantize.quantize_model
-        from mobilenet_edge.quantize import QuantOptions, quantize_model
+    if spec.get("via_quantize"):  # the product's own path: mobilenet_edge.quantize.pipeline.quantize_model
+        from mobilenet_edge.quantize.pipeline import QuantOptions, quantize_model
 
         q = quantize_model(src, dst, x_cal, QuantOptions(recipe=spec["recipe"], samples=None), reduce_range=False)
         return {"plan": q["recipe"]}

@@ -1,7 +1,7 @@
 """int8 .tflite by recipe: fidelity to PyTorch fp32, top-1, size and LiteRT latency (x86, 1 thread).
 
 For each reference variant (weights imported from Google's TF-slim .tflite files), `export_tflite` writes
-the int8 file by each recipe (mobilenet_edge.recipes; docs/fidelity.md): `plain` (PyTorch's max|w|/127
+the int8 file by each recipe (mobilenet_edge.quantize.recipes; docs/fidelity.md): `plain` (PyTorch's max|w|/127
 weight scales), `grid` (grid-aligned scales: Google's weights stay exact), `fidelity --float-first 0`
 (grid + bias correction of the weight rounding left: the best full-integer file) and `fidelity` (the
 default: that + the first two convs in float). 2-fold cross evaluation over ../shared/data/imagenet-calib
@@ -33,9 +33,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mobilenet_edge import images  # noqa: E402
-from mobilenet_edge.tflite_export import TfliteModel, export_tflite, tool_versions  # noqa: E402
-from mobilenet_edge.weights import load_weights  # noqa: E402
+from mobilenet_edge.build.tflite_export import TfliteModel, export_tflite, tool_versions  # noqa: E402
+from mobilenet_edge.build.weights import load_weights  # noqa: E402
+from mobilenet_edge.core import images  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 VARIANTS = [(0.25, 128, "0.25_128"), (0.5, 160, "0.5_160"), (0.75, 192, "0.75_192")]

@@ -12,7 +12,7 @@ Usage (torch side; needs litert-torch):
     PYTHONPATH=$PWD python benchmarks/tflite_vs_reference.py \
         --weights ../shared/data/reference/mobilenet_v1_0.5_160_quant.tflite --out benchmarks/results
 
-``--weights`` needs ``mobilenet_edge.weights`` (TF-slim import); without it the model has random
+``--weights`` needs ``mobilenet_edge.build.weights`` (TF-slim import); without it the model has random
 weights (BN statistics from ``model.calibrate_bn``) and top-1 figures mean nothing.
 """
 
@@ -34,8 +34,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mobilenet_edge import images  # noqa: E402
-from mobilenet_edge.tflite_export import TfliteModel, export_tflite, sqnr_db, tool_versions  # noqa: E402
+from mobilenet_edge.build.tflite_export import TfliteModel, export_tflite, sqnr_db, tool_versions  # noqa: E402
+from mobilenet_edge.core import images  # noqa: E402
 
 DATA = Path(os.environ.get("MOBILENET_EDGE_DATA", ROOT.parent / "shared" / "data"))
 
@@ -43,10 +43,10 @@ DATA = Path(os.environ.get("MOBILENET_EDGE_DATA", ROOT.parent / "shared" / "data
 def load_model(weights: str | None, alpha: float, res: int):
     import torch
 
-    from mobilenet_edge.model import MobileNetV1, calibrate_bn
+    from mobilenet_edge.build.model import MobileNetV1, calibrate_bn
 
     if weights:
-        from mobilenet_edge.weights import load_weights
+        from mobilenet_edge.build.weights import load_weights
 
         return load_weights(weights, alpha=alpha).model.eval(), "tflite"
     torch.manual_seed(0)
@@ -85,7 +85,7 @@ def latency(models: dict[str, TfliteModel], *, runs: int, warmup: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", help="TF-slim .tflite or checkpoint (needs mobilenet_edge.weights)")
+    ap.add_argument("--weights", help="TF-slim .tflite or checkpoint (needs mobilenet_edge.build.weights)")
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--res", type=int, default=160)
     ap.add_argument("--reference", default=str(DATA / "reference" / "mobilenet_v1_0.5_160_quant.tflite"))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenet_edge import bundle
+from mobilenet_edge.core import bundle
 
 
 def tiny_weights(classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +53,7 @@ def tiny_onnx(path: Path, *, res: int = 32, classes: int = 10, batch: int | str 
 def tiny_bundle(folder: Path, *, res: int = 32, classes: int = 1001, int8: bool = False, seed: int = 0,
                 prep: dict | None = None) -> Path:
     """A bundle folder (manifest.json, labels.txt, model.onnx[, model.int8.onnx]) following the contract."""
-    from mobilenet_edge.images import Preprocessing
+    from mobilenet_edge.core.images import Preprocessing
 
     folder.mkdir(parents=True)
     p = Preprocessing(res=res, **(prep or {})).to_dict()

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from mobilenet_edge.bench import COLUMNS, Target, result_row, stats_ms, targets_for
-from mobilenet_edge.errors import UsageError
-from mobilenet_edge.report import load_results, pareto_front, ratio_rows
+from mobilenet_edge.core.errors import UsageError
+from mobilenet_edge.runtime.bench import COLUMNS, Target, result_row, stats_ms, targets_for
+from mobilenet_edge.runtime.report import load_results, pareto_front, ratio_rows
 
 
 def test_stats_ms_against_hand_computed_percentiles():
@@ -108,7 +108,7 @@ def test_pareto_front():
 
 
 def test_random_input_respects_dtype():
-    from mobilenet_edge.bench import _random_input
+    from mobilenet_edge.runtime.bench import _random_input
 
     x = _random_input(np.random.default_rng(0), [1, 4, 4, 3], np.uint8)
     assert x.dtype == np.uint8 and x.shape == (1, 4, 4, 3)
@@ -191,7 +191,7 @@ def test_report_cli_merges_and_plots(capsys, tmp_path, tiny_bundle_dir):
 def test_worker_peak_rss_is_its_own(tiny_bundle_dir):
     """The parent holds 300 MB; a worker's peak RSS must not include it (Linux keeps ru_maxrss across
     execve, which would report the parent's peak)."""
-    from mobilenet_edge.bench import measure_in_subprocess, targets_for
+    from mobilenet_edge.runtime.bench import measure_in_subprocess, targets_for
 
     ballast = np.ones(300_000_000 // 8)
     ballast += 1

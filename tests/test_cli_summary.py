@@ -64,7 +64,7 @@ def test_console_script_runs():
 def test_missing_extra_gives_one_line_with_the_install_command(capsys, monkeypatch, tmp_path):
     """Without torch (the Pi install), export names the extra to install instead of a traceback."""
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ModuleNotFoundError
-    for mod in [m for m in sys.modules if m in ("mobilenet_edge.model", "mobilenet_edge.export")]:
+    for mod in [m for m in sys.modules if m in ("mobilenet_edge.build.model", "mobilenet_edge.build.export")]:
         monkeypatch.delitem(sys.modules, mod)
     code, _, err = run(capsys, "export", "--alpha", "0.25", "--res", "64", "--out", str(tmp_path))
     assert code == 1 and len(err.strip().splitlines()) == 1

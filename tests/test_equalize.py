@@ -15,8 +15,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from mobilenet_edge import equalize as eq  # noqa: E402
-from mobilenet_edge import recipes  # noqa: E402
+from mobilenet_edge.quantize import equalize as eq  # noqa: E402
+from mobilenet_edge.quantize import recipes  # noqa: E402
 
 
 def _grid_weights(rng, shape, *, step=0.02, zp=None):
@@ -228,8 +228,8 @@ def test_equalization_leaves_the_input_model_alone():
 @pytest.mark.export
 def test_equalized_reference_model_is_equivalent_on_real_images(tmp_path, reference_dir, calib_dir):
     pytest.importorskip("torch")
-    from mobilenet_edge.export import ExportOptions, export_bundle
-    from mobilenet_edge.images import Preprocessing, expand_paths, load
+    from mobilenet_edge.build.export import ExportOptions, export_bundle
+    from mobilenet_edge.core.images import Preprocessing, expand_paths, load
 
     b = export_bundle(ExportOptions(alpha=0.25, res=128, out=tmp_path,
                                     weights=reference_dir / "mobilenet_v1_0.25_128_quant.tflite"))["bundle"]
@@ -377,8 +377,8 @@ def test_fidelity_recipe_beats_plain_on_reference_weights(tmp_path, reference_di
     pytest.importorskip("torch")
     import json
 
-    from mobilenet_edge.export import ExportOptions, export_bundle
-    from mobilenet_edge.quantize import QuantOptions, quantize_bundle
+    from mobilenet_edge.build.export import ExportOptions, export_bundle
+    from mobilenet_edge.quantize.pipeline import QuantOptions, quantize_bundle
 
     b = export_bundle(ExportOptions(alpha=0.5, res=160, out=tmp_path,
                                     weights=reference_dir / "mobilenet_v1_0.5_160_quant.tflite"))["bundle"]
@@ -396,7 +396,7 @@ def test_fidelity_recipe_beats_plain_on_reference_weights(tmp_path, reference_di
 def test_float_first_overrides_the_recipe(tmp_path):
     """--float-first N: the first N Conv nodes in graph order stay float (their weights are plain float
     initializers in the int8 model), the rest read int8 weights through DequantizeLinear; recorded."""
-    from mobilenet_edge.quantize import QuantOptions, quantize_model
+    from mobilenet_edge.quantize.pipeline import QuantOptions, quantize_model
 
     rng = np.random.default_rng(4)
     m = tiny_model(rng)
@@ -416,7 +416,7 @@ def test_float_first_overrides_the_recipe(tmp_path):
         weight_src = [("float" if n.input[1] in inits else producer.get(n.input[1]))
                       for n in q.graph.node if n.op_type == "Conv"]
         assert weight_src == ["float"] * n_float + ["DequantizeLinear"] * (len(convs) - n_float), weight_src
-    from mobilenet_edge.errors import UsageError
+    from mobilenet_edge.core.errors import UsageError
 
     with pytest.raises(UsageError, match="float_first must be >= 0"):
         QuantOptions(float_first=-1)

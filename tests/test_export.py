@@ -10,12 +10,12 @@ pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from mobilenet_edge import export as export_mod  # noqa: E402
-from mobilenet_edge.bundle import read_manifest  # noqa: E402
+from mobilenet_edge.build import export as export_mod  # noqa: E402
+from mobilenet_edge.build.export import ExportOptions, export_bundle  # noqa: E402
 from mobilenet_edge.cli import main  # noqa: E402
-from mobilenet_edge.errors import ParityError  # noqa: E402
-from mobilenet_edge.export import ExportOptions, export_bundle  # noqa: E402
-from mobilenet_edge.variants import GRID_ALPHAS, GRID_RES, Variant  # noqa: E402
+from mobilenet_edge.core.bundle import read_manifest  # noqa: E402
+from mobilenet_edge.core.errors import ParityError  # noqa: E402
+from mobilenet_edge.core.variants import GRID_ALPHAS, GRID_RES, Variant  # noqa: E402
 
 pytestmark = pytest.mark.export
 
@@ -155,8 +155,8 @@ def test_missing_weights_file(capsys, tmp_path):
 
 def test_failed_int8_step_of_a_forced_export_keeps_the_old_bundle(capsys, tmp_path, monkeypatch):
     """--force --int8: the int8 step runs in the staging folder, so its failure leaves the old bundle."""
-    from mobilenet_edge import quantize as quantize_mod
-    from mobilenet_edge.errors import MobilenetEdgeError
+    from mobilenet_edge.core.errors import MobilenetEdgeError
+    from mobilenet_edge.quantize import pipeline as quantize_mod
 
     args = ["export", "--alpha", "0.25", "--res", "128", "--out", str(tmp_path)]
     assert run(capsys, *args)[0] == 0

@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 
 from mobilenet_edge.cli.app import main
-from mobilenet_edge.errors import UsageError
-from mobilenet_edge.variants import Variant
+from mobilenet_edge.core.errors import UsageError
+from mobilenet_edge.core.variants import Variant
 
 pytest.importorskip("torch", reason="export needs torch (export extra)")
-from mobilenet_edge.export import check_memory  # noqa: E402
+from mobilenet_edge.build.export import check_memory  # noqa: E402
 
 pytestmark = pytest.mark.export
 

@@ -1,4 +1,4 @@
-"""mobilenet_edge.fidelity.fidelity on two hand-made ONNX "models" whose logits are known exactly."""
+"""mobilenet_edge.quantize.fidelity.fidelity on two hand-made ONNX "models" whose logits are known exactly."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from mobilenet_edge.fidelity import NEAR_TIE_LOGIT, fidelity
-from mobilenet_edge.images import Preprocessing
+from mobilenet_edge.core.images import Preprocessing
+from mobilenet_edge.quantize.fidelity import NEAR_TIE_LOGIT, fidelity
 
 
 def _logits_model(path, offset=None, *, classes: int = 3, flatten: bool = True):

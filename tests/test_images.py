@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mobilenet_edge import images
-from mobilenet_edge.errors import UsageError
-from mobilenet_edge.images import Preprocessing
+from mobilenet_edge.core import images
+from mobilenet_edge.core.errors import UsageError
+from mobilenet_edge.core.images import Preprocessing
 
 RAW = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "layout": "NHWC"}  # x == pixel values
 
@@ -216,8 +216,8 @@ def test_iter_batches_skips_bad_files(tmp_path):
 _MEASURE = textwrap.dedent(
     """
     import json, resource, sys
-    from mobilenet_edge import images
-    from mobilenet_edge.images import Preprocessing
+    from mobilenet_edge.core import images
+    from mobilenet_edge.core.images import Preprocessing
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     x = images.load(sys.argv[1], Preprocessing(res=160))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -250,7 +250,7 @@ def test_huge_png_costs_one_decoded_image(tmp_path):
 
 def test_tf_crop_resize_follows_tf1_resize_bilinear_semantics():
     """TF1 resize_bilinear(align_corners=False): src = dst * in/out, right neighbour clamped."""
-    from mobilenet_edge.images import tf_crop_resize
+    from mobilenet_edge.core.images import tf_crop_resize
 
     row = np.array([10, 20, 30, 40], np.uint8)
     arr = np.repeat(np.repeat(row[None, :, None], 4, 0), 3, 2)  # 4x4x3, columns 10..40

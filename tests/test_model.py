@@ -7,8 +7,8 @@ torch = pytest.importorskip("torch")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from mobilenet_edge.model import MobileNetV1, feature_shapes, tf_same_pads  # noqa: E402
-from mobilenet_edge.variants import Variant  # noqa: E402
+from mobilenet_edge.build.model import MobileNetV1, feature_shapes, tf_same_pads  # noqa: E402
+from mobilenet_edge.core.variants import Variant  # noqa: E402
 
 
 def measured_macs(model: torch.nn.Module, res: int) -> int:

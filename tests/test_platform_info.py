@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from mobilenet_edge import platform_info as pi
+from mobilenet_edge.core import platform_info as pi
 
 
 def _arm_block(n: int, features: str, part: str, variant: str = "0x0") -> str:
@@ -153,7 +153,7 @@ def test_missing_sys_readings_are_none(tmp_path):
 def test_this_machine_json_and_no_heavy_imports():
     # a fresh interpreter: environment() must not import torch or any runtime (versions come from metadata)
     code = (
-        "import json, sys; from mobilenet_edge.platform_info import environment; e = environment(); "
+        "import json, sys; from mobilenet_edge.core.platform_info import environment; e = environment(); "
         "json.dumps(e); print(json.dumps(sorted(m for m in ('torch', 'onnxruntime', 'ai_edge_litert', "
         "'tflite_runtime', 'numpy') if m in sys.modules)))"
     )

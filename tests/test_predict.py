@@ -21,10 +21,10 @@ from _tiny_models import quantize_qdq, tiny_bundle, tiny_onnx, tiny_tflite, tiny
 from conftest import ROOT, has_module
 from PIL import Image
 
-from mobilenet_edge import bundle
 from mobilenet_edge.cli import main
-from mobilenet_edge.evaluate import ground_truth, imagenet_synsets
-from mobilenet_edge.runtime import softmax
+from mobilenet_edge.core import bundle
+from mobilenet_edge.runtime.evaluate import ground_truth, imagenet_synsets
+from mobilenet_edge.runtime.runner import softmax
 
 HAS_TFLITE = has_module("ai_edge_litert") or has_module("tflite_runtime")
 needs_tflite = pytest.mark.skipif(not HAS_TFLITE, reason="no TFLite runtime installed")
@@ -361,9 +361,9 @@ def test_verify_ok_and_problems(capsys, tiny, tmp_path):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """Random-weight bundle from mobilenet_edge.export (torch), plus an int8 copy from ORT quantize_static."""
+    """Random-weight bundle from mobilenet_edge.build.export (torch), plus an int8 copy from ORT quantize_static."""
     pytest.importorskip("torch")
-    from mobilenet_edge.export import ExportOptions, export_bundle
+    from mobilenet_edge.build.export import ExportOptions, export_bundle
 
     out = tmp_path_factory.mktemp("exp")
     res = export_bundle(ExportOptions(alpha=0.25, res=64, num_classes=1001, out=out, padding="tf_same"))
@@ -396,15 +396,15 @@ def test_bundle_from_reference_weights_keeps_top1(capsys, tmp_path, reference_di
     """Issue #6: the bundle exported from mobilenet_v1_0.5_160_quant.tflite's weights, fp32 and int8,
     gives the same two top-1 labels (macaw, Egyptian cat; crop 1.0 as the data README)."""
     pytest.importorskip("torch")
-    if not has_module("mobilenet_edge.weights"):
-        pytest.skip("mobilenet_edge.weights (TF-slim .tflite import) is not on this branch yet")
-    from mobilenet_edge.export import ExportOptions, export_bundle
+    if not has_module("mobilenet_edge.build.weights"):
+        pytest.skip("mobilenet_edge.build.weights (TF-slim .tflite import) is not on this branch yet")
+    from mobilenet_edge.build.export import ExportOptions, export_bundle
 
     b = Path(export_bundle(ExportOptions(res=160, weights=reference_dir / REF, out=tmp_path))["bundle"])
     if not (b / bundle.FILE_INT8).is_file():
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-        from mobilenet_edge.images import Preprocessing, load
+        from mobilenet_edge.core.images import Preprocessing, load
 
         prep = Preprocessing.from_dict(bundle.read_manifest(b)["preprocessing"])
         files = sorted(calib_dir.glob("*.JPEG"))[:32]
@@ -430,8 +430,8 @@ def test_bundle_from_reference_weights_keeps_top1(capsys, tmp_path, reference_di
 _TORCH_FREE = textwrap.dedent(
     """
     import json, sys
-    import mobilenet_edge, mobilenet_edge.runtime, mobilenet_edge.images, mobilenet_edge.bundle
-    import mobilenet_edge.bench, mobilenet_edge.report, mobilenet_edge.evaluate, mobilenet_edge.platform_info
+    import mobilenet_edge, mobilenet_edge.runtime.runner, mobilenet_edge.core.images, mobilenet_edge.core.bundle
+    import mobilenet_edge.runtime.bench, mobilenet_edge.runtime.report, mobilenet_edge.runtime.evaluate, mobilenet_edge.core.platform_info
     from mobilenet_edge.cli import main
     bundle_dir, img_dir, eval_dir, ref = sys.argv[1:5]
     codes = [main(["predict", bundle_dir, img_dir, "--json"]), main(["predict", bundle_dir, img_dir, "--int8"]),

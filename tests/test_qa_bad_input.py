@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from mobilenet_edge.cli.app import main
-from mobilenet_edge.fidelity import _batches
-from mobilenet_edge.images import Preprocessing
-from mobilenet_edge.quantize import _Warnings, make_image_reader
+from mobilenet_edge.core.images import Preprocessing
+from mobilenet_edge.quantize.fidelity import _batches
+from mobilenet_edge.quantize.pipeline import _Warnings, make_image_reader
 
 RES = 32
 
@@ -84,7 +84,7 @@ def real_weights_bundle(tmp_path_factory) -> Path:
     """An exported 0.25/32 bundle whose manifest says its weights come from a .tflite (so quantize runs
     the default fidelity recipe on images, with no 'random weights' warning recorded first)."""
     pytest.importorskip("torch")
-    from mobilenet_edge.export import ExportOptions, export_bundle
+    from mobilenet_edge.build.export import ExportOptions, export_bundle
 
     out = tmp_path_factory.mktemp("qa-bundles")
     b = export_bundle(ExportOptions(alpha=0.25, res=RES, num_classes=1001, out=out, padding="tf_same"))["bundle"]
@@ -176,7 +176,7 @@ def test_report_output_that_is_a_folder_is_a_usage_error(tmp_path, capsys, optio
 def test_bench_lone_onnx_of_our_export_gets_analytic_counts(tmp_path):
     from _tiny_models import tiny_onnx
 
-    from mobilenet_edge.bench import targets_for
+    from mobilenet_edge.runtime.bench import targets_for
 
     ours = {"producer": "mobilenet-edge", "alpha": "0.5", "res": "160", "num_classes": "1000"}
     f = tiny_onnx(tmp_path / "model.onnx", metadata=ours)

@@ -21,9 +21,9 @@ import pytest
 from _tiny_models import tiny_bundle, tiny_tflite
 from PIL import Image
 
-from mobilenet_edge import bundle
 from mobilenet_edge.cli.app import err, main, out
-from mobilenet_edge.errors import MobilenetEdgeError, UsageError
+from mobilenet_edge.core import bundle
+from mobilenet_edge.core.errors import MobilenetEdgeError, UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 PROG = "mobilenet-edge: error: "
@@ -93,7 +93,7 @@ def test_quantize_refuses_an_already_quantized_model(tmp_path, capsys):
 
 
 def test_quantize_float_first_beyond_the_conv_count(tmp_path, capsys, monkeypatch):
-    import mobilenet_edge.quantize as Q
+    import mobilenet_edge.quantize.pipeline as Q
 
     m = _conv_onnx(tmp_path / "m.onnx", convs=3)
     calib = _images(tmp_path / "calib", 4)
@@ -123,9 +123,9 @@ def test_bench_grid_without_torch_says_so_once_and_claims_nothing(tmp_path, caps
 
 
 def test_grid_with_every_point_failing_claims_no_file(tmp_path, monkeypatch):
-    from mobilenet_edge.grid import run_grid
+    from mobilenet_edge.build.grid import run_grid
 
-    E = importlib.import_module("mobilenet_edge.export")  # the module run_grid's `from .export import` sees
+    E = importlib.import_module("mobilenet_edge.build.export")  # the module run_grid's `from .export import` sees
 
     def boom(*a, **k):
         raise MobilenetEdgeError("boom")
@@ -152,7 +152,7 @@ def _read_only(monkeypatch, folder: Path) -> None:
 
 
 def test_bench_json_into_read_only_folder_fails_before_benchmarking(tmp_path, capsys, monkeypatch):
-    import mobilenet_edge.bench as B
+    import mobilenet_edge.runtime.bench as B
 
     b = tiny_bundle(tmp_path / "b")
     ro = tmp_path / "ro"
@@ -166,7 +166,7 @@ def test_bench_json_into_read_only_folder_fails_before_benchmarking(tmp_path, ca
 
 
 def test_bench_csv_under_a_regular_file_fails_before_benchmarking(tmp_path, capsys, monkeypatch):
-    import mobilenet_edge.bench as B
+    import mobilenet_edge.runtime.bench as B
 
     b = tiny_bundle(tmp_path / "b")
     f = tmp_path / "file.txt"
@@ -205,7 +205,7 @@ def test_report_csv_into_chmod_555_folder(tmp_path, capsys):
 
 
 def test_weights_import_into_read_only_folder_fails_before_importing(tmp_path, capsys, monkeypatch):
-    import mobilenet_edge.weights as W
+    import mobilenet_edge.build.weights as W
 
     src = tmp_path / "mobilenet_v1_0.25_128_quant.tflite"
     src.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(64))  # passes the path check; never opened
@@ -241,7 +241,7 @@ def test_report_plot_without_matplotlib_is_a_runtime_failure_before_the_table(tm
 
 @needs_torch
 def test_missing_litert_torch_is_a_runtime_failure(monkeypatch):
-    from mobilenet_edge import tflite_export
+    from mobilenet_edge.build import tflite_export
 
     monkeypatch.setitem(sys.modules, "litert_torch", None)
     with pytest.raises(MobilenetEdgeError, match=r"pip install 'mobilenet-edge\[tflite-export\]'") as e:
@@ -255,8 +255,8 @@ def test_missing_litert_torch_is_a_runtime_failure(monkeypatch):
 @needs_torch
 @pytest.mark.parametrize("data", [b"hello, this is a text file\n", b'{"not": "a checkpoint"}', b"PK\x03\x04cut"])
 def test_pt_that_is_not_a_checkpoint(tmp_path, data):
-    from mobilenet_edge.errors import WeightsError
-    from mobilenet_edge.weights import load_weights
+    from mobilenet_edge.build.weights import load_weights
+    from mobilenet_edge.core.errors import WeightsError
 
     p = tmp_path / "junk.pt"
     p.write_bytes(data)
@@ -357,7 +357,7 @@ def test_percentile_calibration_prints_no_histogram_progress(tmp_path, capsys):
 def test_tflite_classifier_keeps_the_xnnpack_info_line_off_stderr(tmp_path):
     t = tiny_tflite(tmp_path / "t.tflite", res=4, dtype="float32")
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    code = "import sys; from mobilenet_edge.weights import TfliteClassifier; TfliteClassifier(sys.argv[1]); print('ok')"
+    code = "import sys; from mobilenet_edge.build.weights import TfliteClassifier; TfliteClassifier(sys.argv[1]); print('ok')"
     r = subprocess.run([sys.executable, "-c", code, str(t)], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
     assert "XNNPACK" not in r.stderr

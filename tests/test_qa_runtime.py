@@ -17,11 +17,11 @@ import pytest
 from _tiny_models import tiny_bundle, tiny_onnx
 from PIL import Image
 
-from mobilenet_edge import bundle
 from mobilenet_edge.cli import main
-from mobilenet_edge.evaluate import ground_truth
-from mobilenet_edge.images import Preprocessing
-from mobilenet_edge.quantize import _Warnings, make_image_reader
+from mobilenet_edge.core import bundle
+from mobilenet_edge.core.images import Preprocessing
+from mobilenet_edge.quantize.pipeline import _Warnings, make_image_reader
+from mobilenet_edge.runtime.evaluate import ground_truth
 
 RANDOM_LINE = "warning: random weights (manifest): predictions and accuracy are meaningless"
 
@@ -120,7 +120,7 @@ def test_predict_json_stays_json_when_the_model_gives_nan(capsys, tmp_path):
 
 
 def test_json_helper_turns_non_finite_into_null():
-    from mobilenet_edge.cli._json import dumps
+    from mobilenet_edge.core.jsonio import dumps
 
     text = dumps({"a": [1.5, math.nan, -math.inf], "b": (math.inf,), "c": "nan"})
     assert strict_json(text) == {"a": [1.5, None, None], "b": [None], "c": "nan"}
@@ -321,9 +321,9 @@ def test_thin_calibration_warning_grammar(capsys, tmp_path):
 
 
 def test_quantize_eval_folder_with_a_bad_labels_csv_is_refused(tmp_path):
-    from mobilenet_edge.calibration import resolve_labels
-    from mobilenet_edge.errors import UsageError
-    from mobilenet_edge.images import expand_paths
+    from mobilenet_edge.core.errors import UsageError
+    from mobilenet_edge.core.images import expand_paths
+    from mobilenet_edge.quantize.calibration import resolve_labels
 
     d = _labelled(tmp_path / "d", [("a.png", 3), ("b.png", 1500)])
     with pytest.raises(UsageError, match="line 3: imagenet_index must be 0..999, got 1500"):

@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 from mobilenet_edge.cli.app import main
-from mobilenet_edge.images import Preprocessing
-from mobilenet_edge.quantize import (
+from mobilenet_edge.core.images import Preprocessing
+from mobilenet_edge.quantize.pipeline import (
     QuantOptions,
     decide_reduce_range,
     detect_isa,
@@ -45,14 +45,14 @@ torch_needed = pytest.mark.skipif(
 
 
 def _export(model, dst: Path, res: int = RES) -> Path:
-    from mobilenet_edge.export import export_onnx
+    from mobilenet_edge.build.export import export_onnx
 
     export_onnx(model, dst, res=res, metadata={"preprocessing": Preprocessing(res=res).to_dict()})
     return dst
 
 
 def _random_model(alpha=0.25, seed=0, res=RES):
-    from mobilenet_edge.model import random_model
+    from mobilenet_edge.build.model import random_model
 
     return random_model({"alpha": alpha, "num_classes": 1001, "padding": "tf_same"}, res, seed=seed)
 
@@ -61,7 +61,7 @@ def _random_model(alpha=0.25, seed=0, res=RES):
 def bundle(tmp_path_factory) -> Path:
     """A random-weight 0.25/64 bundle from the exporter (manifest weights.source == "random")."""
     pytest.importorskip("torch")
-    from mobilenet_edge.export import ExportOptions, export_bundle
+    from mobilenet_edge.build.export import ExportOptions, export_bundle
 
     out = tmp_path_factory.mktemp("bundles")
     r = export_bundle(ExportOptions(alpha=0.25, res=RES, num_classes=1001, out=out, padding="tf_same"))
@@ -76,7 +76,7 @@ def spread_onnx(tmp_path_factory) -> Path:
     the case where one scale per tensor loses the small channels (Nagel et al. 2019,
     arXiv:1906.04721, Fig. 2: MobileNetV2's depthwise ranges; per-channel quantization avoids it)."""
     torch = pytest.importorskip("torch")
-    from mobilenet_edge.model import random_model
+    from mobilenet_edge.build.model import random_model
 
     m = random_model({"alpha": 0.25, "num_classes": 1001, "padding": "tf_same", "activation": "relu"}, RES, seed=1)
     g = torch.Generator().manual_seed(1)
@@ -453,8 +453,8 @@ def test_no_torch_on_the_quantize_path(tmp_path):
     src = _tiny_foreign_onnx(tmp_path / "f.onnx")
     code = (
         "import sys\n"
-        "from mobilenet_edge.quantize import quantize_file\n"
-        "from mobilenet_edge.images import Preprocessing\n"
+        "from mobilenet_edge.quantize.pipeline import quantize_file\n"
+        "from mobilenet_edge.core.images import Preprocessing\n"
         "import mobilenet_edge.cli.quantize\n"
         f"quantize_file({str(src)!r}, {str(tmp_path / 'f.int8.onnx')!r}, Preprocessing(res=32), synthetic=True,"
         " progress=False)\n"
@@ -483,9 +483,9 @@ _BELOW_TARGET = {"0.25_128": "agreement 88% < 90% on the odd half (recipe fideli
 @pytest.fixture(scope="module")
 def real_bundles(tmp_path_factory, reference_dir):
     pytest.importorskip("torch")
-    if importlib.util.find_spec("mobilenet_edge.weights") is None:
-        pytest.skip("mobilenet_edge.weights (the .tflite import) is not merged yet")
-    from mobilenet_edge.export import ExportOptions, export_bundle
+    if importlib.util.find_spec("mobilenet_edge.build.weights") is None:
+        pytest.skip("mobilenet_edge.build.weights (the .tflite import) is not merged yet")
+    from mobilenet_edge.build.export import ExportOptions, export_bundle
 
     out = tmp_path_factory.mktemp("real")
     return {
@@ -528,7 +528,7 @@ def test_methods_and_per_channel_real_weights(real_bundles, calib_dir):
 def test_odd_modes_decode_to_the_right_pixels(tmp_path):
     """What calibration sees for the odd modes: CMYK not inverted, 16-bit rescaled (not clipped to white),
     EXIF orientation applied before resizing. Expected arrays are computed here from the source pixels."""
-    from mobilenet_edge.images import load
+    from mobilenet_edge.core.images import load
 
     prep = Preprocessing(res=16, crop=1.0, mean=(0, 0, 0), std=(1, 1, 1), resize="nearest")
     colour = np.array([200, 40, 90], np.uint8)

@@ -16,10 +16,10 @@ import pytest
 from _tiny_models import tiny_bundle, tiny_onnx, tiny_tflite, tiny_weights
 from conftest import has_module
 
-from mobilenet_edge import bundle, images
-from mobilenet_edge.errors import MobilenetEdgeError, UsageError
-from mobilenet_edge.images import Preprocessing
-from mobilenet_edge.runtime import (
+from mobilenet_edge.core import bundle, images
+from mobilenet_edge.core.errors import MobilenetEdgeError, UsageError
+from mobilenet_edge.core.images import Preprocessing
+from mobilenet_edge.runtime.runner import (
     TFLITE_ENV,
     Runner,
     background_offset,

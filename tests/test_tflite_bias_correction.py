@@ -17,9 +17,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="needs torch (export extra)")
 F = torch.nn.functional
 
-from mobilenet_edge.equalize import grid_channel_rmax  # noqa: E402
-from mobilenet_edge.model import random_model  # noqa: E402
-from mobilenet_edge.tflite_export import NHWCInput, weight_bias_correct  # noqa: E402
+from mobilenet_edge.build.model import random_model  # noqa: E402
+from mobilenet_edge.build.tflite_export import NHWCInput, weight_bias_correct  # noqa: E402
+from mobilenet_edge.quantize.equalize import grid_channel_rmax  # noqa: E402
 
 pytestmark = pytest.mark.export
 

@@ -23,10 +23,10 @@ import torch  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 from conftest import has_module  # noqa: E402
 
-from mobilenet_edge import images  # noqa: E402
-from mobilenet_edge.errors import ParityError, UsageError  # noqa: E402
-from mobilenet_edge.model import random_model  # noqa: E402
-from mobilenet_edge.tflite_export import export_tflite  # noqa: E402
+from mobilenet_edge.build.model import random_model  # noqa: E402
+from mobilenet_edge.build.tflite_export import export_tflite  # noqa: E402
+from mobilenet_edge.core import images  # noqa: E402
+from mobilenet_edge.core.errors import ParityError, UsageError  # noqa: E402
 
 pytestmark = [pytest.mark.tflite, pytest.mark.export]
 
@@ -276,11 +276,11 @@ def test_int8_weights_on_a_grid_stay_exact(tmp_path, calib_dir):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-@pytest.mark.skipif(not has_module("mobilenet_edge.weights"), reason="needs mobilenet_edge.weights (TF-slim import)")
+@pytest.mark.skipif(not has_module("mobilenet_edge.build.weights"), reason="needs mobilenet_edge.build.weights (TF-slim import)")
 def test_int8_top1_within_4_points_of_google(tmp_path, calib_dir, reference_dir):
     """Issue #9 acceptance on 0.5/160 with Google's weights: our int8 top-1 on imagenet-calib within 4
     points of Google's reference int8 .tflite."""
-    from mobilenet_edge.weights import load_weights
+    from mobilenet_edge.build.weights import load_weights
 
     ref_file = reference_dir / "mobilenet_v1_0.5_160_quant.tflite"
     model = load_weights(ref_file, alpha=0.5).model.eval()
@@ -299,8 +299,8 @@ def test_export_cli_format_tflite_adds_files_to_bundle(tmp_path, capsys, images_
     (predict --format tflite) reads the NHWC file and agrees with the ONNX model on top-1."""
     import json
 
-    from mobilenet_edge.bundle import read_manifest, sha256_file
     from mobilenet_edge.cli import main
+    from mobilenet_edge.core.bundle import read_manifest, sha256_file
 
     code = main(["export", "--alpha", "0.25", "--res", "64", "--classes", "1001", "--padding", "tf_same",
                  "--format", "tflite", "--out", str(tmp_path), "--parity-images", str(images_dir)])

@@ -3,7 +3,7 @@ paper Table 2; bad arguments."""
 
 import pytest
 
-from mobilenet_edge.variants import Variant, make_channels, parse_name, variant_name
+from mobilenet_edge.core.variants import Variant, make_channels, parse_name, variant_name
 
 # Issue #2 table (independently computed; paper Tables 6 and 7 round them), 1000 classes.
 PARAMS = {1.0: 4_231_976, 0.75: 2_585_560, 0.5: 1_331_592, 0.25: 470_072}

@@ -24,11 +24,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 
-from mobilenet_edge import weights as W  # noqa: E402
+from mobilenet_edge.build import weights as W  # noqa: E402
+from mobilenet_edge.build.model import MobileNetV1  # noqa: E402
 from mobilenet_edge.cli import main  # noqa: E402
-from mobilenet_edge.errors import UsageError, WeightsError  # noqa: E402
-from mobilenet_edge.images import expand_paths  # noqa: E402
-from mobilenet_edge.model import MobileNetV1  # noqa: E402
+from mobilenet_edge.core.errors import UsageError, WeightsError  # noqa: E402
+from mobilenet_edge.core.images import expand_paths  # noqa: E402
 
 pytestmark = pytest.mark.tflite
 

@@ -14,7 +14,7 @@ import traceback
 import typer
 from rich.console import Console
 
-from ..errors import MobilenetEdgeError, UsageError
+from ..core.errors import MobilenetEdgeError, UsageError
 
 try:  # typer >= 0.22 vendors click
     from typer._click import exceptions as _cx

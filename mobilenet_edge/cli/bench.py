@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..bundle import check_can_write
-from ..errors import MobilenetEdgeError, UsageError
+from ..core.bundle import check_can_write
+from ..core.errors import MobilenetEdgeError, UsageError
 from .app import app, err, out
 
 BENCH_EPILOG = (
@@ -68,8 +68,8 @@ def bench(
                                          "needs --calib) and bench them on LiteRT next to ORT.")] = False,
 ) -> None:
     """Latency of .onnx (ONNX Runtime) and .tflite (LiteRT) models: init, first run, p50/p90/p99, inf/s, RSS."""
-    from .. import bench as B
-    from ..platform_info import environment
+    from ..core.platform_info import environment
+    from ..runtime import bench as B
 
     thread_list = parse_int_list(threads, "--threads")
     if runs < 1:
@@ -84,7 +84,7 @@ def bench(
         if ignored:
             err.print(f"warning: {', '.join(ignored)} apply to --grid only; ignored", markup=False)
     if grid:
-        from ..grid import run_grid
+        from ..build.grid import run_grid
 
         if models:
             raise UsageError("--grid builds its own models: give either model paths or --grid, not both")
@@ -138,8 +138,8 @@ def run_targets(targets, thread_list, *, runs, warmup, env, json_path=None, csv_
     """Bench every (target, threads) in a worker process; write JSON/CSV after each row (Ctrl-C keeps them)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .. import bench as B
-    from .. import report as R
+    from ..runtime import bench as B
+    from ..runtime import report as R
 
     rows: list[dict] = []
     failures: list[dict] = []
@@ -169,8 +169,8 @@ def run_targets(targets, thread_list, *, runs, warmup, env, json_path=None, csv_
 
 def _top1_for(targets, eval_dir: Path) -> dict:
     """Top-1 of each target on ``eval_dir``; one warning per bundle (or lone file) with random weights."""
-    from ..bundle import MANIFEST, read_manifest
-    from ..evaluate import evaluate, random_weights_warning, weights_source
+    from ..core.bundle import MANIFEST, read_manifest
+    from ..runtime.evaluate import evaluate, random_weights_warning, weights_source
 
     res, warned = {}, set()
     for t in targets:
@@ -191,7 +191,7 @@ def _top1_for(targets, eval_dir: Path) -> dict:
 
 
 def _print(rows, failures, env, console=out) -> None:
-    from .. import report as R
+    from ..runtime import report as R
 
     versions = ", ".join(f"{k.replace('_', '-')} {env[k]}" for k in ("onnxruntime", "ai_edge_litert", "tflite_runtime")
                          if env.get(k))
@@ -209,7 +209,7 @@ def report(
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write the merged rows as CSV.")] = None,
 ) -> None:
     """Merge bench result files (e.g. a workstation and a Pi) into one table keyed by variant, precision, device."""
-    from .. import report as R
+    from ..runtime import report as R
 
     for name, path in (("--plot", plot), ("--csv", csv_path)):
         if path is not None:

@@ -48,9 +48,9 @@ def export(
     Without --weights the model gets seeded random weights (BN statistics from random data), useful
     for latency work only; the manifest says "weights": "random".
     """
-    from ..bundle import FILE_FP32
-    from ..errors import UsageError
-    from ..export import ExportOptions, export_bundle
+    from ..build.export import ExportOptions, export_bundle
+    from ..core.bundle import FILE_FP32
+    from ..core.errors import UsageError
 
     if fmt not in ("onnx", "tflite"):
         raise UsageError(f"--format must be onnx or tflite, got {fmt!r}")
@@ -84,7 +84,7 @@ def export(
         for line in _tflite_lines(manifest, eval_given=eval_dir is not None):
             out.print(line, markup=False, soft_wrap=True)
         if record is not None:
-            from ..bundle import FILE_INT8
+            from ..core.bundle import FILE_INT8
             from .quantize import print_record
 
             print_record(record, bundle / FILE_INT8)

@@ -14,8 +14,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..errors import UsageError
-from . import _json
+from ..core import jsonio as _json
+from ..core.errors import UsageError
 from .app import PROG, app, err, out
 
 PREDICT_EPILOG = (
@@ -96,7 +96,7 @@ def _warn(msg: str) -> None:
 
 def _report_skipped(path, exc) -> None:
     """eval: an undecodable image is skipped and the run still succeeds, so it is a warning."""
-    from ..images import skipped_message
+    from ..core.images import skipped_message
 
     _warn(skipped_message(path, exc))
 
@@ -127,10 +127,10 @@ def predict(
     """
     import numpy as np
 
-    from .. import images as imglib
-    from ..evaluate import random_weights_warning, weights_source
-    from ..runtime import open_model
-    from ..runtime import top_k as topk_fn
+    from ..core import images as imglib
+    from ..runtime.evaluate import random_weights_warning, weights_source
+    from ..runtime.runner import open_model
+    from ..runtime.runner import top_k as topk_fn
 
     if top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {top_k}")
@@ -207,7 +207,7 @@ def eval_cmd(
     top1/top5 in the JSON are fractions (0-1) of the n decoded images; images_per_s counts decoding,
     preprocessing and inference. Undecodable files are listed under "errors" and skipped.
     """
-    from ..evaluate import evaluate
+    from ..runtime.evaluate import evaluate
 
     with _progress(8, "eval") as bar:  # total unknown until the ground truth is read
         task = bar.add_task("eval", total=None)

@@ -65,11 +65,11 @@ def quantize(
     <name>.int8.onnx beside it; its preprocessing comes from its metadata (our exports) or from
     --mean/--std/--crop/--resize.
     """
-    from ..errors import UsageError
-    from ..images import Preprocessing
+    from ..core.errors import UsageError
+    from ..core.images import Preprocessing
 
     mean, std = _floats(mean, "mean"), _floats(std, "std")  # same syntax as predict: 127.5 or R,G,B
-    from ..quantize import (
+    from ..quantize.pipeline import (
         OrtExtraOptions,
         QuantOptions,
         model_io,
@@ -127,7 +127,7 @@ def quantize(
 
 def print_record(rec: dict, dst) -> None:
     """The human-readable quantization report: fidelity table, worst layers, one 'saved' line."""
-    from ..quantize import fidelity_table, layers_table
+    from ..quantize.pipeline import fidelity_table, layers_table
 
     fid = rec["fidelity"]
     title = (f"{dst}: int8 (recipe {rec['options']['recipe']}, {rec['method']}, "

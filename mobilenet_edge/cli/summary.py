@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..variants import Variant
+from ..core.variants import Variant
 from .app import app, out
 
 EPILOG = (

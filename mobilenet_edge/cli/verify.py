@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..errors import MobilenetEdgeError, UsageError
-from . import _json
+from ..core import jsonio as _json
+from ..core.errors import MobilenetEdgeError, UsageError
 from .app import app, out
 
 EPILOG = (
@@ -39,8 +39,8 @@ def verify_bundle(folder: str | Path, *, threads: int = 1) -> dict:
 
     import numpy as np
 
-    from .. import bundle
-    from ..runtime import Runner
+    from ..core import bundle
+    from ..runtime.runner import Runner
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..bundle import check_can_write
-from ..errors import UsageError
+from ..core.bundle import check_can_write
+from ..core.errors import UsageError
 from .app import app, err, out
 
 weights_app = typer.Typer(
@@ -69,8 +69,8 @@ def import_cmd(
     nothing else. With --verify-images, runs the .tflite in LiteRT and the imported model in PyTorch
     on the same preprocessed images and reports top-1 agreement and accuracy.
     """
-    from ..errors import WeightsError
-    from ..weights import check_weights_path, default_res, load_weights, save_checkpoint, verify_import
+    from ..build.weights import check_weights_path, default_res, load_weights, save_checkpoint, verify_import
+    from ..core.errors import WeightsError
 
     t0 = time.perf_counter()
     src = check_weights_path(src)
@@ -89,7 +89,7 @@ def import_cmd(
     if verify_images is not None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from ..images import expand_paths
+        from ..core.images import expand_paths
 
         paths = expand_paths([verify_images])
         with Progress(

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import images as imglib
-from .errors import MobilenetEdgeError, UsageError
+from ..core import images as imglib
+from ..core.errors import MobilenetEdgeError, UsageError
 
 
 def imagenet_synsets() -> list[str]:
@@ -21,7 +21,7 @@ def imagenet_synsets() -> list[str]:
     Source: tensorflow/models research/slim/datasets/imagenet_lsvrc_2015_synsets.txt (Apache-2.0),
     shipped as ``mobilenet_edge/data/imagenet_synsets.txt``.
     """
-    path = Path(__file__).with_name("data") / "imagenet_synsets.txt"
+    path = Path(__file__).parent.parent / "core" / "data" / "imagenet_synsets.txt"
     return path.read_text(encoding="utf-8").split()
 
 
@@ -171,7 +171,7 @@ def precision_of(runner, manifest, int8: bool) -> str:
         if rec.get("precision"):
             return str(rec["precision"])
         return "int8" if int8 else "fp32"
-    from .runtime import is_int8_file
+    from .runner import is_int8_file
 
     return "int8" if is_int8_file(runner) else "fp32"
 
@@ -212,7 +212,7 @@ def evaluate(
             classes, labelled files missing.
         MobilenetEdgeError: no image could be decoded.
     """
-    from .runtime import background_offset, open_model, top_k
+    from .runner import background_offset, open_model, top_k
 
     folder = Path(folder)
     if folder.is_file():

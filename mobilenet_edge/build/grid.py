@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8, read_manifest, sha256_file
-from .errors import MobilenetEdgeError
-from .variants import Variant, parse_name
+from ..core.bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8, read_manifest, sha256_file
+from ..core.errors import MobilenetEdgeError
+from ..core.variants import Variant, parse_name
 
 
 def bundle_complete(bundle: Path, *, int8: bool = True, tflite: bool = False) -> bool:
@@ -70,14 +70,14 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from . import bench as B
-    from . import report as R
+    from ..runtime import bench as B
+    from ..runtime import report as R
 
     out = out or Console(markup=False, emoji=False)
     err = err or Console(stderr=True, markup=False, emoji=False)
+    from ..core.platform_info import environment
+    from ..quantize.pipeline import quantize_bundle
     from .export import ExportOptions, export_bundle
-    from .platform_info import environment
-    from .quantize import quantize_bundle
 
     out_dir = Path(out_dir)
     bundles_dir = out_dir / "bundles"
@@ -111,7 +111,7 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
                     targets += B.targets_for(ref)
                 top1 = {}
                 if eval_dir is not None:
-                    from .evaluate import evaluate
+                    from ..runtime.evaluate import evaluate
 
                     for t in (targets if weights is not None else [t for t in targets if t.path == ref]):
                         top1[t.path] = evaluate(t.path, eval_dir)["top1"]

@@ -14,8 +14,8 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .errors import UsageError
-from .images import Preprocessing, load, skipped_message
+from ..core.errors import UsageError
+from ..core.images import Preprocessing, load, skipped_message
 
 _console = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
@@ -189,7 +189,7 @@ def resolve_labels(
 ) -> tuple[dict[Path, int], str]:
     """ImageNet index (0..999) of each evaluation image when it can be known.
 
-    Delegates to :func:`mobilenet_edge.evaluate.ground_truth` (shared with ``eval``): ``labels_csv``
+    Delegates to :func:`mobilenet_edge.runtime.evaluate.ground_truth` (shared with ``eval``): ``labels_csv``
     or a ``labels.csv`` in ``root`` (``file,imagenet_index``), class folders (synset folders in the
     standard sorted synset order, else sorted position), or ``nXXXXXXXX_*`` file names.
 
@@ -199,7 +199,7 @@ def resolve_labels(
         UsageError: an explicit ``labels_csv``, or ``root``'s own ``labels.csv``, that is missing or
             malformed (e.g. an index out of range).
     """
-    from .evaluate import ground_truth
+    from ..runtime.evaluate import ground_truth
 
     if root is None:
         return {}, "none"

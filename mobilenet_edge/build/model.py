@@ -1,6 +1,6 @@
 """Reference MobileNet V1 in PyTorch (Howard et al. 2017, arXiv:1704.04861, Table 1).
 
-The layer table lives in :mod:`mobilenet_edge.variants` (``BLOCKS``) so that the analytic counts and
+The layer table lives in :mod:`mobilenet_edge.core.variants` (``BLOCKS``) so that the analytic counts and
 the module are built from the same rows.
 """
 
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .variants import BLOCKS, STEM_CHANNELS, check_alpha, check_num_classes, make_channels
+from ..core.variants import BLOCKS, STEM_CHANNELS, check_alpha, check_num_classes, make_channels
 
 ACTIVATIONS = ("relu6", "relu")
 PADDINGS = ("symmetric", "tf_same")

@@ -1,7 +1,7 @@
 """Bench results: JSON/CSV files, merging across machines, rich tables and matplotlib plots (no torch).
 
 A result file is ``{"environment": {...}, "results": [row, ...]}`` with rows keyed by
-:data:`mobilenet_edge.bench.COLUMNS`. Merged rows carry a ``device`` key (CPU model + arch, marked
+:data:`mobilenet_edge.runtime.bench.COLUMNS`. Merged rows carry a ``device`` key (CPU model + arch, marked
 "(emulated)" for qemu runs) so that one table compares an x86 box and a Pi.
 """
 
@@ -13,9 +13,9 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..core.bundle import atomic_path, write_json_atomic
+from ..core.errors import MobilenetEdgeError, UsageError
 from .bench import COLUMNS
-from .bundle import atomic_path, write_json_atomic
-from .errors import MobilenetEdgeError, UsageError
 
 #: plot file suffixes (matplotlib's Agg backend writes these formats; the suffix picks the format)
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")

@@ -12,11 +12,11 @@ import numpy as np
 from rich.progress import Progress
 from rich.table import Table
 
-from .errors import UsageError
-from .images import Preprocessing, iter_batches, skipped_message
-from .onnx_utils import activation_bounds as _activation_bounds
-from .onnx_utils import quiet_ort_logging as _quiet_ort_logging
-from .onnx_utils import stdout_to_stderr as _stdout_to_stderr
+from ..core.errors import UsageError
+from ..core.images import Preprocessing, iter_batches, skipped_message
+from ..core.onnx_graph import activation_bounds as _activation_bounds
+from ..core.onnx_graph import quiet_ort_logging as _quiet_ort_logging
+from ..core.onnx_graph import stdout_to_stderr as _stdout_to_stderr
 
 #: fp32 top-1 minus top-2 logit below which an image counts as a near-tie: the two classes' softmax
 #: probabilities are within a factor exp(0.1) = 1.105 of each other.

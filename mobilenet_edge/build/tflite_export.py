@@ -10,7 +10,7 @@ Graph input is NHWC by default: the model is wrapped with a ``permute`` so a cam
 fed without a transpose; litert-torch's layout pass propagates NHWC through the net, so the fp32 graph
 holds no TRANSPOSE op at all (27 convs, MEAN, FULLY_CONNECTED) and TF-'SAME' pads fold into the convs.
 
-Arrays given as ``calib`` / ``check`` are the output of :func:`mobilenet_edge.images.preprocess` with
+Arrays given as ``calib`` / ``check`` are the output of :func:`mobilenet_edge.core.images.preprocess` with
 ``Preprocessing(res=res)`` (float32, ``(pixel - 127.5) / 127.5``, central crop 0.875, bilinear), in
 either layout: ``(3, res, res)`` / ``(N, 3, res, res)`` (NCHW, the default ``Preprocessing`` layout, the
 same arrays the ONNX path uses) or ``(res, res, 3)`` / ``(N, res, res, 3)`` (NHWC). They are transposed
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import bundle
-from .errors import MobilenetEdgeError, ParityError, UsageError
-from .fidelity import sqnr_db
-from .recipes import get_recipe
+from ..core import bundle
+from ..core.errors import MobilenetEdgeError, ParityError, UsageError
+from ..quantize.fidelity import sqnr_db
+from ..quantize.recipes import get_recipe
 
 PARITY_TOLERANCE = 1e-4  # max |logit diff| fp32 .tflite vs PyTorch (issue #9)
 N_RANDOM = 3  # seeded random inputs added to every parity check (uniform in [-1, 1], the input range)
@@ -305,7 +305,7 @@ def _grid_observer_class():
     """
     from torchao.quantization.pt2e.observer import PerChannelMinMaxObserver
 
-    from .equalize import grid_channel_rmax
+    from ..quantize.equalize import grid_channel_rmax
 
     class GridPerChannelObserver(PerChannelMinMaxObserver):
         def __init__(self, *args, stats: dict | None = None, **kwargs):
@@ -361,7 +361,7 @@ def weight_bias_correct(module: nn.Module, calib: list[np.ndarray], *, skip_conv
     quantizer's own scales are not known here); exact channels give no shift.
 
     Args:
-        module: :class:`NHWCInput` around a :class:`~mobilenet_edge.model.MobileNetV1` (other models:
+        module: :class:`NHWCInput` around a :class:`~mobilenet_edge.build.model.MobileNetV1` (other models:
             nothing is done).
         calib: calibration arrays in ``module``'s input layout, float32.
         skip_convs: the first convs stay float (``float_first``): not corrected.
@@ -369,7 +369,7 @@ def weight_bias_correct(module: nn.Module, calib: list[np.ndarray], *, skip_conv
     Returns:
         ``{"layers": corrected layer count, "max_abs_shift": largest |shift|}``.
     """
-    from .equalize import grid_channel_rmax, rounding_shift
+    from ..quantize.equalize import grid_channel_rmax, rounding_shift
 
     m = getattr(module, "model", module)
     if not hasattr(m, "conv_layers") or not calib:
@@ -568,7 +568,7 @@ def export_tflite(
 
     int8 (``int8=True``): static post-training quantization (PT2E, litert-torch's ``PT2EQuantizer``):
     int8 weights, symmetric, per output channel; int8 activations per tensor with ranges observed on
-    ``calib``. The ``recipe`` names mean what they mean for ONNX (:mod:`mobilenet_edge.recipes`,
+    ``calib``. The ``recipe`` names mean what they mean for ONNX (:mod:`mobilenet_edge.quantize.recipes`,
     docs/fidelity.md): ``plain`` = the quantizer's own scales; ``grid`` = grid-aligned weight scales
     (:func:`make_quantizer`); ``fidelity`` (default) = ``grid`` + bias correction of the weight rounding
     left (:func:`weight_bias_correct`) + the first ``float_first`` convs (2) in float, so the input is

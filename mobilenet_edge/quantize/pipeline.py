@@ -43,7 +43,16 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
-from . import bundle as bdl
+from ..core import bundle as bdl
+from ..core.errors import UsageError
+from ..core.images import Preprocessing, expand_paths, load
+from ..core.onnx_graph import activation_bounds as _activation_bounds
+from ..core.onnx_graph import import_ort_tools_without_torch as _import_ort_tools_without_torch
+from ..core.onnx_graph import model_io  # noqa: F401  (re-exported)
+from ..core.onnx_graph import quiet_ort_logging as _quiet_ort_logging
+from ..core.onnx_graph import stdout_to_stderr as _stdout_to_stderr
+from ..core.onnx_graph import versions as _versions
+from ..core.platform_info import parse_cpuinfo
 from .calibration import (  # noqa: F401  (re-exported: quantize.make_image_reader, ...)
     _progress,
     _Replay,
@@ -55,7 +64,6 @@ from .calibration import (  # noqa: F401  (re-exported: quantize.make_image_read
     split_paths,
     synthetic_images,
 )
-from .errors import UsageError
 from .fidelity import (  # noqa: F401  (re-exported: quantize.fidelity, quantize.sqnr_db, ...)
     _session,
     debug_layers,
@@ -65,14 +73,6 @@ from .fidelity import (  # noqa: F401  (re-exported: quantize.fidelity, quantize
     relu6_ranges,
     sqnr_db,
 )
-from .images import Preprocessing, expand_paths, load
-from .onnx_utils import activation_bounds as _activation_bounds
-from .onnx_utils import import_ort_tools_without_torch as _import_ort_tools_without_torch
-from .onnx_utils import model_io  # noqa: F401  (re-exported)
-from .onnx_utils import quiet_ort_logging as _quiet_ort_logging
-from .onnx_utils import stdout_to_stderr as _stdout_to_stderr
-from .onnx_utils import versions as _versions
-from .platform_info import parse_cpuinfo
 from .recipes import RECIPE_NAMES
 
 METHODS = ("minmax", "entropy", "percentile")

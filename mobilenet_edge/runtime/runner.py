@@ -9,7 +9,7 @@ Backends:
       (or ``ai-edge-litert``) forces one of them.
 
 Quantized I/O: a uint8/int8 input is fed ``round(x / scale + zero_point)`` (clipped to the dtype's
-range) from the float batch preprocessed as the model's :class:`~mobilenet_edge.images.Preprocessing`
+range) from the float batch preprocessed as the model's :class:`~mobilenet_edge.core.images.Preprocessing`
 says; a uint8/int8 output is dequantized ``(q - zero_point) * scale`` to float32 *before* any
 softmax/top-k (``argsort(-x)`` on raw uint8 wraps around: -0 == 0 sorts first, -255 == 1 last).
 
@@ -43,9 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bundle as _bundle
-from .errors import MobilenetEdgeError, UsageError
-from .images import Preprocessing
+from ..core import bundle as _bundle
+from ..core.errors import MobilenetEdgeError, UsageError
+from ..core.images import Preprocessing
 
 #: environment variable forcing the .tflite backend ("ai-edge-litert" or "tflite-runtime")
 TFLITE_ENV = "MOBILENET_EDGE_TFLITE"

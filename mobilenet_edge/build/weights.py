@@ -39,10 +39,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .bundle import atomic_path, imagenet_labels, sha256_file
-from .errors import MobilenetEdgeError, UsageError, WeightsError
-from .images import Preprocessing
-from .variants import BLOCKS, STEM_CHANNELS, make_channels
+from ..core.bundle import atomic_path, imagenet_labels, sha256_file
+from ..core.errors import MobilenetEdgeError, UsageError, WeightsError
+from ..core.images import Preprocessing
+from ..core.variants import BLOCKS, STEM_CHANNELS, make_channels
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -85,7 +85,7 @@ class LoadedWeights:
         source: ``"tflite"``, ``"safetensors"`` or ``"torch"`` (the file actually read).
         file: basename of that file.
         sha256: hex sha256 of that file.
-        preprocessing: :class:`~mobilenet_edge.images.Preprocessing` fields without ``res``, or None.
+        preprocessing: :class:`~mobilenet_edge.core.images.Preprocessing` fields without ``res``, or None.
         labels: one name per output index (1001 with ``"background"`` first for TF-slim) or None.
         origin: for checkpoints, the source recorded when they were saved (e.g. the ``.tflite`` they
             were imported from: ``{"source", "file", "sha256"}``), else None.
@@ -183,7 +183,7 @@ class RawTensor:
 
 
 def _interpreter_class():
-    from .runtime import tflite_module
+    from ..runtime.runner import tflite_module
 
     try:
         return tflite_module()[2].Interpreter
@@ -323,7 +323,7 @@ def tflite_state_dict(
         alpha: expected width multiplier (None: inferred).
         bn_eps: the model's batch-norm epsilon (TF-slim: 1e-3), used for the pass-through BN.
     Returns:
-        (state dict of float32 arrays, config dict for :func:`mobilenet_edge.model.build`).
+        (state dict of float32 arrays, config dict for :func:`mobilenet_edge.build.model.build`).
     Raises:
         WeightsError: a missing layer (named), a bad shape, channels that follow no alpha.
         UsageError: ``alpha`` given and the file is of another alpha.
@@ -709,7 +709,7 @@ class TfliteClassifier:
     """
 
     def __init__(self, path: str | Path, res: int | None = None, *, threads: int | None = None) -> None:
-        from .runtime import _quiet_stderr
+        from ..runtime.runner import _quiet_stderr
 
         self.interp = open_tflite(path, num_threads=threads) if threads else open_tflite(path)
         inp = self.interp.get_input_details()[0]
@@ -765,7 +765,7 @@ def verify_import(
 ) -> dict:
     """Compare the source ``.tflite`` (LiteRT) and the imported model (torch) on the same images.
 
-    Both get the same preprocessed pixels (:mod:`mobilenet_edge.images`, the weights' preprocessing
+    Both get the same preprocessed pixels (:mod:`mobilenet_edge.core.images`, the weights' preprocessing
     at ``res``); the ``.tflite`` input is quantized with its input tensor's scale and zero point.
     Top-1 is the argmax (lowest index on ties) of each model's output.
 
@@ -786,7 +786,7 @@ def verify_import(
     """
     import torch
 
-    from .images import load
+    from ..core.images import load
 
     res = res or default_res(tflite_path)
     runner = TfliteClassifier(tflite_path, res)

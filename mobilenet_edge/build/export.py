@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .bundle import (
+from .. import __version__
+from ..core.bundle import (
     FILE_FP32,
     FILE_TFLITE,
     FILE_TFLITE_INT8,
@@ -36,9 +36,9 @@ from .bundle import (
     write_manifest,
     write_text_atomic,
 )
-from .errors import ParityError, UsageError
-from .images import Preprocessing, expand_paths, load
-from .variants import Variant
+from ..core.errors import ParityError, UsageError
+from ..core.images import Preprocessing, expand_paths, load
+from ..core.variants import Variant
 
 #: Lowest opset the pipeline needs: per-channel QDQ (QuantizeLinear/DequantizeLinear with ``axis``)
 #: arrived in opset 13.
@@ -83,7 +83,7 @@ class ExportOptions:
     int8: bool = False
     calib: Path | None = None
     eval_dir: Path | None = None
-    #: int8 recipe for model.int8.onnx and model.int8.tflite (:mod:`mobilenet_edge.recipes`), and the
+    #: int8 recipe for model.int8.onnx and model.int8.tflite (:mod:`mobilenet_edge.quantize.recipes`), and the
     #: number of leading convs kept in float (None: the recipe's)
     recipe: str = "fidelity"
     float_first: int | None = None
@@ -205,7 +205,7 @@ def export_onnx(model, dst: str | Path, *, res: int, opset: int = DEFAULT_OPSET,
     with _quiet():
         simplified, ok = onnxsim.simplify(raw, check_n=1, test_input_shapes={INPUT_NAME: [1, 3, res, res]})
     if not ok:
-        from .errors import MobilenetEdgeError
+        from ..core.errors import MobilenetEdgeError
 
         raise MobilenetEdgeError("onnxsim's check of the simplified model against the original failed")
     # the oldest IR version that carries this opset, so older runtimes (on a Pi) load the file
@@ -297,7 +297,7 @@ def export_bundle(opts: ExportOptions, *, log=None) -> dict:
     t0 = time.perf_counter()
     log = log or (lambda msg: None)
     check_opset(opts.opset)
-    from .recipes import get_recipe
+    from ..quantize.recipes import get_recipe
 
     try:
         get_recipe(opts.recipe)
@@ -318,7 +318,7 @@ def export_bundle(opts: ExportOptions, *, log=None) -> dict:
 
             _import_litert_torch()  # raises the install hint (exit 1) before any work
     if opts.int8 and opts.calib is not None:
-        from .quantize import collect_images
+        from ..quantize.pipeline import collect_images
 
         collect_images(opts.calib, opts.eval_dir, warn=lambda m: None)  # too few images: fail now, not after export
     images = expand_paths([opts.parity_images]) if opts.parity_images else None
@@ -389,7 +389,7 @@ def export_bundle(opts: ExportOptions, *, log=None) -> dict:
         manifest["export"]["seconds"] = round(time.perf_counter() - t0, 3)
         write_manifest(stage, manifest)
         if opts.int8:  # inside the staging folder: a failure here leaves an existing bundle untouched
-            from .quantize import QuantOptions, quantize_bundle
+            from ..quantize.pipeline import QuantOptions, quantize_bundle
 
             log("quantizing to int8 (ONNX Runtime)")
             quantize_bundle(stage, calib=opts.calib, eval_dir=opts.eval_dir, synthetic=opts.calib is None,
@@ -400,8 +400,8 @@ def export_bundle(opts: ExportOptions, *, log=None) -> dict:
 
 def _export_tflite_files(model, stage: Path, opts: ExportOptions, prep: Preprocessing, images, log) -> dict:
     """model.tflite (parity-checked) and, with ``opts.tflite_int8``, model.int8.tflite calibrated on
-    ``opts.calib`` (litert-torch; see :mod:`mobilenet_edge.tflite_export`)."""
-    from .images import iter_batches
+    ``opts.calib`` (litert-torch; see :mod:`mobilenet_edge.build.tflite_export`)."""
+    from ..core.images import iter_batches
     from .tflite_export import export_tflite
 
     check = [x for _, x in iter_batches(images, prep, batch=8)] if images else None

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .onnx_utils import constants as _consts
+from ..core.onnx_graph import constants as _consts
 
 #: max |integer| of a symmetric int8 weight grid: ORT quantizes symmetric QInt8 weights to [-127, 127]
 #: (scale ``max|w| / 127``), or to [-64, 64] with ``reduce_range`` (onnxruntime quant_utils.py,

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8, MANIFEST, read_manifest
-from .errors import MobilenetEdgeError, UsageError
-from .variants import Variant, parse_name
+from ..core.bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8, MANIFEST, read_manifest
+from ..core.errors import MobilenetEdgeError, UsageError
+from ..core.variants import Variant, parse_name
 
 #: Columns of a result row (JSON keys and CSV header, in order); issue #7.
 COLUMNS = (
@@ -196,7 +196,7 @@ def _make_session(path: Path, runtime: str, threads: int):
         x = _random_input(rng, shape, dtype)
         feed = {inp.name: x}
         return (lambda: sess.run(None, feed)), ort.__version__
-    from .runtime import tflite_module
+    from .runner import tflite_module
 
     name, version, mod = tflite_module()
     version = f"{name} {version}"
@@ -241,12 +241,12 @@ def measure(path: Path, runtime: str, *, threads: int = 1, runs: int = 100, warm
 
 
 def measure_in_subprocess(target: Target, *, threads: int, runs: int, warmup: int, timeout: float = 900) -> dict:
-    """Run :func:`measure` in a fresh interpreter (``python -m mobilenet_edge.bench``).
+    """Run :func:`measure` in a fresh interpreter (``python -m mobilenet_edge.runtime.bench``).
 
     Raises:
         MobilenetEdgeError: the worker failed (message carries its last stderr line).
     """
-    cmd = [sys.executable, "-m", "mobilenet_edge.bench", str(target.path), target.runtime, str(threads), str(runs),
+    cmd = [sys.executable, "-m", "mobilenet_edge.runtime.bench", str(target.path), target.runtime, str(threads), str(runs),
            str(warmup)]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(threads))
