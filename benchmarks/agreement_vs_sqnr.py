@@ -39,6 +39,7 @@ from quant_fidelity import images_and_labels, run  # noqa: E402
 
 from mobilenet_edge.core.bundle import read_manifest  # noqa: E402
 from mobilenet_edge.core.images import Preprocessing  # noqa: E402
+from mobilenet_edge.core.labels import background_offset  # noqa: E402
 from mobilenet_edge.quantize.fidelity import top2_margin  # noqa: E402
 
 SQNR_GRID_DB = (20, 25, 30, 33, 36, 40, 45, 50)
@@ -103,7 +104,7 @@ def analyse(bundle: Path, calib: Path, fid: dict | None, draws: int, seed: int) 
     prep = Preprocessing.from_dict(read_manifest(bundle)["preprocessing"])
     files, x, y = images_and_labels(calib, prep)
     f = run(bundle / "model.onnx", x)
-    y = y + (1 if f.shape[1] == 1001 else 0)  # 1001-class models: index 0 is "background"
+    y = y + background_offset(f.shape[1])  # 1001-class models: index 0 is "background"
     m = top2_margins(f)
     order = np.argsort(-f, axis=1)[:, :2]
     out = {

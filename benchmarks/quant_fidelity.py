@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from mobilenet_edge.core.bundle import read_manifest  # noqa: E402
 from mobilenet_edge.core.images import Preprocessing, load  # noqa: E402
+from mobilenet_edge.core.labels import background_offset  # noqa: E402
 from mobilenet_edge.quantize import equalize as eq  # noqa: E402
 from mobilenet_edge.quantize import recipes  # noqa: E402
 
@@ -286,7 +287,7 @@ def evaluate_bundle(bundle: Path, calib: Path, methods: dict, work: Path, keep: 
     src = bundle / "model.onnx"
     files, x, y = images_and_labels(calib, prep)
     f = run(src, x)
-    offset = 1 if f.shape[1] == 1001 else 0
+    offset = background_offset(f.shape[1])
     out = {"bundle": bundle.name, "images": len(files), "fp32_top1": float(np.mean(f.argmax(1) - offset == y)),
            "methods": {}, "kept_models": {}}
     for name, spec in methods.items():

@@ -33,9 +33,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mobilenet_edge.build.tflite_export import TfliteModel, export_tflite, tool_versions  # noqa: E402
+from mobilenet_edge.build.tflite_export import TfliteModel, export_tflite  # noqa: E402
 from mobilenet_edge.build.weights import load_weights  # noqa: E402
 from mobilenet_edge.core import images  # noqa: E402
+from mobilenet_edge.core.labels import background_offset  # noqa: E402
+from mobilenet_edge.core.versions import TFLITE_TOOLS, versions  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 VARIANTS = [(0.25, 128, "0.25_128"), (0.5, 160, "0.5_160"), (0.75, 192, "0.75_192")]
@@ -83,7 +85,7 @@ def main() -> None:
     calib = data / "imagenet-calib"
     rows_csv = list(csv.DictReader(open(calib / "labels.csv", encoding="utf-8")))
     labels = np.array([int(r["imagenet_index"]) for r in rows_csv])
-    res = {"created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "tool_versions": tool_versions(),
+    res = {"created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "tool_versions": versions(TFLITE_TOOLS),
            "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
            "protocol": "2-fold over imagenet-calib (even/odd positions of labels.csv), pooled 100 images; "
                        "latency: fold-0 files, LiteRT 1 thread, CPU-time p50, interleaved",
@@ -94,7 +96,7 @@ def main() -> None:
             x = np.stack([images.load(calib / row["file"], images.Preprocessing(res=r)) for row in rows_csv])
             with torch.no_grad():
                 ref = model(torch.from_numpy(x)).numpy()
-            offset = 1 if ref.shape[1] == 1001 else 0
+            offset = background_offset(ref.shape[1])
             row = {"variant": tag, "alpha": alpha, "res": r, "fp32_top1": float(np.mean(ref.argmax(1) - offset == labels)),
                    "recipes": {}}
             paths = {}

@@ -34,8 +34,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mobilenet_edge.build.tflite_export import TfliteModel, export_tflite, sqnr_db, tool_versions  # noqa: E402
+from mobilenet_edge.build.tflite_export import TfliteModel, export_tflite, sqnr_db  # noqa: E402
 from mobilenet_edge.core import images  # noqa: E402
+from mobilenet_edge.core.labels import background_offset  # noqa: E402
+from mobilenet_edge.core.versions import TFLITE_TOOLS, versions  # noqa: E402
 
 DATA = Path(os.environ.get("MOBILENET_EDGE_DATA", ROOT.parent / "shared" / "data"))
 
@@ -102,7 +104,7 @@ def main() -> int:
     calib_dir = DATA / "imagenet-calib"
     rows = list(csv.DictReader(open(calib_dir / "labels.csv", encoding="utf-8")))
     paths = [calib_dir / r["file"] for r in rows]
-    labels = np.array([int(r["imagenet_index"]) + 1 for r in rows])  # 1001-class index
+    labels = np.array([int(r["imagenet_index"]) + background_offset(1001) for r in rows])  # 1001-class index
     x_nchw = np.stack([images.load(p, prep) for p in paths])  # (100, 3, res, res)
     photos = [x for _, x in images.iter_batches(images.expand_paths([DATA / "images"]), prep, batch=8)]
 
@@ -176,7 +178,7 @@ def main() -> int:
         "cores": os.cpu_count(),
         "threads": 1,
         "python": platform.python_version(),
-        "versions": tool_versions(),
+        "versions": versions(TFLITE_TOOLS),
         "note": "shared machine (other jobs running); ratios are measured in one run, alternating models",
     }
     out = Path(args.out)

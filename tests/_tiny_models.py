@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilenet_edge.core import bundle
+from mobilenet_edge.core.labels import imagenet_labels
 
 
 def tiny_weights(classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +58,7 @@ def tiny_bundle(folder: Path, *, res: int = 32, classes: int = 1001, int8: bool 
 
     folder.mkdir(parents=True)
     p = Preprocessing(res=res, **(prep or {})).to_dict()
-    labels = bundle.imagenet_labels(classes)
+    labels = imagenet_labels(classes)
     md = {"producer": "mobilenet-edge", "variant": "tiny", "res": str(res), "num_classes": str(classes),
           "weights": "random", "preprocessing": p, "labels": labels}
     tiny_onnx(folder / bundle.FILE_FP32, res=res, classes=classes, metadata=md, seed=seed)

@@ -23,7 +23,7 @@ from PIL import Image
 
 from mobilenet_edge.cli import main
 from mobilenet_edge.core import bundle
-from mobilenet_edge.runtime.evaluate import ground_truth, imagenet_synsets
+from mobilenet_edge.core.labels import ground_truth, imagenet_labels, imagenet_synsets
 from mobilenet_edge.runtime.runner import softmax
 
 HAS_TFLITE = has_module("ai_edge_litert") or has_module("tflite_runtime")
@@ -74,7 +74,7 @@ def test_predict_json_matches_numpy(capsys, tiny):
     assert code == 0
     res = json.loads(out)
     assert [Path(r["image"]).name for r in res] == [f"img{i}.png" for i in range(len(COLOURS))]
-    labels = bundle.imagenet_labels(1001)
+    labels = imagenet_labels(1001)
     for r, c in zip(res, COLOURS):
         p = expected_probs(c)
         want = np.argsort(-p, kind="stable")[:3]
@@ -92,7 +92,7 @@ def test_predict_int8_and_table(capsys, tiny):
     want = int(np.argmax(expected_probs(COLOURS[0])))
     assert json.loads(out)[0]["top_k"][0]["index"] == want
     code, out, _ = run(capsys, "predict", b, imgs / "img0.png", "--top-k", "2")
-    assert code == 0 and "Rank" in out and "Probability" in out and bundle.imagenet_labels(1001)[want] in out
+    assert code == 0 and "Rank" in out and "Probability" in out and imagenet_labels(1001)[want] in out
 
 
 @pytest.mark.parametrize("k", ["0", "1002", "-3"])

@@ -20,8 +20,8 @@ from PIL import Image
 from mobilenet_edge.cli import main
 from mobilenet_edge.core import bundle
 from mobilenet_edge.core.images import Preprocessing
+from mobilenet_edge.core.labels import ground_truth
 from mobilenet_edge.quantize.pipeline import _Warnings, make_image_reader
-from mobilenet_edge.runtime.evaluate import ground_truth
 
 RANDOM_LINE = "warning: random weights (manifest): predictions and accuracy are meaningless"
 

@@ -19,6 +19,7 @@ from conftest import has_module
 from mobilenet_edge.core import bundle, images
 from mobilenet_edge.core.errors import MobilenetEdgeError, UsageError
 from mobilenet_edge.core.images import Preprocessing
+from mobilenet_edge.core.labels import imagenet_labels
 from mobilenet_edge.runtime.runner import (
     TFLITE_ENV,
     Runner,
@@ -275,7 +276,7 @@ def test_reference_model_description(reference_dir):
     assert r.input_quant == (1 / 128, 128) and r.output_quant == (1 / 256, 0)
     assert r.outputs_probabilities  # MobilenetV1/Predictions (softmax)
     assert (p.mean, p.std, p.crop, p.resize, p.layout) == ((127.5,) * 3, (127.5,) * 3, 0.875, "tf_bilinear", "NHWC")
-    assert labels == bundle.imagenet_labels(1001) and man is None
+    assert labels == imagenet_labels(1001) and man is None
 
 
 @needs_tflite

@@ -30,7 +30,6 @@ from ..core.bundle import (
     LABELS,
     atomic_path,
     file_record,
-    imagenet_labels,
     read_manifest,
     staged_dir,
     write_manifest,
@@ -38,7 +37,10 @@ from ..core.bundle import (
 )
 from ..core.errors import ParityError, UsageError
 from ..core.images import Preprocessing, expand_paths, load
+from ..core.labels import imagenet_labels
+from ..core.sessions import ort_session
 from ..core.variants import Variant
+from ..core.versions import export_versions
 
 #: Lowest opset the pipeline needs: per-channel QDQ (QuantizeLinear/DequantizeLinear with ``axis``)
 #: arrived in opset 13.
@@ -242,16 +244,13 @@ def check_parity(
     Raises:
         ParityError: max abs logit difference > tolerance, or a different top-1 on any input.
     """
-    import onnxruntime as ort
     import torch
 
     rng = np.random.default_rng(seed)
     batches = [("random", rng.uniform(-1, 1, size=(3, 3, res, res)).astype(np.float32))]
     if images:
         batches.append(("images", np.stack([load(p, prep) for p in images])))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    sess = ort_session(onnx_path)
     result = {"tolerance": tolerance, "top1_equal": True, "n_random": 3, "n_images": len(images or [])}
     worst = 0.0
     for kind, x in batches:
@@ -270,18 +269,6 @@ def check_parity(
             f"(tolerance {tolerance:g}), top-1 {'identical' if result['top1_equal'] else 'differs'}"
         )
     return result
-
-
-def tool_versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"mobilenet-edge": __version__, "python": sys.version.split()[0]}
-    for pkg in ("torch", "onnx", "onnxruntime", "onnxsim", "numpy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
 
 
 def export_bundle(opts: ExportOptions, *, log=None) -> dict:
@@ -381,7 +368,7 @@ def export_bundle(opts: ExportOptions, *, log=None) -> dict:
                 },
                 LABELS: file_record(stage / LABELS),
             },
-            "export": {**info, "parity": parity, "tool_versions": tool_versions()},
+            "export": {**info, "parity": parity, "tool_versions": export_versions()},
             **opts.extra_manifest,
         }
         if "tflite" in opts.formats:

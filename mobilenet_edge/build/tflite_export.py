@@ -33,6 +33,7 @@ from torch import nn
 
 from ..core import bundle
 from ..core.errors import MobilenetEdgeError, ParityError, UsageError
+from ..core.versions import TFLITE_TOOLS, versions
 from ..quantize.fidelity import sqnr_db
 from ..quantize.recipes import get_recipe
 
@@ -42,19 +43,6 @@ EXPORTER = "litert-torch"
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def tool_versions() -> dict:
-    """Versions of the conversion stack (``None`` for a package that is not installed)."""
-    from importlib import metadata
-
-    out = {}
-    for dist in ("torch", "litert-torch", "litert-converter", "ai-edge-litert", "torchao", "ai-edge-quantizer"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
 
 
 def _import_litert_torch():
@@ -679,7 +667,7 @@ def export_tflite(
             "input": _io_record(runner.input, layout=layout),
             "output": _io_record(runner.output, layout=None),
             "exporter": EXPORTER,
-            "tool_versions": tool_versions(),
+            "tool_versions": versions(TFLITE_TOOLS),
             "op_counts": runner.op_counts(),
         }
         del runner

@@ -39,9 +39,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.bundle import atomic_path, imagenet_labels, sha256_file
+from ..core.bundle import atomic_path, sha256_file
 from ..core.errors import MobilenetEdgeError, UsageError, WeightsError
 from ..core.images import Preprocessing
+from ..core.labels import background_offset, imagenet_labels
 from ..core.variants import BLOCKS, STEM_CHANNELS, make_channels
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -791,7 +792,7 @@ def verify_import(
     res = res or default_res(tflite_path)
     runner = TfliteClassifier(tflite_path, res)
     prep = Preprocessing.from_dict({**(loaded.preprocessing or tflite_preprocessing()), "res": res, "layout": "NCHW"})
-    offset = 1 if loaded.config.get("num_classes") == 1001 else 0
+    offset = background_offset(loaded.config.get("num_classes"))
     paths = [Path(p) for p in images]
     total = 3 * len(paths)  # progress units: decode, LiteRT, torch
     done = 0

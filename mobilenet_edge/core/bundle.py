@@ -25,15 +25,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import MobilenetEdgeError, UsageError
+from .manifest import FORMAT, FORMAT_VERSION, LABELS, MANIFEST, Manifest  # noqa: F401  (bundle constants)
 
-MANIFEST = "manifest.json"
-LABELS = "labels.txt"
 FILE_FP32 = "model.onnx"
 FILE_INT8 = "model.int8.onnx"
 FILE_TFLITE = "model.tflite"
 FILE_TFLITE_INT8 = "model.int8.tflite"
-FORMAT = "mobilenet-edge-bundle"
-FORMAT_VERSION = 1
 
 
 def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
@@ -172,44 +169,19 @@ def staged_dir(dst: str | Path, *, force: bool = False, keep: tuple[str, ...] = 
 
 
 def read_manifest(bundle: str | Path) -> dict:
-    """Parse ``bundle/manifest.json``. Raises MobilenetEdgeError if missing or not our format."""
-    path = Path(bundle) / MANIFEST
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MobilenetEdgeError(f"{bundle} is not a bundle: no {MANIFEST}") from None
-    except (OSError, ValueError) as e:
-        raise MobilenetEdgeError(f"cannot read {path}: {e}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise MobilenetEdgeError(f"{path} is not a mobilenet-edge manifest")
-    return data
+    """``bundle/manifest.json`` as a JSON dict, through the one reader (:meth:`.manifest.Manifest.read`).
 
-
-def write_manifest(bundle: str | Path, manifest: dict) -> None:
-    write_json_atomic(Path(bundle) / MANIFEST, manifest)
-
-
-def read_labels(path: str | Path) -> list[str]:
-    """One label per line (blank trailing lines dropped)."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return lines
-
-
-def imagenet_labels(num_classes: int = 1000) -> list[str]:
-    """The ImageNet-1k class names shipped with the package (a public fact list).
-
-    ``num_classes=1001`` prepends ``"background"`` (TF-slim checkpoints: index 0 is background).
-    Other counts get ``class_<i>`` names.
+    Raises:
+        MobilenetEdgeError: missing, unreadable, or not our format.
     """
-    path = Path(__file__).with_name("data") / "imagenet_labels.txt"
-    names = read_labels(path)
-    if num_classes == 1000:
-        return names
-    if num_classes == 1001:
-        return ["background"] + names
-    return [f"class_{i}" for i in range(num_classes)]
+    return Manifest.read(bundle).to_dict()
+
+
+def write_manifest(bundle: str | Path, manifest: dict | Manifest) -> None:
+    """Write a manifest (a :class:`~.manifest.Manifest` or its dict) atomically, through the one writer."""
+    if not isinstance(manifest, Manifest):
+        manifest = Manifest.from_dict(manifest)
+    manifest.write(bundle)
 
 
 def model_file(bundle: str | Path, *, int8: bool = False, fmt: str = "onnx") -> Path:

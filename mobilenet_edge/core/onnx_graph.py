@@ -28,13 +28,6 @@ def import_ort_tools_without_torch() -> None:
             del sys.modules["torch"]
 
 
-def versions() -> dict:
-    import onnx
-    import onnxruntime
-
-    return {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "numpy": np.__version__}
-
-
 def model_io(path: str | Path) -> dict:
     """Input/output names, shapes (ints or symbolic names) and dtypes of an ONNX file.
 

@@ -24,11 +24,18 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from .versions import dist_version
+
 #: ISA flags reported by ``environment()["isa"]`` (names as Linux prints them in /proc/cpuinfo).
 #: x86: avx2 / fma (fp32 GEMM), avx512_vnni / avx_vnni (int8 dot products, VPDPBUSD), amx_int8.
 #: ARM: asimd (NEON), asimddp (SDOT/UDOT, ARMv8.2 dot product: Cortex-A76 / Pi 5, absent on
 #: Cortex-A72 / Pi 4), i8mm (SMMLA, ARMv8.6), sve, bf16.
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm", "sve", "bf16")
+
+#: flags that decide which int8 kernels ONNX Runtime can use (``detect_isa``, recorded with each
+#: quantization): avx2 / avx512bw / sse4_1 (u8 x s8 pair sums, vpmaddubsw), avx512_vnni / avx_vnni
+#: (int32 accumulation, vpdpbusd), asimddp / i8mm (ARM dot products).
+INT8_KERNEL_FLAGS = ("avx2", "avx512bw", "avx512_vnni", "avx_vnni", "asimddp", "i8mm", "sse4_1")
 
 X86_MACHINES = ("x86_64", "amd64", "i386", "i486", "i586", "i686", "x86")
 ARM_MACHINES = ("aarch64", "arm64", "armv7l", "armv8l", "armv6l", "arm")
@@ -199,15 +206,6 @@ def _read(path: str | Path) -> str | None:
         return None
 
 
-def _dist_version(name: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def _os_name() -> str:
     text = _read("/etc/os-release") or ""
     for line in text.splitlines():
@@ -297,10 +295,10 @@ def environment(
         "kernel": platform.release(),
         "python": platform.python_version(),
         "python_impl": sys.implementation.name,
-        "numpy": _dist_version("numpy"),
-        "onnxruntime": _dist_version("onnxruntime"),
-        "ai_edge_litert": _dist_version("ai-edge-litert"),
-        "tflite_runtime": _dist_version("tflite-runtime"),
+        "numpy": dist_version("numpy"),
+        "onnxruntime": dist_version("onnxruntime"),
+        "ai_edge_litert": dist_version("ai-edge-litert"),
+        "tflite_runtime": dist_version("tflite-runtime"),
         "governor": _read(cpufreq / "scaling_governor"),
         "cpu_max_mhz": max_khz // 1000 if max_khz else None,
         "cpu_temp_c": temp / 1000 if temp is not None else None,
@@ -309,3 +307,20 @@ def environment(
         "emulation_reason": reason,
         "emulated_cpu": qemu_cpu,
     }
+
+
+def detect_isa(cpuinfo: str | Path = "/proc/cpuinfo", machine: str | None = None) -> dict:
+    """CPU architecture and the instruction-set flags that matter for int8 kernels.
+
+    Returns:
+        ``{"machine", "arch" ("x86"|"arm"|"other"), "vnni" (avx512_vnni or avx_vnni), "flags": [...]}``
+        where ``flags`` lists the :data:`INT8_KERNEL_FLAGS` found. An unreadable cpuinfo gives empty flags.
+    """
+    machine = machine or platform.machine()
+    arch = machine_family(machine) or "other"
+    try:
+        flags = parse_cpuinfo(Path(cpuinfo).read_text(errors="replace"))["flags"]
+    except OSError:
+        flags = set()
+    relevant = sorted(flags & set(INT8_KERNEL_FLAGS))
+    return {"machine": machine, "arch": arch, "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}), "flags": relevant}

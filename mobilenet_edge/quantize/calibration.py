@@ -189,7 +189,7 @@ def resolve_labels(
 ) -> tuple[dict[Path, int], str]:
     """ImageNet index (0..999) of each evaluation image when it can be known.
 
-    Delegates to :func:`mobilenet_edge.runtime.evaluate.ground_truth` (shared with ``eval``): ``labels_csv``
+    Delegates to :func:`mobilenet_edge.core.labels.ground_truth` (shared with ``eval``): ``labels_csv``
     or a ``labels.csv`` in ``root`` (``file,imagenet_index``), class folders (synset folders in the
     standard sorted synset order, else sorted position), or ``nXXXXXXXX_*`` file names.
 
@@ -199,7 +199,7 @@ def resolve_labels(
         UsageError: an explicit ``labels_csv``, or ``root``'s own ``labels.csv``, that is missing or
             malformed (e.g. an index out of range).
     """
-    from ..runtime.evaluate import ground_truth
+    from ..core.labels import ground_truth
 
     if root is None:
         return {}, "none"

@@ -37,6 +37,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..core.onnx_graph import constants as _consts
+from ..core.sessions import ort_session
 
 #: max |integer| of a symmetric int8 weight grid: ORT quantizes symmetric QInt8 weights to [-127, 127]
 #: (scale ``max|w| / 127``), or to [-64, 64] with ``reduce_range`` (onnxruntime quant_utils.py,
@@ -331,17 +332,13 @@ def run_tensors(model, names: list[str], x: np.ndarray, *, batch: int = 10) -> d
         ``{name: [array per batch]}`` (float32).
     """
     import onnx
-    import onnxruntime as ort
 
     m = onnx.ModelProto.FromString(model.SerializeToString())
     have = {o.name for o in m.graph.output}
     for nm in names:
         if nm not in have:
             m.graph.output.append(onnx.helper.make_empty_tensor_value_info(nm))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every named tensor
-    s = ort.InferenceSession(m.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
+    s = ort_session(m.SerializeToString(), optimize=False)  # keep every named tensor
     iname = s.get_inputs()[0].name
     out: dict[str, list] = {nm: [] for nm in names}
     for i in range(0, len(x), batch):

@@ -14,9 +14,11 @@ from rich.table import Table
 
 from ..core.errors import UsageError
 from ..core.images import Preprocessing, iter_batches, skipped_message
+from ..core.labels import background_offset
 from ..core.onnx_graph import activation_bounds as _activation_bounds
 from ..core.onnx_graph import quiet_ort_logging as _quiet_ort_logging
 from ..core.onnx_graph import stdout_to_stderr as _stdout_to_stderr
+from ..core.sessions import ort_session
 
 #: fp32 top-1 minus top-2 logit below which an image counts as a near-tie: the two classes' softmax
 #: probabilities are within a factor exp(0.1) = 1.105 of each other.
@@ -24,11 +26,7 @@ NEAR_TIE_LOGIT = 0.1
 
 
 def _session(path: str | Path):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    return ort_session(path)
 
 
 def top2_margin(logits: np.ndarray) -> float:
@@ -122,7 +120,7 @@ def fidelity(
         f = fs.run(None, {name: x})[0]
         q = qs.run(None, {name: x})[0]
         if offset is None:
-            offset = 1 if f.shape[1] == 1001 else 0
+            offset = background_offset(f.shape[1])
         for k, fi, qi in zip(keys, f, q):
             n += 1
             key = k.name if isinstance(k, Path) else f"#{k}"

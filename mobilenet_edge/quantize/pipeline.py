@@ -31,7 +31,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -46,13 +45,15 @@ import numpy as np
 from ..core import bundle as bdl
 from ..core.errors import UsageError
 from ..core.images import Preprocessing, expand_paths, load
+from ..core.jsonio import finite_or_none
 from ..core.onnx_graph import activation_bounds as _activation_bounds
 from ..core.onnx_graph import import_ort_tools_without_torch as _import_ort_tools_without_torch
 from ..core.onnx_graph import model_io  # noqa: F401  (re-exported)
 from ..core.onnx_graph import quiet_ort_logging as _quiet_ort_logging
 from ..core.onnx_graph import stdout_to_stderr as _stdout_to_stderr
-from ..core.onnx_graph import versions as _versions
-from ..core.platform_info import parse_cpuinfo
+from ..core.platform_info import detect_isa  # noqa: F401  (re-exported)
+from ..core.precision import quantized_ops
+from ..core.versions import QUANTIZE_TOOLS, versions
 from .calibration import (  # noqa: F401  (re-exported: quantize.make_image_reader, ...)
     _progress,
     _Replay,
@@ -233,25 +234,6 @@ class QuantOptions:
 # ----------------------------------------------------------------------------------------------
 
 
-def detect_isa(cpuinfo: str | Path = "/proc/cpuinfo", machine: str | None = None) -> dict:
-    """CPU architecture and the instruction-set flags that matter for int8 kernels.
-
-    Returns:
-        ``{"machine", "arch" ("x86"|"arm"|"other"), "vnni" (avx512_vnni or avx_vnni), "flags": [...]}``
-        where ``flags`` lists the relevant ones found (avx2, avx512bw, avx512_vnni, avx_vnni, asimddp,
-        i8mm). An unreadable cpuinfo gives empty flags.
-    """
-    machine = machine or platform.machine()
-    m = machine.lower()
-    arch = "x86" if m in ("x86_64", "amd64", "i386", "i686") else "arm" if m.startswith(("arm", "aarch64")) else "other"
-    try:
-        flags = parse_cpuinfo(Path(cpuinfo).read_text(errors="replace"))["flags"]
-    except OSError:
-        flags = set()
-    relevant = sorted(flags & {"avx2", "avx512bw", "avx512_vnni", "avx_vnni", "asimddp", "i8mm", "sse4_1"})
-    return {"machine": machine, "arch": arch, "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}), "flags": relevant}
-
-
 def decide_reduce_range(isa: dict, requested: bool | None) -> dict:
     """Choose ``reduce_range`` for the CPU that runs the model (ORT ``quantize_static`` docstring:
     "x86/x64 CPU without VNNI ... set reduce_range=True": their u8 x s8 kernels (vpmaddubsw) add pairs
@@ -368,11 +350,6 @@ def _calibrator_prints():
     return contextlib.redirect_stdout(StringIO())
 
 
-#: op types only a quantized model holds: QDQ first, then ORT's QOperator / integer forms
-_QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
-                  "MatMulInteger", "DynamicQuantizeLinear")
-
-
 def check_quantizable(src_onnx: str | Path, options: QuantOptions | None = None) -> int:
     """Refuse, before any work, a model that cannot be quantized as asked; returns its Conv count.
 
@@ -385,8 +362,7 @@ def check_quantizable(src_onnx: str | Path, options: QuantOptions | None = None)
     import onnx
 
     model = onnx.load(str(src_onnx), load_external_data=False)
-    ops = {n.op_type for n in model.graph.node}
-    found = [op for op in _QUANTIZED_OPS if op in ops]
+    found = quantized_ops(model)
     if found:
         raise UsageError(f"{src_onnx} is already quantized ({'/'.join(found)} nodes); give the fp32 model")
     convs = sum(n.op_type == "Conv" for n in model.graph.node)
@@ -592,20 +568,6 @@ def quantize_model(
 # ----------------------------------------------------------------------------------------------
 
 
-def _json_safe(o):
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {k: _json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_json_safe(v) for v in o]
-    if isinstance(o, (np.floating,)):
-        return _json_safe(float(o))
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    return o
-
-
 def collect_images(calib, eval_dir, warn, fold: int = 0) -> tuple[list[Path], list[Path], Path | None, Path | None, str]:
     """(calibration paths, evaluation paths, calib root, eval root, description of the split); the folder is
     split into even/odd positions (``fold``) when ``eval_dir`` is None. Raises UsageError for overlapping
@@ -692,7 +654,7 @@ def quantize_file(
         "reduce_range": decision["reduce_range"],
         "options": options.to_manifest(),
         "isa": {k: v for k, v in decision.items() if k != "warning"},
-        "versions": _versions(),
+        "versions": versions(QUANTIZE_TOOLS),
         "weights_source": weights_source,
         "accuracy_meaningful": not meaningless and not synthetic,
     }
@@ -759,7 +721,7 @@ def quantize_file(
         finally:
             shutil.rmtree(work, ignore_errors=True)
     rec["warnings"] = list(warn)
-    return _json_safe(rec)
+    return finite_or_none(rec)
 
 
 def _first_images(paths: Sequence[Path], prep: Preprocessing, n: int) -> np.ndarray:

@@ -26,6 +26,8 @@ import numpy as np
 
 from ..core.bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8, MANIFEST, read_manifest
 from ..core.errors import MobilenetEdgeError, UsageError
+from ..core.precision import file_precision
+from ..core.sessions import ort_session
 from ..core.variants import Variant, parse_name
 
 #: Columns of a result row (JSON keys and CSV header, in order); issue #7.
@@ -65,23 +67,6 @@ def _runtime_for(path: Path) -> str:
     if path.suffix == ".tflite":
         return "litert"
     raise UsageError(f"{path}: not a .onnx or .tflite file or a bundle folder")
-
-
-def _precision_of_file(path: Path) -> str:
-    """int8 if the file quantizes (QDQ / uint8 tensors), else fp32; from the file name when clear."""
-    name = path.name
-    if ".int8." in name or name.endswith("_quant.tflite"):
-        return "int8"
-    if path.suffix == ".onnx":
-        try:
-            import onnx
-
-            m = onnx.load(str(path), load_external_data=False)
-            if any(n.op_type in ("QuantizeLinear", "QLinearConv", "ConvInteger") for n in m.graph.node):
-                return "int8"
-        except Exception:  # noqa: BLE001 - an unreadable file fails later, in its worker, with a clear error
-            pass
-    return "fp32"
 
 
 def _onnx_variant(path: Path) -> tuple[float | None, int | None, int | None]:
@@ -143,7 +128,7 @@ def targets_for(spec: str | Path, *, formats: Iterable[str] = ("onnx", "tflite")
             alpha = res = classes = None
         else:
             name, params, macs = v.name, v.params, v.macs
-    return [Target(path, _precision_of_file(path), runtime, name, alpha, res, classes, params, macs, path.name)]
+    return [Target(path, file_precision(path), runtime, name, alpha, res, classes, params, macs, path.name)]
 
 
 def stats_ms(times_ns: Iterable[int]) -> dict:
@@ -184,12 +169,7 @@ def _make_session(path: Path, runtime: str, threads: int):
     if runtime == "onnxruntime":
         import onnxruntime as ort
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        sess = ort_session(path, threads=threads, sequential=True)
         inp = sess.get_inputs()[0]
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
         dtype = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}[inp.type]

@@ -13,132 +13,14 @@ import numpy as np
 
 from ..core import images as imglib
 from ..core.errors import MobilenetEdgeError, UsageError
-
-
-def imagenet_synsets() -> list[str]:
-    """The 1000 ImageNet-1k synset ids in the standard sorted order (index = position).
-
-    Source: tensorflow/models research/slim/datasets/imagenet_lsvrc_2015_synsets.txt (Apache-2.0),
-    shipped as ``mobilenet_edge/data/imagenet_synsets.txt``.
-    """
-    path = Path(__file__).parent.parent / "core" / "data" / "imagenet_synsets.txt"
-    return path.read_text(encoding="utf-8").split()
-
-
-def _is_synset(name: str) -> bool:
-    return len(name) == 9 and name[0] == "n" and name[1:].isdigit()
-
-
-def _is_index(name: str) -> bool:
-    return name.isascii() and name.isdigit()
-
-
-#: ``ground_truth`` descriptions (the ``ground_truth`` field of eval's output) for the folder rules
-GT_SYNSET_FOLDERS = "synset folders (standard sorted synset order)"
-GT_INDEX_FOLDERS = "index folders (folder name = ImageNet index)"
-GT_POSITION_FOLDERS = "class folders (sorted position)"
-GT_SYNSET_FILES = "nXXXXXXXX_ file names (standard sorted synset order)"
-
-
-def _csv_file(csv_path: Path, row: dict, n: int, folder: Path) -> Path:
-    name = (row.get("file") or "").strip()
-    if not name:
-        raise UsageError(f"{csv_path} line {n}: empty file name")
-    rel = Path(name)
-    if rel.is_absolute() or rel.drive or ".." in rel.parts:
-        raise UsageError(f"{csv_path} line {n}: {name!r} is outside {folder} (paths must stay inside the folder)")
-    return folder / rel
-
-
-def ground_truth(folder: Path, labels_csv: Path | None, *, classes: int = 1000) -> tuple[dict[Path, int], str]:
-    """Map each labelled image under ``folder`` to its ImageNet index (0 .. ``classes`` - 1).
-
-    Rules, first that applies: ``labels_csv`` or ``folder/labels.csv`` (columns ``file,imagenet_index``,
-    UTF-8 with or without a BOM, paths relative to ``folder`` and inside it); class folders: all named
-    ``nXXXXXXXX`` synsets -> the standard sorted synset order, all named by integers -> the integer is
-    the ImageNet index, otherwise the folder's position in sorted order; files named ``nXXXXXXXX_*``.
-
-    Args:
-        folder: image folder.
-        labels_csv: explicit CSV, or None for ``folder/labels.csv`` if present.
-        classes: number of ImageNet classes the model scores (1000; a 1001-class model's background
-            is not a class here). Every index must lie in ``0 .. classes - 1``.
-    Returns:
-        (mapping, source description: one of the ``GT_*`` strings or the CSV path).
-    Raises:
-        UsageError: unreadable CSV, missing columns, an index out of range, a path leaving ``folder``,
-            no image in ``folder``, no labelled image.
-    """
-    import csv
-
-    csv_path = labels_csv if labels_csv is not None else (folder / "labels.csv")
-    if labels_csv is not None and labels_csv.is_dir():
-        raise UsageError(f"{labels_csv} is a folder, expected a labels file (CSV with columns file,imagenet_index)")
-    if labels_csv is not None and not labels_csv.is_file():
-        raise UsageError(f"no such labels file: {labels_csv}")
-    top = classes - 1
-    if csv_path.is_file():
-        try:
-            # utf-8-sig: Excel saves CSV with a byte-order mark, which would glue itself to "file"
-            with open(csv_path, newline="", encoding="utf-8-sig") as f:
-                rows = list(csv.DictReader(f))
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise UsageError(f"cannot read {csv_path}: {e}") from None
-        if not rows or not {"file", "imagenet_index"} <= set(rows[0]):
-            raise UsageError(f"{csv_path} needs a header with columns file,imagenet_index")
-        gt = {}
-        for n, row in enumerate(rows, 2):
-            path = _csv_file(csv_path, row, n, folder)
-            try:
-                idx = int(row["imagenet_index"])
-            except (TypeError, ValueError):
-                raise UsageError(f"{csv_path} line {n}: imagenet_index {row.get('imagenet_index')!r} is not an integer") from None
-            if not 0 <= idx <= top:
-                raise UsageError(f"{csv_path} line {n}: imagenet_index must be 0..{top}, got {idx}")
-            gt[path] = idx
-        return gt, f"{csv_path}"
-    subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    synsets = {s: i for i, s in enumerate(imagenet_synsets())}
-    if subdirs:
-        if all(d.name in synsets for d in subdirs):
-            how, classes_of = GT_SYNSET_FOLDERS, {d: synsets[d.name] for d in subdirs}
-        elif all(_is_index(d.name) for d in subdirs):
-            how, classes_of = GT_INDEX_FOLDERS, {d: int(d.name) for d in subdirs}
-        else:
-            how, classes_of = GT_POSITION_FOLDERS, {d: pos for pos, d in enumerate(subdirs)}
-        gt = {}
-        for d in subdirs:
-            files = [f for f in sorted(d.rglob("*")) if f.is_file() and imglib.is_image_path(f)]
-            if files and not 0 <= classes_of[d] <= top:
-                if how == GT_POSITION_FOLDERS:
-                    raise UsageError(f"{folder}: {len(subdirs)} class folders (sorted position = class) but "
-                                     f"the model scores {classes} classes")
-                raise UsageError(f"{d}: class folder names must be ImageNet indices 0..{top}")
-            for f in files:
-                gt[f] = classes_of[d]
-        if not gt:
-            raise UsageError(f"no images in the class folders of {folder}")
-        return gt, how
-    gt = {}
-    any_image = False
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and imglib.is_image_path(f):
-            any_image = True
-            head = f.name.split("_", 1)[0]
-            if _is_synset(head) and head in synsets:
-                if synsets[head] > top:
-                    raise UsageError(f"{f}: synset {head} is ImageNet index {synsets[head]}, "
-                                     f"beyond the model's 0..{top}")
-                gt[f] = synsets[head]
-    if not any_image:
-        raise UsageError(f"no images in {folder}")
-    if not gt:
-        raise UsageError(
-            f"no ground truth for {folder}: give --labels labels.csv (file,imagenet_index), class folders, "
-            "or files named nXXXXXXXX_*"
-        )
-    return gt, GT_SYNSET_FILES
-
+from ..core.labels import (  # noqa: F401  (GT_* re-exported: eval's ground_truth field)
+    GT_INDEX_FOLDERS,
+    GT_POSITION_FOLDERS,
+    GT_SYNSET_FILES,
+    GT_SYNSET_FOLDERS,
+    ground_truth,
+    imagenet_synsets,
+)
 
 #: the stderr warning (after "warning: ") of predict/eval on a bundle whose manifest says the weights
 #: are random; ``(model metadata)`` replaces ``(manifest)`` for a lone .onnx (see :func:`random_weights_warning`)
@@ -164,8 +46,8 @@ def weights_source(runner, manifest) -> str | None:
 
 
 def precision_of(runner, manifest, int8: bool) -> str:
-    """"int8" for quantized models (integer I/O, a bundle's int8 file, ``precision`` metadata, or
-    ``int8``/``quant`` in the name)."""
+    """"int8" for quantized models: a bundle file's recorded precision (else the ``--int8`` choice),
+    or for a lone file the one rule of :mod:`mobilenet_edge.core.precision`."""
     if manifest is not None:
         rec = (manifest.get("files") or {}).get(runner.path.name) or {}
         if rec.get("precision"):

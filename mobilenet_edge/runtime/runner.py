@@ -26,7 +26,7 @@ Preprocessing defaults for files without our metadata (:func:`default_preprocess
     * ``.onnx`` without ``preprocessing`` metadata: the torchvision ImageNet convention, mean
       (123.675, 116.28, 103.53), std (58.395, 57.12, 57.375) (= 255 x (0.485, 0.456, 0.406) and
       255 x (0.229, 0.224, 0.225)), crop 0.875 (resize 256 -> crop 224), bilinear, layout from the model.
-    * Labels: ImageNet names (``bundle.imagenet_labels``) when the model has 1000 or 1001 (index 0 =
+    * Labels: ImageNet names (``labels.imagenet_labels``) when the model has 1000 or 1001 (index 0 =
       background) outputs, else ``class_<i>``.
 """
 
@@ -46,6 +46,9 @@ import numpy as np
 from ..core import bundle as _bundle
 from ..core.errors import MobilenetEdgeError, UsageError
 from ..core.images import Preprocessing
+from ..core.labels import background_offset, imagenet_labels, read_labels  # noqa: F401  (background_offset: runtime API)
+from ..core.precision import file_precision
+from ..core.sessions import ort_session
 
 #: environment variable forcing the .tflite backend ("ai-edge-litert" or "tflite-runtime")
 TFLITE_ENV = "MOBILENET_EDGE_TFLITE"
@@ -102,10 +105,6 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     """integer tensor -> float32 ``(q - zero_point) * scale`` (widened first: no uint8 wrap-around)."""
     return ((np.asarray(q).astype(np.float64) - zero_point) * scale).astype(np.float32)
 
-
-def background_offset(num_classes: int) -> int:
-    """1 for 1001-class TF-slim models (index 0 = background, index i+1 = ImageNet class i), else 0."""
-    return 1 if num_classes == 1001 else 0
 
 
 def tflite_backend_name() -> str:
@@ -190,12 +189,8 @@ class Runner:
     def _init_onnx(self) -> None:
         import onnxruntime as ort
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
         try:
-            self._sess = ort.InferenceSession(str(self.path), sess_options=so, providers=["CPUExecutionProvider"])
+            self._sess = ort_session(self.path, threads=self.threads)
         except Exception as e:  # noqa: BLE001  (ORT raises its own Fail/InvalidProtobuf/... types)
             raise MobilenetEdgeError(f"cannot load ONNX model {self.path}: {_one_line(e)}") from None
         self.backend, self.backend_version = "onnxruntime", ort.__version__
@@ -521,17 +516,15 @@ def default_preprocessing(fmt: str, res: int, layout: str) -> Preprocessing:
 
 def default_labels(num_classes: int) -> list[str]:
     """ImageNet names for 1000 / 1001 (background first) outputs, else ``class_<i>``."""
-    return _bundle.imagenet_labels(num_classes)
+    return imagenet_labels(num_classes)
 
 
 def is_int8_file(runner: Runner) -> bool:
-    """True for a quantized model file: integer input/output (TFLite), ``precision`` metadata "int8"
-    (our quantize writes it), or ``int8`` / ``quant`` in the file name (Google's ``*_quant.tflite``)."""
-    name = runner.path.name.lower()
-    return bool(
-        runner.input_quant or runner.output_quant or runner.metadata.get("precision") == "int8"
-        or "int8" in name or "quant" in name
-    )
+    """True for a quantized model file, by the one rule of :mod:`mobilenet_edge.core.precision`
+    (integer input/output, ``precision`` metadata "int8", ``int8``/``quant`` in the name, or
+    quantization ops in an ONNX graph)."""
+    quantized_io = bool(runner.input_quant or runner.output_quant)
+    return file_precision(runner.path, quantized_io=quantized_io, metadata=runner.metadata) == "int8"
 
 
 def open_model(
@@ -587,7 +580,7 @@ def open_model(
         prep_dict = manifest.get("preprocessing")
         lab_name = (manifest.get("labels") or {}).get("file", _bundle.LABELS)
         if (p / lab_name).is_file():
-            labels = _bundle.read_labels(p / lab_name)
+            labels = read_labels(p / lab_name)
     elif p.is_file():
         runner = Runner(p, threads=threads)
         if int8 and not is_int8_file(runner):
@@ -632,7 +625,7 @@ def open_model(
             raise UsageError(f"{lf} is a folder, expected a labels file (one label per line)")
         if not lf.is_file():
             raise UsageError(f"no such labels file: {lf}")
-        labels = _bundle.read_labels(lf)
+        labels = read_labels(lf)
         src = str(lf)
     else:
         src = "the model"

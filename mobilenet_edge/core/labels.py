@@ -1,0 +1,186 @@
+"""Labels: a labels file, the ImageNet class names and synsets shipped with the package, the
+background offset of Google's 1001-class models, and ground truth for labelled image folders.
+
+Stdlib only (plus :mod:`.images` for what counts as an image file).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import UsageError
+from .images import is_image_path
+
+_DATA = Path(__file__).with_name("data")
+
+
+def background_offset(num_classes: int) -> int:
+    """1 for 1001-class TF-slim models (index 0 = background, index i+1 = ImageNet class i), else 0.
+
+    Source: Google's TF-slim MobileNet V1 checkpoints and ``.tflite`` files (1001 outputs).
+    """
+    return 1 if num_classes == 1001 else 0
+
+
+def read_labels(path: str | Path) -> list[str]:
+    """One label per line (blank trailing lines dropped)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def imagenet_labels(num_classes: int = 1000) -> list[str]:
+    """The ImageNet-1k class names shipped with the package (a public fact list).
+
+    ``num_classes=1001`` prepends ``"background"`` (TF-slim checkpoints: index 0 is background).
+    Other counts get ``class_<i>`` names.
+    """
+    path = _DATA / "imagenet_labels.txt"
+    names = read_labels(path)
+    if num_classes == 1000:
+        return names
+    if num_classes == 1001:
+        return ["background"] + names
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def imagenet_synsets() -> list[str]:
+    """The 1000 ImageNet-1k synset ids in the standard sorted order (index = position).
+
+    Source: tensorflow/models research/slim/datasets/imagenet_lsvrc_2015_synsets.txt (Apache-2.0),
+    shipped as ``mobilenet_edge/core/data/imagenet_synsets.txt``.
+    """
+    path = _DATA / "imagenet_synsets.txt"
+    return path.read_text(encoding="utf-8").split()
+
+
+def _is_synset(name: str) -> bool:
+    return len(name) == 9 and name[0] == "n" and name[1:].isdigit()
+
+
+def _is_index(name: str) -> bool:
+    return name.isascii() and name.isdigit()
+
+
+#: ``ground_truth`` descriptions (the ``ground_truth`` field of eval's output) for the folder rules
+GT_SYNSET_FOLDERS = "synset folders (standard sorted synset order)"
+GT_INDEX_FOLDERS = "index folders (folder name = ImageNet index)"
+GT_POSITION_FOLDERS = "class folders (sorted position)"
+GT_SYNSET_FILES = "nXXXXXXXX_ file names (standard sorted synset order)"
+
+
+def _csv_file(csv_path: Path, row: dict, n: int, folder: Path) -> Path:
+    name = (row.get("file") or "").strip()
+    if not name:
+        raise UsageError(f"{csv_path} line {n}: empty file name")
+    rel = Path(name)
+    if rel.is_absolute() or rel.drive or ".." in rel.parts:
+        raise UsageError(f"{csv_path} line {n}: {name!r} is outside {folder} (paths must stay inside the folder)")
+    return folder / rel
+
+
+def ground_truth(folder: Path, labels_csv: Path | None, *, classes: int = 1000) -> tuple[dict[Path, int], str]:
+    """Map each labelled image under ``folder`` to its ImageNet index (0 .. ``classes`` - 1).
+
+    Rules, first that applies: ``labels_csv`` or ``folder/labels.csv`` (columns ``file,imagenet_index``,
+    UTF-8 with or without a BOM, paths relative to ``folder`` and inside it); class folders: all named
+    ``nXXXXXXXX`` synsets -> the standard sorted synset order, all named by integers -> the integer is
+    the ImageNet index, otherwise the folder's position in sorted order; files named ``nXXXXXXXX_*``.
+
+    Args:
+        folder: image folder.
+        labels_csv: explicit CSV, or None for ``folder/labels.csv`` if present.
+        classes: number of ImageNet classes the model scores (1000; a 1001-class model's background
+            is not a class here). Every index must lie in ``0 .. classes - 1``.
+    Returns:
+        (mapping, source description: one of the ``GT_*`` strings or the CSV path).
+    Raises:
+        UsageError: unreadable CSV, missing columns, an index out of range, a path leaving ``folder``,
+            no image in ``folder``, no labelled image.
+    """
+    csv_path = labels_csv if labels_csv is not None else (folder / "labels.csv")
+    if labels_csv is not None and labels_csv.is_dir():
+        raise UsageError(f"{labels_csv} is a folder, expected a labels file (CSV with columns file,imagenet_index)")
+    if labels_csv is not None and not labels_csv.is_file():
+        raise UsageError(f"no such labels file: {labels_csv}")
+    if csv_path.is_file():
+        return _csv_truth(csv_path, folder, classes - 1), f"{csv_path}"
+    subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if subdirs:
+        return _folder_truth(folder, subdirs, classes)
+    return _file_name_truth(folder, classes - 1), GT_SYNSET_FILES
+
+
+def _csv_truth(csv_path: Path, folder: Path, top: int) -> dict[Path, int]:
+    """Rule 1: ``file,imagenet_index`` rows (UTF-8, with or without a BOM)."""
+    import csv
+
+    try:
+        # utf-8-sig: Excel saves CSV with a byte-order mark, which would glue itself to "file"
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UsageError(f"cannot read {csv_path}: {e}") from None
+    if not rows or not {"file", "imagenet_index"} <= set(rows[0]):
+        raise UsageError(f"{csv_path} needs a header with columns file,imagenet_index")
+    gt = {}
+    for n, row in enumerate(rows, 2):
+        path = _csv_file(csv_path, row, n, folder)
+        try:
+            idx = int(row["imagenet_index"])
+        except (TypeError, ValueError):
+            raise UsageError(f"{csv_path} line {n}: imagenet_index {row.get('imagenet_index')!r} is not an integer") from None
+        if not 0 <= idx <= top:
+            raise UsageError(f"{csv_path} line {n}: imagenet_index must be 0..{top}, got {idx}")
+        gt[path] = idx
+    return gt
+
+
+def _folder_truth(folder: Path, subdirs: list[Path], classes: int) -> tuple[dict[Path, int], str]:
+    """Rule 2: class folders (synsets, ImageNet indices, or sorted position)."""
+    top = classes - 1
+    synsets = {s: i for i, s in enumerate(imagenet_synsets())}
+    if all(d.name in synsets for d in subdirs):
+        how, classes_of = GT_SYNSET_FOLDERS, {d: synsets[d.name] for d in subdirs}
+    elif all(_is_index(d.name) for d in subdirs):
+        how, classes_of = GT_INDEX_FOLDERS, {d: int(d.name) for d in subdirs}
+    else:
+        how, classes_of = GT_POSITION_FOLDERS, {d: pos for pos, d in enumerate(subdirs)}
+    gt = {}
+    for d in subdirs:
+        files = [f for f in sorted(d.rglob("*")) if f.is_file() and is_image_path(f)]
+        if files and not 0 <= classes_of[d] <= top:
+            if how == GT_POSITION_FOLDERS:
+                raise UsageError(f"{folder}: {len(subdirs)} class folders (sorted position = class) but "
+                                 f"the model scores {classes} classes")
+            raise UsageError(f"{d}: class folder names must be ImageNet indices 0..{top}")
+        for f in files:
+            gt[f] = classes_of[d]
+    if not gt:
+        raise UsageError(f"no images in the class folders of {folder}")
+    return gt, how
+
+
+def _file_name_truth(folder: Path, top: int) -> dict[Path, int]:
+    """Rule 3: files named ``nXXXXXXXX_*`` (a synset, then anything)."""
+    synsets = {s: i for i, s in enumerate(imagenet_synsets())}
+    gt = {}
+    any_image = False
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and is_image_path(f):
+            any_image = True
+            head = f.name.split("_", 1)[0]
+            if _is_synset(head) and head in synsets:
+                if synsets[head] > top:
+                    raise UsageError(f"{f}: synset {head} is ImageNet index {synsets[head]}, "
+                                     f"beyond the model's 0..{top}")
+                gt[f] = synsets[head]
+    if not any_image:
+        raise UsageError(f"no images in {folder}")
+    if not gt:
+        raise UsageError(
+            f"no ground truth for {folder}: give --labels labels.csv (file,imagenet_index), class folders, "
+            "or files named nXXXXXXXX_*"
+        )
+    return gt

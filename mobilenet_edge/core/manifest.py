@@ -1,0 +1,135 @@
+"""``manifest.json`` as a typed structure, with its one reader and its one writer (stdlib only).
+
+The format is docs/bundle-format.md. :class:`Manifest` holds each top-level field typed; sections
+that other stages own and extend (``files`` entries, ``export``, ``quantization``) stay JSON objects,
+and keys this version does not know are kept in ``extra`` and written back unchanged. Fields are
+written in the order export writes them, quantize's record last.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import MobilenetEdgeError
+
+MANIFEST = "manifest.json"
+LABELS = "labels.txt"
+FORMAT = "mobilenet-edge-bundle"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Manifest:
+    """A bundle's ``manifest.json``.
+
+    Attributes:
+        name: bundle name, e.g. ``mobilenet_v1_0.50_160``.
+        variant: ``{"alpha", "res", "num_classes", "params", "macs"}`` (params/MACs: paper Table 1 rules).
+        weights: ``{"source": "random" | "tflite" | "safetensors" | ..., "file", "sha256", ...}``.
+        preprocessing: :class:`~mobilenet_edge.core.images.Preprocessing` as a dict (see :attr:`prep`).
+        labels: ``{"file": "labels.txt", "count", "background_index"}``.
+        files: file name -> ``{"sha256", "size", "format", "precision", ...}``.
+        export: exporter, opset, node counts, parity, tool versions, seconds.
+        quantization: the record ``quantize`` writes (None before quantization).
+        extra: any other top-level keys (e.g. a grid run's), kept as read.
+
+    A section absent from the file is None (and stays absent when written back).
+    """
+
+    name: Optional[str] = None
+    format: str = FORMAT
+    format_version: Optional[int] = FORMAT_VERSION
+    created: Optional[str] = None
+    producer: Optional[dict] = None
+    variant: Optional[dict] = None
+    model_config: Optional[dict] = None
+    weights: Optional[dict] = None
+    preprocessing: Optional[dict] = None
+    labels: Optional[dict] = None
+    files: Optional[dict] = None
+    export: Optional[dict] = None
+    quantization: Optional[dict] = None
+    extra: dict = field(default_factory=dict)
+
+    #: JSON key order: the order export writes, then extra keys, then quantize's record
+    _ORDER = ("format", "format_version", "name", "created", "producer", "variant", "model_config", "weights",
+              "preprocessing", "labels", "files", "export")
+
+    # -- reading --------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: dict, *, where: str = "manifest") -> Manifest:
+        """From parsed JSON. Raises MobilenetEdgeError when it is not our format."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise MobilenetEdgeError(f"{where} is not a mobilenet-edge manifest")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        kw: dict[str, Any] = {k: v for k, v in data.items() if k in known}
+        return cls(**kw, extra={k: v for k, v in data.items() if k not in known})
+
+    @classmethod
+    def read(cls, bundle: str | Path) -> Manifest:
+        """Parse ``bundle/manifest.json``.
+
+        Raises:
+            MobilenetEdgeError: no manifest, unreadable or not JSON, or not our format.
+        """
+        path = Path(bundle) / MANIFEST
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise MobilenetEdgeError(f"{bundle} is not a bundle: no {MANIFEST}") from None
+        except (OSError, ValueError) as e:
+            raise MobilenetEdgeError(f"cannot read {path}: {e}") from None
+        return cls.from_dict(data, where=str(path))
+
+    # -- typed views ----------------------------------------------------------------------------------
+
+    @property
+    def weights_source(self) -> str | None:
+        """``weights.source`` ("random", "tflite", "safetensors", ...) or None."""
+        src = self.weights.get("source") if isinstance(self.weights, dict) else self.weights
+        return str(src) if src else None
+
+    @property
+    def random_weights(self) -> bool:
+        return self.weights_source == "random"
+
+    @property
+    def labels_file(self) -> str:
+        """Name of the labels file inside the bundle (``labels.txt``)."""
+        return (self.labels or {}).get("file", LABELS)
+
+    def prep(self):
+        """The :class:`~mobilenet_edge.core.images.Preprocessing` recorded (defaults for absent fields)."""
+        from .images import Preprocessing
+
+        return Preprocessing.from_dict(self.preprocessing or {})
+
+    def file(self, name: str) -> dict:
+        """The ``files`` entry of ``name`` ({} when absent)."""
+        entry = (self.files or {}).get(name)
+        return entry if isinstance(entry, dict) else {}
+
+    # -- writing --------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict in the documented key order; fields that are None (absent) are left out."""
+        out: dict[str, Any] = {}
+        for key in self._ORDER:
+            value = getattr(self, key)
+            if value is None:  # absent in the file: stays absent
+                continue
+            out[key] = value
+        out.update(self.extra)
+        if self.quantization is not None:
+            out["quantization"] = self.quantization
+        return out
+
+    def write(self, bundle: str | Path) -> None:
+        """Write ``bundle/manifest.json`` atomically (temp file + rename)."""
+        from .bundle import write_json_atomic
+
+        write_json_atomic(Path(bundle) / MANIFEST, self.to_dict())
