@@ -121,6 +121,7 @@ class CapturedStderr:
         self._file = None
 
     def text(self) -> str:
+        """Everything written to fd 2 inside the ``with`` block (UTF-8, undecodable bytes replaced)."""
         if self._file is None:
             return ""
         self._file.seek(0)
