@@ -20,12 +20,12 @@ from mobilenet_edge.core import bundle, images
 from mobilenet_edge.core.errors import MobilenetEdgeError, UsageError
 from mobilenet_edge.core.images import Preprocessing
 from mobilenet_edge.core.labels import imagenet_labels
+from mobilenet_edge.runtime.load import open_model
 from mobilenet_edge.runtime.runner import (
     TFLITE_ENV,
     Runner,
     background_offset,
     dequantize,
-    open_model,
     quantize,
     softmax,
     tflite_backend_name,
@@ -175,9 +175,9 @@ def test_open_labels_file_count_checked(tmp_path):
 def test_open_bundle_fp32_and_int8(tmp_path):
     b = tiny_bundle(tmp_path / "tiny", res=16, classes=1001, int8=True)
     r, p, labels, man = open_model(b)
-    assert r.path.name == "model.onnx" and man["name"] == "tiny"
+    assert r.path.name == "model.onnx" and man.name == "tiny"
     assert labels[0] == "background" and labels[89] == "macaw" and len(labels) == 1001
-    assert p == Preprocessing.from_dict(man["preprocessing"])
+    assert p == Preprocessing.from_dict(man.preprocessing)
     r8, p8, _, _ = open_model(b, int8=True)
     assert r8.path.name == "model.int8.onnx" and p8 == p
     # constant-colour images: logits W @ rgb + b, well separated; QDQ int8 keeps the top-1

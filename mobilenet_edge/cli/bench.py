@@ -136,16 +136,14 @@ def _require_grid_packages(*, tflite: bool = False) -> None:
 
 def run_targets(targets, thread_list, *, runs, warmup, env, json_path=None, csv_path=None, top1=None):
     """Bench every (target, threads) in a worker process; write JSON/CSV after each row (Ctrl-C keeps them)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from ..core.progress import progress_bar
     from ..runtime import bench as B
     from ..runtime import report as R
 
     rows: list[dict] = []
     failures: list[dict] = []
     jobs = [(t, n) for t in targets for n in thread_list]
-    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as prog:
+    with progress_bar(err) as prog:
         task = prog.add_task("bench", total=len(jobs))
         for t, n in jobs:
             prog.update(task, description=f"{t.label} x{n} thread{'s' if n > 1 else ''}")
@@ -169,14 +167,14 @@ def run_targets(targets, thread_list, *, runs, warmup, env, json_path=None, csv_
 
 def _top1_for(targets, eval_dir: Path) -> dict:
     """Top-1 of each target on ``eval_dir``; one warning per bundle (or lone file) with random weights."""
-    from ..core.bundle import MANIFEST, read_manifest
+    from ..core.manifest import MANIFEST, Manifest
     from ..runtime.evaluate import evaluate, random_weights_warning, weights_source
 
     res, warned = {}, set()
     for t in targets:
         err.print(f"top-1 of {t.label} on {eval_dir}", style="dim")
         folder = t.path.parent
-        manifest = read_manifest(folder) if (folder / MANIFEST).is_file() else None
+        manifest = Manifest.read(folder) if (folder / MANIFEST).is_file() else None
         key = folder if manifest is not None else t.path
         if manifest is not None and key not in warned and weights_source(None, manifest) == "random":
             err.print(f"warning: {folder.name}: {random_weights_warning(manifest)}", markup=False)
@@ -192,9 +190,9 @@ def _top1_for(targets, eval_dir: Path) -> dict:
 
 def _print(rows, failures, env, console=out) -> None:
     from ..runtime import report as R
+    from ..runtime.names import ENV_VERSION_KEYS
 
-    versions = ", ".join(f"{k.replace('_', '-')} {env[k]}" for k in ("onnxruntime", "ai_edge_litert", "tflite_runtime")
-                         if env.get(k))
+    versions = ", ".join(f"{k.replace('_', '-')} {env[k]}" for k in ENV_VERSION_KEYS if env.get(k))
     console.print(R.table(rows, title=f"{R.device_name(env)} — {versions}"))
     for line in R.ratio_lines(rows):
         console.print(line)

@@ -77,12 +77,10 @@ def _overrides(mean, std, crop, resize) -> dict:
 
 
 def _progress(total: int, desc: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    """A bar with the fixed text ``desc`` and the time remaining; hidden for fewer than 8 items or off a terminal."""
+    from ..core.progress import progress_bar
 
-    return Progress(
-        TextColumn(desc), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=True, disable=total < 8 or not err.is_terminal,
-    )
+    return progress_bar(err, description=desc, enabled=total >= 8 and err.is_terminal, remaining=True)
 
 
 def _report_bad(path, exc) -> None:
@@ -129,16 +127,15 @@ def predict(
 
     from ..core import images as imglib
     from ..runtime.evaluate import random_weights_warning, weights_source
-    from ..runtime.runner import open_model
-    from ..runtime.runner import top_k as topk_fn
+    from ..runtime.load import open_model
+    from ..runtime.scores import top_k as topk_fn
 
     if top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {top_k}")
     paths = imglib.expand_paths(images)
     overrides = _overrides(mean, std, crop, resize)
-    runner, prep, names, manifest = open_model(
-        model, int8=int8, fmt=fmt, threads=threads, prep_overrides=overrides, labels_file=labels
-    )
+    loaded = open_model(model, int8=int8, fmt=fmt, threads=threads, prep_overrides=overrides, labels_file=labels)
+    runner, prep, names, manifest = loaded.runner, loaded.prep, loaded.labels, loaded.manifest
     if top_k > runner.num_classes:
         raise UsageError(f"--top-k must be between 1 and the class count {runner.num_classes}, got {top_k}")
     random_weights = weights_source(runner, manifest) == "random"
@@ -170,17 +167,22 @@ def predict(
     if as_json:
         out.print_json(_json.dumps(results))
     else:
-        for r in results:
-            t = Table(title=r["image"], title_justify="left")
-            t.add_column("Rank", justify="right")
-            t.add_column("Label")
-            t.add_column("Index", justify="right")
-            t.add_column("Probability", justify="right")
-            for rank, e in enumerate(r["top_k"], 1):
-                t.add_row(str(rank), e["label"], str(e["index"]), f"{e['score']:.4f}")
-            out.print(t)
+        _print_predictions(results)
     if bad:
         raise typer.Exit(1)
+
+
+def _print_predictions(results: list[dict]) -> None:
+    """One table per image: rank, label, index, probability."""
+    for r in results:
+        t = Table(title=r["image"], title_justify="left")
+        t.add_column("Rank", justify="right")
+        t.add_column("Label")
+        t.add_column("Index", justify="right")
+        t.add_column("Probability", justify="right")
+        for rank, e in enumerate(r["top_k"], 1):
+            t.add_row(str(rank), e["label"], str(e["index"]), f"{e['score']:.4f}")
+        out.print(t)
 
 
 # -- eval ----------------------------------------------------------------------------------------------

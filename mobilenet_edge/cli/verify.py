@@ -1,4 +1,6 @@
-"""``mobilenet-edge verify``: check a copied bundle before trusting it (no torch; the Pi side)."""
+"""``mobilenet-edge verify``: check a copied bundle before trusting it (no torch; the Pi side).
+
+The check itself is :func:`mobilenet_edge.runtime.verify.verify_bundle`; this prints its report."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import typer
 from rich.table import Table
 
 from ..core import jsonio as _json
-from ..core.errors import MobilenetEdgeError, UsageError
+from ..core.errors import MobilenetEdgeError
 from .app import app, out
 
 EPILOG = (
@@ -21,80 +23,6 @@ EPILOG = (
     "first problem."
 )
 
-MODEL_SUFFIXES = (".onnx", ".tflite")
-
-
-def verify_bundle(folder: str | Path, *, threads: int = 1) -> dict:
-    """Check every file of a bundle against its manifest and run each model once.
-
-    Returns:
-        ``{"bundle", "ok", "problems": [str], "files": [{"file", "size", "size_ok", "sha256_ok",
-        "loads", "backend", "inference_ms", "num_classes", "problem"}], "unlisted": [names]}``.
-        ``problems`` are in file order; ``ok`` is True when it is empty.
-    Raises:
-        UsageError: ``folder`` is not a folder.
-        MobilenetEdgeError: no readable manifest.json (not a bundle).
-    """
-    import time
-
-    import numpy as np
-
-    from ..core import bundle
-    from ..runtime.runner import Runner
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UsageError(f"verify needs a bundle folder, got {folder}")
-    manifest = bundle.read_manifest(folder)
-    files = manifest.get("files")
-    problems: list[str] = []
-    rows: list[dict] = []
-    if not isinstance(files, dict) or not files:
-        problems.append(f"{folder / bundle.MANIFEST} lists no files")
-        files = {}
-    want_classes = (manifest.get("variant") or {}).get("num_classes")
-    for name, rec in files.items():
-        row = {"file": name, "size": None, "size_ok": False, "sha256_ok": False, "loads": None,
-               "backend": None, "inference_ms": None, "num_classes": None, "problem": None}
-        rows.append(row)
-        path = folder / name
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            row["problem"] = f"{name}: manifest path escapes the bundle"
-        elif not path.is_file():
-            row["problem"] = f"{name}: listed in manifest.json but missing"
-        else:
-            size = path.stat().st_size
-            row["size"] = size
-            row["size_ok"] = size == rec.get("size")
-            digest = bundle.sha256_file(path)
-            row["sha256_ok"] = digest == rec.get("sha256")
-            if not row["size_ok"]:
-                row["problem"] = f"{name}: size {size} bytes, manifest says {rec.get('size')}"
-            elif not row["sha256_ok"]:
-                row["problem"] = f"{name}: sha256 {digest[:12]}... differs from the manifest's {str(rec.get('sha256'))[:12]}..."
-            elif path.suffix.lower() in MODEL_SUFFIXES:
-                try:
-                    r = Runner(path, threads=threads)
-                    row["loads"], row["backend"] = True, f"{r.backend} {r.backend_version}"
-                    res = r.res or (manifest.get("preprocessing") or {}).get("res") or 224
-                    shape = (1, 3, res, res) if r.layout == "NCHW" else (1, res, res, 3)
-                    t = time.perf_counter()
-                    y = r.run(np.zeros(shape, np.float32))
-                    row["inference_ms"] = (time.perf_counter() - t) * 1e3
-                    row["num_classes"] = r.num_classes
-                    if y.shape != (1, r.num_classes) or not np.all(np.isfinite(y)):
-                        row["problem"] = f"{name}: inference gave shape {y.shape} / non-finite scores"
-                    elif want_classes and r.num_classes != want_classes:
-                        row["problem"] = f"{name}: {r.num_classes} outputs, manifest variant says {want_classes}"
-                except MobilenetEdgeError as e:
-                    row["loads"] = False
-                    row["problem"] = f"{name}: does not load: {e}"
-        if row["problem"]:
-            problems.append(row["problem"])
-    listed = set(files) | {bundle.MANIFEST}
-    unlisted = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name not in listed and not p.name.startswith("."))
-    return {"bundle": str(folder), "ok": not problems, "problems": problems, "files": rows, "unlisted": unlisted}
-
 
 @app.command(epilog=EPILOG)
 def verify(
@@ -103,6 +31,8 @@ def verify(
     threads: Annotated[int, typer.Option("--threads", min=1, help="Backend threads for the test inference.")] = 1,
 ) -> None:
     """Check each file's size and sha256 against manifest.json and that each model loads and runs here."""
+    from ..runtime.verify import verify_bundle
+
     try:
         rep = verify_bundle(bundle_dir, threads=threads)
     except MobilenetEdgeError as e:  # not a folder, no / corrupt manifest.json: --json still answers

@@ -7,6 +7,10 @@ runs with ``time.perf_counter_ns`` on one fixed random input of the model's own 
 (batch 1). Statistics are min, p50, p90, p99, mean, std (ms, no outlier clipping), throughput
 (inferences/s = 1000 / mean_ms), peak RSS (MB, ``ru_maxrss``), and achieved GMAC/s
 (MACs / p50 time) where the variant's MACs are known.
+
+A row's ``runtime`` is :data:`~.names.RUNTIME_ORT` ("onnxruntime") for ``.onnx`` files and
+:data:`~.names.RUNTIME_LITERT` ("litert") for ``.tflite`` files, whichever TFLite interpreter ran them
+(LiteRT or tflite-runtime: ``runtime_version`` names it, e.g. "ai-edge-litert 2.3.0"); see :mod:`.names`.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8, MANIFEST, read_manifest
+from ..core.bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8, MANIFEST
 from ..core.errors import MobilenetEdgeError, UsageError
+from ..core.manifest import Manifest
 from ..core.precision import file_precision
 from ..core.sessions import ort_session
 from ..core.variants import Variant, parse_name
+from .names import RUNTIME_LITERT, RUNTIME_ORT
 
 #: Columns of a result row (JSON keys and CSV header, in order); issue #7.
 COLUMNS = (
@@ -44,7 +50,7 @@ class Target:
 
     path: Path
     precision: str  # fp32 | int8
-    runtime: str  # onnxruntime | litert
+    runtime: str  # RUNTIME_ORT ("onnxruntime") | RUNTIME_LITERT ("litert")
     variant: str | None = None
     alpha: float | None = None
     res: int | None = None
@@ -62,10 +68,11 @@ class Target:
 
 
 def _runtime_for(path: Path) -> str:
+    """The bench row ``runtime`` of a model file (see :mod:`.names`)."""
     if path.suffix == ".onnx":
-        return "onnxruntime"
+        return RUNTIME_ORT
     if path.suffix == ".tflite":
-        return "litert"
+        return RUNTIME_LITERT
     raise UsageError(f"{path}: not a .onnx or .tflite file or a bundle folder")
 
 
@@ -93,24 +100,35 @@ def targets_for(spec: str | Path, *, formats: Iterable[str] = ("onnx", "tflite")
     """
     path = Path(spec)
     if path.is_dir():
-        if not (path / MANIFEST).is_file():
-            raise UsageError(f"{path} is a folder but not a bundle (no {MANIFEST}); give a bundle or a .onnx/.tflite file")
-        manifest = read_manifest(path)
-        v = manifest.get("variant", {})
-        out = []
-        for fname, precision in ((FILE_FP32, "fp32"), (FILE_INT8, "int8"), (FILE_TFLITE, "fp32"),
-                                 (FILE_TFLITE_INT8, "int8")):
-            f = path / fname
-            if f.is_file() and f.suffix.lstrip(".") in formats:
-                out.append(Target(
-                    f, precision, _runtime_for(f), manifest.get("name"), v.get("alpha"), v.get("res"),
-                    v.get("num_classes"), v.get("params"), v.get("macs"), f"{manifest.get('name')}/{fname}",
-                ))
-        if not out:
-            raise UsageError(f"{path}: bundle holds no model file")
-        return out
+        return _bundle_targets(path, formats)
     if not path.is_file():
         raise UsageError(f"no such model file or bundle: {path}")
+    return [_file_target(path)]
+
+
+def _bundle_targets(path: Path, formats: Iterable[str]) -> list[Target]:
+    """Every model file of a bundle, with the manifest's variant (name, alpha, res, classes, params, MACs)."""
+    if not (path / MANIFEST).is_file():
+        raise UsageError(f"{path} is a folder but not a bundle (no {MANIFEST}); give a bundle or a .onnx/.tflite file")
+    manifest = Manifest.read(path)
+    v = manifest.variant or {}
+    out = []
+    for fname, precision in ((FILE_FP32, "fp32"), (FILE_INT8, "int8"), (FILE_TFLITE, "fp32"),
+                             (FILE_TFLITE_INT8, "int8")):
+        f = path / fname
+        if f.is_file() and f.suffix.lstrip(".") in formats:
+            out.append(Target(
+                f, precision, _runtime_for(f), manifest.name, v.get("alpha"), v.get("res"),
+                v.get("num_classes"), v.get("params"), v.get("macs"), f"{manifest.name}/{fname}",
+            ))
+    if not out:
+        raise UsageError(f"{path}: bundle holds no model file")
+    return out
+
+
+def _file_target(path: Path) -> Target:
+    """A lone model file: variant from our ONNX metadata, else from a Google-style file name
+    (``mobilenet_v1_0.5_160_quant.tflite``: 1001 classes), else unknown (no counts)."""
     runtime = _runtime_for(path)
     parsed = parse_name(path.name)
     alpha = res = params = macs = classes = name = None
@@ -128,7 +146,7 @@ def targets_for(spec: str | Path, *, formats: Iterable[str] = ("onnx", "tflite")
             alpha = res = classes = None
         else:
             name, params, macs = v.name, v.params, v.macs
-    return [Target(path, file_precision(path), runtime, name, alpha, res, classes, params, macs, path.name)]
+    return Target(path, file_precision(path), runtime, name, alpha, res, classes, params, macs, path.name)
 
 
 def stats_ms(times_ns: Iterable[int]) -> dict:
@@ -166,7 +184,7 @@ def _peak_rss_mb() -> float:
 def _make_session(path: Path, runtime: str, threads: int):
     """(run() callable on a fixed input, runtime version). Creation is what init_ms measures."""
     rng = np.random.default_rng(0)
-    if runtime == "onnxruntime":
+    if runtime == RUNTIME_ORT:
         import onnxruntime as ort
 
         sess = ort_session(path, threads=threads, sequential=True)
@@ -176,7 +194,7 @@ def _make_session(path: Path, runtime: str, threads: int):
         x = _random_input(rng, shape, dtype)
         feed = {inp.name: x}
         return (lambda: sess.run(None, feed)), ort.__version__
-    from .runner import tflite_module
+    from .tflite_backend import tflite_module
 
     name, version, mod = tflite_module()
     version = f"{name} {version}"

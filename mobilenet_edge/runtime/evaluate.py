@@ -18,9 +18,12 @@ from ..core.labels import (  # noqa: F401  (GT_* re-exported: eval's ground_trut
     GT_POSITION_FOLDERS,
     GT_SYNSET_FILES,
     GT_SYNSET_FOLDERS,
+    background_offset,
     ground_truth,
     imagenet_synsets,
 )
+from ..core.manifest import Manifest
+from .scores import top_k
 
 #: the stderr warning (after "warning: ") of predict/eval on a bundle whose manifest says the weights
 #: are random; ``(model metadata)`` replaces ``(manifest)`` for a lone .onnx (see :func:`random_weights_warning`)
@@ -34,22 +37,20 @@ def random_weights_warning(manifest) -> str:
     return RANDOM_WEIGHTS_WARNING.replace("(manifest)", "(model metadata)")
 
 
-def weights_source(runner, manifest) -> str | None:
+def weights_source(runner, manifest: Manifest | None) -> str | None:
     """Where the model's weights came from: the manifest's ``weights.source`` ("random", "tflite",
     "safetensors"), else an ONNX file's ``weights`` metadata (our exports write it), else None."""
     if manifest is not None:
-        w = manifest.get("weights")
-        src = w.get("source") if isinstance(w, dict) else w
-        return str(src) if src else None
+        return manifest.weights_source
     src = (getattr(runner, "metadata", None) or {}).get("weights")
     return str(src) if src else None
 
 
-def precision_of(runner, manifest, int8: bool) -> str:
+def precision_of(runner, manifest: Manifest | None, int8: bool) -> str:
     """"int8" for quantized models: a bundle file's recorded precision (else the ``--int8`` choice),
     or for a lone file the one rule of :mod:`mobilenet_edge.core.precision`."""
     if manifest is not None:
-        rec = (manifest.get("files") or {}).get(runner.path.name) or {}
+        rec = manifest.file(runner.path.name)
         if rec.get("precision"):
             return str(rec["precision"])
         return "int8" if int8 else "fp32"
@@ -58,9 +59,10 @@ def precision_of(runner, manifest, int8: bool) -> str:
     return "int8" if is_int8_file(runner) else "fp32"
 
 
-def model_name(path: Path, manifest) -> str:
-    if manifest is not None and manifest.get("name"):
-        return str(manifest["name"])
+def model_name(path: Path, manifest: Manifest | None) -> str:
+    """The bundle's name from its manifest, else the file name."""
+    if manifest is not None and manifest.name:
+        return str(manifest.name)
     return path.name
 
 
@@ -94,7 +96,7 @@ def evaluate(
             classes, labelled files missing.
         MobilenetEdgeError: no image could be decoded.
     """
-    from .runner import background_offset, open_model, top_k
+    from .load import open_model
 
     folder = Path(folder)
     if folder.is_file():
@@ -102,38 +104,12 @@ def evaluate(
     if not folder.is_dir():
         raise UsageError(f"no such folder: {folder}")
     runner, prep, _, manifest = open_model(model, int8=int8, fmt=fmt, threads=threads, prep_overrides=prep_overrides)
-    off = background_offset(runner.num_classes)
-    gt, source = ground_truth(
-        folder, Path(labels_csv) if labels_csv is not None else None, classes=runner.num_classes - off
-    )
-    missing = [p for p in gt if not p.is_file()]
-    if missing:
-        raise UsageError(f"{len(missing)} labelled file(s) missing, first: {missing[0]}")
+    gt, source = _truth(runner, folder, labels_csv)
     weights = weights_source(runner, manifest)
     if weights == "random" and warn is not None:
         warn(random_weights_warning(manifest))
-    k = min(5, runner.num_classes)
-    paths = sorted(gt)
-    errors: list[dict] = []
-    n = c1 = c5 = done = 0
-    batch = 8 if runner.fixed_batch is None else runner.fixed_batch
-
-    def bad(p, e):
-        errors.append({"image": str(p), "error": str(e)})
-        if on_error is not None:
-            on_error(p, e)
-
     t0 = time.perf_counter()
-    for ps, x in imglib.iter_batches(paths, prep, batch=batch, on_error=bad):
-        idx, _ = top_k(runner.run(x), k)  # softmax does not change the order
-        for p, row in zip(ps, idx):
-            truth = gt[p] + off
-            n += 1
-            c1 += int(row[0] == truth)
-            c5 += int(np.any(row == truth))
-        done = n + len(errors)
-        if progress is not None:
-            progress(done, len(paths))
+    n, c1, c5, errors = _score(runner, prep, gt, on_error=on_error, progress=progress)
     seconds = time.perf_counter() - t0
     if n == 0:
         raise MobilenetEdgeError(f"no image of {folder} could be decoded ({len(errors)} errors)")
@@ -157,3 +133,41 @@ def evaluate(
         "weights": weights,
         "random_weights": weights == "random",
     }
+
+
+def _truth(runner, folder: Path, labels_csv: str | Path | None) -> tuple[dict[Path, int], str]:
+    """:func:`ground_truth` for the model's classes (background excluded); every labelled file must exist."""
+    off = background_offset(runner.num_classes)
+    gt, source = ground_truth(
+        folder, Path(labels_csv) if labels_csv is not None else None, classes=runner.num_classes - off
+    )
+    missing = [p for p in gt if not p.is_file()]
+    if missing:
+        raise UsageError(f"{len(missing)} labelled file(s) missing, first: {missing[0]}")
+    return gt, source
+
+
+def _score(runner, prep, gt: dict[Path, int], *, on_error, progress) -> tuple[int, int, int, list[dict]]:
+    """Run every labelled image in sorted order: (n decoded, top-1 correct, top-5 correct, errors)."""
+    off = background_offset(runner.num_classes)
+    k = min(5, runner.num_classes)
+    paths = sorted(gt)
+    errors: list[dict] = []
+    n = c1 = c5 = 0
+    batch = 8 if runner.fixed_batch is None else runner.fixed_batch
+
+    def bad(p, e):
+        errors.append({"image": str(p), "error": str(e)})
+        if on_error is not None:
+            on_error(p, e)
+
+    for ps, x in imglib.iter_batches(paths, prep, batch=batch, on_error=bad):
+        idx, _ = top_k(runner.run(x), k)  # softmax does not change the order
+        for p, row in zip(ps, idx):
+            truth = gt[p] + off
+            n += 1
+            c1 += int(row[0] == truth)
+            c5 += int(np.any(row == truth))
+        if progress is not None:
+            progress(n + len(errors), len(paths))
+    return n, c1, c5, errors

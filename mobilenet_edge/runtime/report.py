@@ -16,6 +16,7 @@ from pathlib import Path
 from ..core.bundle import atomic_path, write_json_atomic
 from ..core.errors import MobilenetEdgeError, UsageError
 from .bench import COLUMNS
+from .names import RUNTIME_LITERT, RUNTIME_ORT
 
 #: plot file suffixes (matplotlib's Agg backend writes these formats; the suffix picks the format)
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
@@ -124,10 +125,10 @@ def ratio_rows(rows: list[dict]) -> list[dict]:
         keyed.setdefault((r.get("device"), r["variant"], r["threads"]), {})[(r["precision"], r["runtime"],
                                                                             _is_reference(r))] = r
     for (device, variant, threads), d in sorted(keyed.items(), key=lambda kv: str(kv[0])):
-        fp32 = d.get(("fp32", "onnxruntime", False))
-        int8 = d.get(("int8", "onnxruntime", False))
-        ref = d.get(("int8", "litert", True))
-        tfl8 = d.get(("int8", "litert", False))
+        fp32 = d.get(("fp32", RUNTIME_ORT, False))
+        int8 = d.get(("int8", RUNTIME_ORT, False))
+        ref = d.get(("int8", RUNTIME_LITERT, True))
+        tfl8 = d.get(("int8", RUNTIME_LITERT, False))
         row = {"device": device, "variant": variant, "threads": threads}
         if fp32 and int8:
             row["int8_speedup"] = fp32["p50_ms"] / int8["p50_ms"]
@@ -168,7 +169,7 @@ def plot_latency_vs_macs(rows: list[dict], dst: str | Path, *, title: str = "") 
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        if r.get("macs") and r.get("alpha") is not None and r.get("runtime") == "onnxruntime":
+        if r.get("macs") and r.get("alpha") is not None and r.get("runtime") == RUNTIME_ORT:
             groups.setdefault((r["alpha"], r["precision"], r.get("device", ""), r.get("threads", 1)), []).append(r)
     multi_threads = len({k[3] for k in groups}) > 1
     for (alpha, precision, device, threads), rs in sorted(groups.items(),
