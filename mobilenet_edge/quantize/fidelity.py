@@ -135,6 +135,11 @@ def fidelity(
                     top5 = np.argsort(-lg)[:5]
                     hits[tag][0] += int(top5[0] == target)
                     hits[tag][1] += int(target in top5)
+    return _report(n, agree, sq, dis, dis_margins, ties, hits, labelled)
+
+
+def _report(n: int, agree: int, sq: list, dis: list, dis_margins: list, ties: int, hits: dict, labelled: int) -> dict:
+    """:func:`fidelity`'s record from its counts (see there). Raises UsageError when ``n`` is 0."""
     if n == 0:
         raise UsageError("no decodable evaluation image")
     vals = [v for v, _ in sq]
