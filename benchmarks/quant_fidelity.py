@@ -43,11 +43,23 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mobilenet_edge.core.bundle import read_manifest  # noqa: E402
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from quant_fidelity_report import google_tflite, markdown  # noqa: E402
+from research import equalize as eq  # noqa: E402
+
 from mobilenet_edge.core.images import Preprocessing, load  # noqa: E402
 from mobilenet_edge.core.labels import background_offset  # noqa: E402
-from mobilenet_edge.quantize import equalize as eq  # noqa: E402
-from mobilenet_edge.quantize import recipes  # noqa: E402
+from mobilenet_edge.core.manifest import Manifest  # noqa: E402
+from mobilenet_edge.core.onnx_graph import quiet_ort_logging  # noqa: E402
+from mobilenet_edge.core.sessions import ort_session  # noqa: E402
+from mobilenet_edge.quantize import recipes, stages  # noqa: E402
+from mobilenet_edge.quantize.calibration import Warnings, make_array_reader  # noqa: E402
+from mobilenet_edge.quantize.fidelity import sqnr_db  # noqa: E402
+from mobilenet_edge.quantize.options import OrtExtraOptions, QuantOptions  # noqa: E402
+from mobilenet_edge.quantize.pipeline import collect_images  # noqa: E402
+from mobilenet_edge.quantize.stages import quantize_model  # noqa: E402
+from mobilenet_edge.quantize.weight_grid import weight_grid, weight_nodes  # noqa: E402
 
 # name -> spec. Keys: method, calib (calibrator options), samples, activations, act_symmetric, per_channel,
 # recipe (weight_grid / float_logits / float_first as in mobilenet_edge.quantize.recipes), u8_grid, cle, bias_correction.
@@ -92,129 +104,70 @@ LATENCY = {
 
 
 # ----------------------------------------------------------------------------------------------
-# ORT driver (the same calls as mobilenet_edge.quantize.pipeline: quant_pre_process, create_calibrator,
-# range guard for Clip outputs, quantize_static QDQ with every argument explicit)
+# quantization: the package's own stages (mobilenet_edge.quantize.stages: pre_process, calibrate,
+# guard_ranges, static_arguments, run_quantize_static), plus the research variants on top of them
 # ----------------------------------------------------------------------------------------------
 
 
-def _ort():
-    sys.modules.setdefault("torch", None)  # onnxruntime.tools imports torch helpers when it finds torch
-    import onnxruntime.quantization as q
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    if sys.modules.get("torch", 0) is None:
-        del sys.modules["torch"]
-    return q, create_calibrator, save_tensors_data, sorted(set(QLinearOpsRegistry) | set(QDQRegistry)), quant_pre_process
-
-
-class _Reader:
-    def __init__(self, x):
-        self.x, self.i = x, 0
-
-    def get_next(self):
-        if self.i >= len(self.x):
-            return None
-        self.i += 1
-        return {"input": self.x[self.i - 1 : self.i]}
-
-
-def session(path, threads: int = 1):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-
-
 def run(path, x, batch: int = 25) -> np.ndarray:
-    s = session(path)
+    s = ort_session(path, threads=1)
     return np.concatenate([s.run(None, {"input": x[i : i + batch]})[0] for i in range(0, len(x), batch)])
 
 
-def preprocess(src: Path, dst: Path) -> Path:
-    *_, qpp = _ort()
-    qpp(str(src), str(dst), skip_optimization=False, skip_onnx_shape=False, skip_symbolic_shape=False,
-        auto_merge=False, verbose=0)
-    return dst
+def options_of(spec: dict) -> QuantOptions:
+    """The method's :class:`QuantOptions` (calibrator settings as in ``spec["calib"]``)."""
+    c = spec.get("calib", {})
+    extra = OrtExtraOptions(activation_symmetric=bool(spec.get("act_symmetric", False)),
+                            calib_tensor_range_symmetric=c.get("symmetric"), calib_num_bins=c.get("num_bins"),
+                            calib_num_quantized_bins=c.get("num_quantized_bins", 128),
+                            calib_percentile=c.get("percentile", 99.999))
+    return QuantOptions(method=spec.get("method", "minmax"), per_channel=spec.get("per_channel", True),
+                        activations=spec.get("activations", "uint8"), reduce_range=False, samples=None, extra=extra,
+                        recipe=spec.get("recipe", "plain"))
 
 
-def calibrate(pre: Path, x: np.ndarray, method: str, options: dict, work: Path):
-    q, create_calibrator, _, ops, _ = _ort()
-    m = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
-         "percentile": q.CalibrationMethod.Percentile}[method]
-    cal = create_calibrator(pre, ops, augmented_model_path=str(work / "augmented.onnx"), calibrate_method=m,
-                            use_external_data_format=False, providers=["CPUExecutionProvider"], extra_options=options)
-    for i in range(0, len(x), 16):
-        cal.collect_data(_Reader(x[i : i + 16]))
-    return cal.compute_data()
-
-
-def _guard(model, ranges) -> None:
-    """Clamp calibrated ranges of Clip(lo, hi) outputs to [lo, hi] (ORT drops the Clip in QDQ); and, after
-    cross-layer equalization, a Relu feeding a per-channel Min gets the Min output's range."""
-    consts = eq._consts(model)
+def _guard_min(model, ranges) -> None:
+    """After cross-layer equalization (research), a Relu feeding a per-channel Min gets the Min output's
+    upper range (the package's guard knows Clip and Relu only)."""
     for n in model.graph.node:
-        if n.op_type == "Clip" and n.output[0] in ranges.data:
-            lo, hi = float(consts[n.input[1]]), float(consts[n.input[2]])
-            td = ranges.data[n.output[0]]
-            low, high = td.range_value
-            td.lowest = np.maximum(low, np.float32(lo)).astype(low.dtype)
-            td.highest = np.minimum(high, np.float32(hi)).astype(high.dtype)
-        elif n.op_type == "Min" and n.input[0] in ranges.data and n.output[0] in ranges.data:
+        if n.op_type == "Min" and n.input[0] in ranges.data and n.output[0] in ranges.data:
             a, b = ranges.data[n.input[0]], ranges.data[n.output[0]]
             a.highest = np.minimum(a.range_value[1], b.range_value[1]).astype(a.range_value[1].dtype)
-        elif n.op_type == "Relu" and n.output[0] in ranges.data:
-            td = ranges.data[n.output[0]]
-            td.lowest = np.maximum(td.range_value[0], np.float32(0)).astype(td.range_value[0].dtype)
 
 
 def u8_grid_overrides(model) -> dict:
     """Per-tensor uint8 weights reproducing Google's narrow-range grid: q in [1, 255], scale s, zero point."""
     from onnx import numpy_helper
-    from onnxruntime.quantization import QuantType
 
+    quant_type = stages.ort_tools().QuantType.QUInt8
     inits = {i.name: i for i in model.graph.initializer}
     ov = {}
-    for _n, name, _axis in eq.weight_nodes(model):
+    for _n, name, _axis in weight_nodes(model):
         w = numpy_helper.to_array(inits[name])
-        s = eq.weight_grid(w)
+        s = weight_grid(w)
         if s is None:
             continue
         k = np.round(w / s)
         zp = int(1 - k.min()) if k.max() - k.min() == 254 else int(-k.min())
-        ov[name] = [{"quant_type": QuantType.QUInt8, "scale": np.float32(s), "zero_point": np.uint8(zp)}]
+        ov[name] = [{"quant_type": quant_type, "scale": np.float32(s), "zero_point": np.uint8(zp)}]
     return ov
 
 
-def quantize(pre: Path, ranges, dst: Path, spec: dict, rplan) -> Path:
+def quantize(pre: Path, ranges, dst: Path, spec: dict, rplan, work: Path) -> Path:
+    """Range guard + ``quantize_static`` with the package's arguments (u8 grid: uint8 weights overridden)."""
     import onnx
 
-    q, _, save_tensors_data, ops, _ = _ort()
     model = onnx.load(str(pre))
     r = copy.deepcopy(ranges)
-    _guard(model, r)
-    extra = {"ActivationSymmetric": bool(spec.get("act_symmetric", False)), "WeightSymmetric": True,
-             "QDQKeepRemovableActivations": False, "DedicatedQDQPair": False, **rplan.extra_options()}
-    weight_type = q.QuantType.QInt8
+    stages.guard_ranges(model, r)
+    _guard_min(model, r)
+    options = options_of(spec)
+    kwargs = stages.static_arguments(options, rplan, reduce_range=False)
     if spec.get("u8_grid"):
-        extra["TensorQuantOverrides"] = u8_grid_overrides(model)
-        extra["WeightSymmetric"] = False
-        weight_type = q.QuantType.QUInt8
-    with tempfile.TemporaryDirectory() as td:
-        cache = Path(td) / "calibration.json"
-        save_tensors_data(r, cache)
-        q.quantize_static(
-            str(pre), str(dst), None, quant_format=q.QuantFormat.QDQ, op_types_to_quantize=ops,
-            per_channel=spec.get("per_channel", True), reduce_range=False,
-            activation_type=q.QuantType.QInt8 if spec.get("activations") == "int8" else q.QuantType.QUInt8,
-            weight_type=weight_type, nodes_to_quantize=None, nodes_to_exclude=list(rplan.nodes_to_exclude) or None,
-            use_external_data_format=False, calibrate_method=r.calibration_method,
-            calibration_providers=["CPUExecutionProvider"], extra_options=extra, calibration_cache_path=str(cache))
-    return dst
+        kwargs["extra_options"] = {**kwargs["extra_options"], "TensorQuantOverrides": u8_grid_overrides(model),
+                                   "WeightSymmetric": False}
+        kwargs["weight_type"] = stages.ort_tools().QuantType.QUInt8
+    return stages.run_quantize_static(pre, dst, r, kwargs, work)
 
 
 def recipe_of(spec: dict) -> recipes.Recipe:
@@ -229,9 +182,7 @@ def quantize_method(src: Path, x_cal: np.ndarray, dst: Path, spec: dict, work: P
     import onnx
 
     rec: dict = {}
-    if spec.get("via_quantize"):  # the product's own path: mobilenet_edge.quantize.pipeline.quantize_model
-        from mobilenet_edge.quantize.pipeline import QuantOptions, quantize_model
-
+    if spec.get("via_quantize"):  # the product's own path: mobilenet_edge.quantize.stages.quantize_model
         q = quantize_model(src, dst, x_cal, QuantOptions(recipe=spec["recipe"], samples=None), reduce_range=False)
         return {"plan": q["recipe"]}
     fp32 = onnx.load(str(src))
@@ -240,33 +191,28 @@ def quantize_method(src: Path, x_cal: np.ndarray, dst: Path, spec: dict, work: P
         fp32, rec["cle"] = eq.cross_layer_equalize(fp32, act_max=act_max)
         src = work / "equalized.onnx"
         onnx.save(fp32, str(src))
-    pre = preprocess(src, work / "pre.onnx")
+    with quiet_ort_logging():
+        pre = stages.pre_process(src, work / "pre.onnx")
     x_used = x_cal[: spec["samples"]] if spec.get("samples") else x_cal
-    method = spec.get("method", "minmax")
     pre_model = onnx.load(str(pre))
     model, rplan = recipes.apply(pre_model, recipe_of(spec), x_used)
     if model is not pre_model:
         pre = work / "pre_corrected.onnx"
         onnx.save(model, str(pre))
         pre_model = model
-    ranges = calibrate(pre, x_used, method, spec.get("calib", {}), work)
+    ranges, _ = stages.calibrate(pre, make_array_reader(x_used), options_of(spec), len(x_used), work)
     rec["plan"] = rplan.record
-    quantize(pre, ranges, dst, spec, rplan)
+    quantize(pre, ranges, dst, spec, rplan, work)
     if spec.get("bias_correction"):
         corrected, rec["bias_correction"] = eq.bias_correct(pre_model, onnx.load(str(dst)), x_used, local=True)
         onnx.save(corrected, str(work / "corrected.onnx"))
-        quantize(work / "corrected.onnx", ranges, dst, spec, rplan)
+        quantize(work / "corrected.onnx", ranges, dst, spec, rplan, work)
     return rec
 
 
 # ----------------------------------------------------------------------------------------------
 # evaluation
 # ----------------------------------------------------------------------------------------------
-
-
-def sqnr_db(f: np.ndarray, q: np.ndarray) -> np.ndarray:
-    f64, q64 = f.astype(np.float64), q.astype(np.float64)
-    return 10 * np.log10((f64**2).sum(1) / np.maximum(((f64 - q64) ** 2).sum(1), 1e-300))
 
 
 def images_and_labels(folder: Path, prep: Preprocessing) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -276,14 +222,19 @@ def images_and_labels(folder: Path, prep: Preprocessing) -> tuple[list[str], np.
     return [r["file"] for r in rows], x, np.array([int(r["imagenet_index"]) for r in rows])
 
 
-def folds(n: int):
-    even, odd = np.arange(0, n, 2), np.arange(1, n, 2)
-    return [(even, odd), (odd, even)]
+def folds(folder: Path, files: list[str]):
+    """The package's 2-fold split of ``folder`` (:func:`collect_images` with ``fold`` 0 and 1: sorted files,
+    even positions calibrate and odd positions evaluate, then swapped), as indices into ``files``."""
+    index = {(folder / f).resolve(): i for i, f in enumerate(files)}
+    out = []
+    for k in (0, 1):
+        cal, ev, *_ = collect_images(folder, None, Warnings(), fold=k)
+        out.append((np.array([index[p.resolve()] for p in cal]), np.array([index[p.resolve()] for p in ev])))
+    return out
 
 
 def evaluate_bundle(bundle: Path, calib: Path, methods: dict, work: Path, keep: set[str]) -> dict:
-    man = read_manifest(bundle)
-    prep = Preprocessing.from_dict(man["preprocessing"])
+    prep = Manifest.read(bundle).prep()
     src = bundle / "model.onnx"
     files, x, y = images_and_labels(calib, prep)
     f = run(src, x)
@@ -294,7 +245,7 @@ def evaluate_bundle(bundle: Path, calib: Path, methods: dict, work: Path, keep: 
         t0 = time.perf_counter()
         q = np.zeros_like(f)
         recs = []
-        for k, (cal, ev) in enumerate(folds(len(files))):
+        for k, (cal, ev) in enumerate(folds(calib, files)):
             wd = work / f"{bundle.name}-{abs(hash(name)) % 10**8}-{k}"
             wd.mkdir(parents=True, exist_ok=True)
             dst = wd / "model.int8.onnx"
@@ -302,7 +253,7 @@ def evaluate_bundle(bundle: Path, calib: Path, methods: dict, work: Path, keep: 
             q[ev] = run(dst, x[ev])
             if k == 0 and name in keep:
                 out["kept_models"][name] = str(dst)
-        s = sqnr_db(f, q)
+        s = np.array([sqnr_db(fi, qi) for fi, qi in zip(f, q)])
         out["methods"][name] = {
             "agreement_top1": float(np.mean(f.argmax(1) == q.argmax(1))),
             "sqnr_db_mean": float(np.mean(s)), "sqnr_db_worst": float(np.min(s)),
@@ -338,7 +289,7 @@ def _jsonable(o):
 def latency(paths: dict[str, str], res: int, *, rounds: int, runs: int) -> dict:
     """Interleaved 1-thread latency (ms) of several models in this process; see the module docstring."""
     x = np.random.default_rng(0).standard_normal((1, 3, res, res)).astype(np.float32)
-    ss = {k: session(p, 1) for k, p in paths.items()}
+    ss = {k: ort_session(p, threads=1) for k, p in paths.items()}
     for s in ss.values():
         for _ in range(10):
             s.run(None, {"input": x})
@@ -379,86 +330,6 @@ def machine() -> dict:
             "note": "2 cores shared with other jobs: wall times are noisy, CPU times and ratios within one run are the figures to read"}
 
 
-# ----------------------------------------------------------------------------------------------
-# report
-# ----------------------------------------------------------------------------------------------
-
-
-def markdown(res: dict) -> str:
-    bs = res["bundles"]
-    lines = ["# int8 vs fp32 fidelity of the quantization methods tried (issue #10)", "",
-             f"Generated by `benchmarks/quant_fidelity.py` on {res['created']}. Weights imported from Google's "
-             "reference `.tflite` files; 2-fold cross evaluation over "
-             f"`{res['calib']}` ({bs[0]['images']} images: calibrate on one half, evaluate on the other, swap, "
-             "pool). Agreement = same top-1 as the fp32 ONNX model; SQNR = logits SQNR in dB, mean over images; "
-             "top-1 = ImageNet top-1 of the int8 model. ORT "
-             f"{res['machine']['onnxruntime']}, CPU {res['machine']['cpu']} ({', '.join(res['machine']['isa_flags'])}).",
-             ""]
-    head = "| method | " + " | ".join(f"{b['bundle'].replace('mobilenet_v1_', '')} agree / SQNR / top-1" for b in bs) + " |"
-    lines += [head, "|---|" + "---|" * len(bs)]
-    lines.append("| fp32 (reference) | " + " | ".join(f"100% / - / {100 * b['fp32_top1']:.0f}%" for b in bs) + " |")
-    if res.get("google_tflite"):
-        g = res["google_tflite"]
-        lines.append("| Google's QAT int8 .tflite (LiteRT) vs our fp32 | " + " | ".join(
-            f"{100 * g[b['bundle']]['agreement_top1']:.0f}% ({100 * g[b['bundle']]['agreement_top1_ties_counted']:.0f}%*) / - / "
-            f"{100 * g[b['bundle']]['int8_top1']:.0f}%" if b["bundle"] in g else "-" for b in bs) + " |")
-    for name in bs[0]["methods"]:
-        cells = []
-        for b in bs:
-            m = b["methods"][name]
-            cells.append(f"{100 * m['agreement_top1']:.0f}% / {m['sqnr_db_mean']:.1f} / {100 * m['int8_top1']:.0f}%")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if res.get("latency"):
-        lines += ["", "## Latency (ORT CPU, 1 thread, batch 1; ratio to plain int8 in the same run)", "",
-                  "| model | " + " | ".join(res["latency"][bs[0]["bundle"]].keys()) + " |",
-                  "|---|" + "---|" * len(res["latency"][bs[0]["bundle"]])]
-        for b in bs:
-            lat = res["latency"][b["bundle"]]
-            base_w, base_c = lat["plain"]["wall_p50_ms"], lat["plain"]["cpu_p50_ms"]
-            lines.append(f"| {b['bundle']} wall p50 | " + " | ".join(
-                f"{v['wall_p50_ms']:.2f} ms ({v['wall_p50_ms'] / base_w:.2f}x)" for v in lat.values()) + " |")
-            lines.append(f"| {b['bundle']} CPU p50 | " + " | ".join(
-                f"{v['cpu_p50_ms']:.2f} ms ({v['cpu_p50_ms'] / base_c:.2f}x)" for v in lat.values()) + " |")
-    if res.get("google_tflite"):
-        lines += ["", "\\* Google's .tflite outputs uint8 softmax probabilities (scale 1/256): no logits to compare "
-                  "(no SQNR), and ties for the top probability are frequent; in brackets, agreement when a tie that "
-                  "includes the fp32 class counts as agreeing."]
-    return "\n".join(lines) + "\n"
-
-
-def google_tflite(bundle: Path, calib: Path) -> dict | None:
-    """Google's own int8 .tflite (from the bundle's manifest weights file) vs our fp32 ONNX, same images."""
-    man = read_manifest(bundle)
-    wf = (man.get("weights") or {}).get("file")
-    ref = ROOT.parent / "shared" / "data" / "reference" / Path(wf or "").name
-    if not wf or not ref.is_file():
-        return None
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        return None
-    prep = Preprocessing.from_dict(man["preprocessing"])
-    files, x, y = images_and_labels(calib, prep)
-    f = run(bundle / "model.onnx", x)
-    it = Interpreter(str(ref))
-    it.allocate_tensors()
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    sc, zp = i["quantization"]
-    osc, ozp = o["quantization"]
-    g = []
-    for xi in x:
-        u = np.clip(np.round(xi.transpose(1, 2, 0) / sc + zp), 0, 255).astype(np.uint8)[None]
-        it.set_tensor(i["index"], u)
-        it.invoke()
-        g.append((it.get_tensor(o["index"])[0].astype(np.float32) - ozp) * osc)
-    g = np.array(g)
-    tie_ok = float(np.mean([g[k, f[k].argmax()] == g[k].max() for k in range(len(f))]))
-    return {"agreement_top1": float(np.mean(f.argmax(1) == g.argmax(1))), "agreement_top1_ties_counted": tie_ok,
-            "int8_top1": float(np.mean(g.argmax(1) - 1 == y)),
-            "note": "uint8 softmax output (scale 1/256): no logits (no SQNR); ties in argmax are frequent, "
-                    "agreement_top1_ties_counted counts an image as agreeing when the fp32 class ties for the max"}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("bundles", nargs="+", type=Path)
@@ -481,7 +352,7 @@ def main(argv=None) -> int:
                 res["google_tflite"][b.name] = g
             if not a.no_latency and all(v in r["kept_models"] for v in LATENCY.values()):
                 paths = {"fp32": str(b / "model.onnx"), **{k: r["kept_models"][v] for k, v in LATENCY.items()}}
-                res["latency"][b.name] = latency(paths, read_manifest(b)["preprocessing"]["res"],
+                res["latency"][b.name] = latency(paths, Manifest.read(b).prep().res,
                                                  rounds=a.rounds, runs=a.runs)
                 print(b.name, {k: round(v["cpu_p50_ms"], 3) for k, v in res["latency"][b.name].items()},
                       file=sys.stderr, flush=True)

@@ -1,4 +1,5 @@
-"""equalize.py / recipes.py: fp32 equivalence of cross-layer equalization (<= 1e-4, issue #10), exact
+"""quantize/weight_grid.py, quantize/bias_correction.py, quantize/recipes.py and the research code of
+benchmarks/research/equalize.py (imported through a sys.path insert of benchmarks/): fp32 equivalence of cross-layer equalization (<= 1e-4, issue #10), exact
 grid-aligned weights through ORT, bias correction against an independent numpy computation, recipe plans.
 
 Expected values come from independent computations written here (numpy convolutions of the tiny
@@ -7,6 +8,7 @@ models, ORT's documented symmetric scale ``max|r| / 127``), never from the code 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +17,12 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from mobilenet_edge.quantize import equalize as eq  # noqa: E402
+from mobilenet_edge.quantize import bias_correction as bc  # noqa: E402
 from mobilenet_edge.quantize import recipes  # noqa: E402
+from mobilenet_edge.quantize import weight_grid as wg  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # research code is not in the package
+from research import equalize as eq  # noqa: E402
 
 
 def _grid_weights(rng, shape, *, step=0.02, zp=None):
@@ -83,10 +89,10 @@ def inputs(rng, n=4, res=12, scale=1.0):
 def test_weight_grid_recovers_the_step_of_a_uint8_grid():
     rng = np.random.default_rng(0)
     w = _grid_weights(rng, (16, 8, 1, 1), step=0.0123)
-    assert eq.weight_grid(w) == pytest.approx(0.0123, rel=1e-6)
+    assert wg.weight_grid(w) == pytest.approx(0.0123, rel=1e-6)
     # a single 3x3 depthwise channel: the smallest gap between magnitudes is a multiple of the step
     ch = np.array([-75, -120, 9, 33, 60, -3, 102, 48, 15], np.float32) * np.float32(0.0123)
-    s = eq.weight_grid(ch)
+    s = wg.weight_grid(ch)
     assert s is not None and np.allclose(ch / s, np.round(ch / s), atol=1e-3)
 
 
@@ -97,15 +103,15 @@ def test_weight_grid_survives_float32_rounding_of_large_integers():
     step = 0.002183880
     k = np.tile(np.arange(-127, 128), 64)
     w = k.astype(np.float32) * np.float32(step)
-    s = eq.weight_grid(w)
+    s = wg.weight_grid(w)
     assert s == pytest.approx(step, rel=1e-6)
     assert np.abs(w / s - k).max() < 1e-3
 
 
 def test_weight_grid_is_none_for_float_weights():
     rng = np.random.default_rng(1)
-    assert eq.weight_grid(rng.standard_normal((32, 16)).astype(np.float32)) is None
-    assert eq.weight_grid(np.zeros((4, 4), np.float32)) is None
+    assert wg.weight_grid(rng.standard_normal((32, 16)).astype(np.float32)) is None
+    assert wg.weight_grid(np.zeros((4, 4), np.float32)) is None
 
 
 @pytest.mark.parametrize("reduce_range", [False, True])
@@ -155,13 +161,13 @@ def test_grid_overrides_make_ort_weights_exact(tmp_path, reduce_range):
                     out[base] = inits[n.input[0]].astype(np.float64) * scale.reshape(shape)
         return out
 
-    ov, rec = eq.grid_weight_overrides(m, reduce_range=reduce_range)
+    ov, rec = wg.grid_weight_overrides(m, reduce_range=reduce_range)
     assert rec["tensors_on_grid"] == rec["tensors"] == 5
     fp = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in m.graph.initializer}
     aligned, default = dequantized_weights(ov), dequantized_weights({})
     exact_checked, default_err = 0, 0.0
     for name, dq in aligned.items():
-        s = eq.weight_grid(fp[name])
+        s = wg.weight_grid(fp[name])
         for c in range(fp[name].shape[0]):
             if np.abs(np.round(fp[name][c] / s)).max() <= qmax:
                 np.testing.assert_allclose(dq[c], fp[name][c], rtol=0, atol=1e-6 * np.abs(fp[name][c]).max())
@@ -324,9 +330,9 @@ def test_weight_bias_correction_matches_numpy():
     """b += (W - W_q) E[x] with W_q = clip(round(W / (rmax / 127)), -127, 127) * rmax / 127 (ORT's symmetric rule)."""
     rng = np.random.default_rng(10)
     m = tiny_model(rng)
-    ov, _ = eq.grid_weight_overrides(m)
+    ov, _ = wg.grid_weight_overrides(m)
     x = inputs(rng, 5, scale=2.0)
-    corrected, rec = eq.weight_bias_correct(m, ov, [x[:2], x[2:]])  # streamed in two batches
+    corrected, rec = bc.weight_bias_correct(m, ov, [x[:2], x[2:]])  # streamed in two batches
     assert rec["layers"] == 5
     fp = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in m.graph.initializer}
     got = {i.name: numpy_helper.to_array(i) for i in corrected.graph.initializer}
@@ -349,9 +355,9 @@ def test_weight_bias_correction_is_zero_for_exact_weights():
         if init.name.startswith("w"):
             k = rng.integers(-127, 128, size=tuple(init.dims))
             init.CopyFrom(numpy_helper.from_array((k * 0.004).astype(np.float32), init.name))
-    ov, rec = eq.grid_weight_overrides(m)
+    ov, rec = wg.grid_weight_overrides(m)
     assert rec["channels_exact"] == rec["channels"]
-    corrected, _ = eq.weight_bias_correct(m, ov, inputs(rng, 3))
+    corrected, _ = bc.weight_bias_correct(m, ov, inputs(rng, 3))
     for a, b in zip(m.graph.initializer, corrected.graph.initializer):
         np.testing.assert_allclose(numpy_helper.to_array(b), numpy_helper.to_array(a), atol=1e-6)
 
@@ -378,7 +384,8 @@ def test_fidelity_recipe_beats_plain_on_reference_weights(tmp_path, reference_di
     import json
 
     from mobilenet_edge.build.export import ExportOptions, export_bundle
-    from mobilenet_edge.quantize.pipeline import QuantOptions, quantize_bundle
+    from mobilenet_edge.quantize.options import QuantOptions
+    from mobilenet_edge.quantize.pipeline import quantize_bundle
 
     b = export_bundle(ExportOptions(alpha=0.5, res=160, out=tmp_path,
                                     weights=reference_dir / "mobilenet_v1_0.5_160_quant.tflite"))["bundle"]
@@ -396,7 +403,8 @@ def test_fidelity_recipe_beats_plain_on_reference_weights(tmp_path, reference_di
 def test_float_first_overrides_the_recipe(tmp_path):
     """--float-first N: the first N Conv nodes in graph order stay float (their weights are plain float
     initializers in the int8 model), the rest read int8 weights through DequantizeLinear; recorded."""
-    from mobilenet_edge.quantize.pipeline import QuantOptions, quantize_model
+    from mobilenet_edge.quantize.options import QuantOptions
+    from mobilenet_edge.quantize.stages import quantize_model
 
     rng = np.random.default_rng(4)
     m = tiny_model(rng)

@@ -20,18 +20,12 @@ from PIL import Image
 
 from mobilenet_edge.cli.app import main
 from mobilenet_edge.core.images import Preprocessing
-from mobilenet_edge.quantize.pipeline import (
-    QuantOptions,
-    decide_reduce_range,
-    detect_isa,
-    quantize_bundle,
-    quantize_file,
-    relu6_ranges,
-    resolve_labels,
-    split_paths,
-    sqnr_db,
-    synthetic_images,
-)
+from mobilenet_edge.core.platform_info import detect_isa
+from mobilenet_edge.quantize.calibration import resolve_labels, split_paths, synthetic_images
+from mobilenet_edge.quantize.fidelity import relu6_ranges, sqnr_db
+from mobilenet_edge.quantize.options import QuantOptions
+from mobilenet_edge.quantize.pipeline import quantize_bundle, quantize_file
+from mobilenet_edge.quantize.reduce_range import decide_reduce_range
 
 ROOT = Path(__file__).resolve().parents[1]
 RES = 64  # small inputs keep each quantization ~1 s on 2 cores

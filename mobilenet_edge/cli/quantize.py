@@ -66,17 +66,11 @@ def quantize(
     --mean/--std/--crop/--resize.
     """
     from ..core.errors import UsageError
-    from ..core.images import Preprocessing
+    from ..core.onnx_graph import model_io
+    from ..quantize.options import OrtExtraOptions, QuantOptions
+    from ..quantize.pipeline import quantize_bundle, quantize_file
 
     mean, std = _floats(mean, "mean"), _floats(std, "std")  # same syntax as predict: 127.5 or R,G,B
-    from ..quantize.pipeline import (
-        OrtExtraOptions,
-        QuantOptions,
-        model_io,
-        preprocessing_from_metadata,
-        quantize_bundle,
-        quantize_file,
-    )
 
     extra = OrtExtraOptions(activation_symmetric=symmetric_activations, calib_percentile=percentile,
                             calib_num_bins=bins)
@@ -93,25 +87,12 @@ def quantize(
                               labels_csv=labels, debug_layers=debug_layers, force=force, fold=fold)
         dst = target / "model.int8.onnx"
     elif target.is_file():
-        io = model_io(target)
-        prep = preprocessing_from_metadata(io["metadata"])
-        h = io["input"]["shape"][2]
-        if prep is None or any(v is not None for v in (mean, std, crop, resize, res)):
-            base = prep.to_dict() if prep else {}
-            r = res or (h if isinstance(h, int) else None) or base.get("res")
-            if r is None:
-                raise UsageError(f"{target}: input height is symbolic ({h}); pass --res")
-            if prep is None and (mean is None or std is None):
-                raise UsageError(f"{target} is not one of our models (no preprocessing metadata): "
-                                 "pass --mean and --std (and --crop, --resize)")
-            base.update({k: v for k, v in {"res": r, "mean": mean, "std": std, "crop": crop, "resize": resize}.items()
-                         if v is not None})
-            prep = Preprocessing.from_dict(base)
+        prep = _lone_file_prep(target, mean=mean, std=std, crop=crop, resize=resize, res=res)
         dst = target.with_name(target.name[: -len(".onnx")] + ".int8.onnx" if target.name.endswith(".onnx")
                                else target.name + ".int8.onnx")
         if dst.exists() and not force:
             raise UsageError(f"{dst} exists; use --force to replace it")
-        weights = io["metadata"].get("weights")
+        weights = model_io(target)["metadata"].get("weights")
         if calib is None and not synthetic:
             raise UsageError("--calib DIR is required (or --synthetic for a random-weight model)")
         rec = quantize_file(target, dst, prep, calib=calib, eval_dir=eval_dir, options=opts, synthetic=synthetic,
@@ -125,9 +106,37 @@ def quantize(
     print_record(rec, dst)
 
 
+def _lone_file_prep(target: Path, *, mean, std, crop, resize, res):
+    """The preprocessing of a lone .onnx file: its metadata (our exports), updated by the options given.
+
+    Raises:
+        UsageError: a symbolic input height without --res, or a foreign model without --mean/--std.
+    """
+    from ..core.errors import UsageError
+    from ..core.images import Preprocessing
+    from ..core.onnx_graph import model_io
+    from ..quantize.pipeline import preprocessing_from_metadata
+
+    io = model_io(target)
+    prep = preprocessing_from_metadata(io["metadata"])
+    h = io["input"]["shape"][2]
+    if prep is None or any(v is not None for v in (mean, std, crop, resize, res)):
+        base = prep.to_dict() if prep else {}
+        r = res or (h if isinstance(h, int) else None) or base.get("res")
+        if r is None:
+            raise UsageError(f"{target}: input height is symbolic ({h}); pass --res")
+        if prep is None and (mean is None or std is None):
+            raise UsageError(f"{target} is not one of our models (no preprocessing metadata): "
+                             "pass --mean and --std (and --crop, --resize)")
+        base.update({k: v for k, v in {"res": r, "mean": mean, "std": std, "crop": crop, "resize": resize}.items()
+                     if v is not None})
+        prep = Preprocessing.from_dict(base)
+    return prep
+
+
 def print_record(rec: dict, dst) -> None:
     """The human-readable quantization report: fidelity table, worst layers, one 'saved' line."""
-    from ..quantize.pipeline import fidelity_table, layers_table
+    from ..quantize.fidelity import fidelity_table, layers_table
 
     fid = rec["fidelity"]
     title = (f"{dst}: int8 (recipe {rec['options']['recipe']}, {rec['method']}, "

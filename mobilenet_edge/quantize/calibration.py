@@ -11,14 +11,9 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..core.errors import UsageError
 from ..core.images import Preprocessing, load, skipped_message
-
-_console = Console(stderr=True, highlight=False, markup=False, emoji=False)
-
 
 # ----------------------------------------------------------------------------------------------
 # calibration data
@@ -31,7 +26,7 @@ def _ort_reader_base():
     return CalibrationDataReader
 
 
-class _Warnings(list):
+class Warnings(list):
     """Collects warnings and prints each on stderr as one line (once: recipe bias correction reads the
     calibration images twice, so a skipped file would otherwise be reported twice)."""
 
@@ -42,26 +37,24 @@ class _Warnings(list):
         print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
-def _progress(enabled: bool = True) -> Progress:
-    return Progress(
-        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=_console, transient=True, disable=not enabled,
-    )
-
-
 def make_image_reader(
     paths: Sequence[Path],
     prep: Preprocessing,
     *,
     input_name: str = "input",
     warn: Callable[[str], None] | None = None,
-    progress: Progress | None = None,
+    progress=None,
     description: str = "calibrating",
 ):
     """A ``CalibrationDataReader`` streaming ``paths`` one image at a time as ``{input_name: (1,3,res,res)
     float32}``; undecodable files are skipped with a warning naming them.
 
-    The returned object has ``used`` and ``skipped`` (lists of paths) and ``rewind()``.
+    Args:
+        progress: a ``rich.progress.Progress`` (:func:`mobilenet_edge.core.progress.progress_bar`) that gets one
+            task named ``description``, advanced per file; None draws nothing.
+        warn: called with one line per undecodable file.
+    Returns:
+        An ORT ``CalibrationDataReader`` with ``used`` and ``skipped`` (lists of paths) and ``rewind()``.
     """
     base = _ort_reader_base()
 
@@ -92,7 +85,7 @@ def make_image_reader(
                     x = load(p, prep)
                 except UsageError as e:
                     self.skipped.append(p)
-                    if warn is not None:  # not `if warn`: a _Warnings collector is an (empty) list
+                    if warn is not None:  # not `if warn`: a Warnings collector is an (empty) list
                         warn(skipped_message(p, e))
                     continue
                 self.used.append(p)
@@ -127,33 +120,6 @@ def make_array_reader(arrays: np.ndarray | Sequence[np.ndarray], *, input_name: 
             return {input_name: x[None] if x.ndim == 3 else x}
 
     return ArrayReader()
-
-
-class _Take:
-    """At most ``n`` items from a reader, then None (one chunk of calibration)."""
-
-    def __init__(self, reader, n: int) -> None:
-        self.reader, self.n, self.got, self.exhausted = reader, n, 0, False
-
-    def get_next(self):
-        if self.got >= self.n:
-            return None
-        item = self.reader.get_next()
-        if item is None:
-            self.exhausted = True
-            return None
-        self.got += 1
-        return item
-
-
-class _Replay:
-    """Yields ``first`` then the rest of ``take`` (a chunk whose first item was peeked)."""
-
-    def __init__(self, first, take: _Take) -> None:
-        self.pending, self.take = [first], take
-
-    def get_next(self):
-        return self.pending.pop() if self.pending else self.take.get_next()
 
 
 def synthetic_images(n: int, prep: Preprocessing, *, seed: int = 0) -> np.ndarray:

@@ -25,10 +25,6 @@ from ..core.sessions import ort_session
 NEAR_TIE_LOGIT = 0.1
 
 
-def _session(path: str | Path):
-    return ort_session(path)
-
-
 def top2_margin(logits: np.ndarray) -> float:
     """fp32 top-1 minus top-2 value of one image's logits (any shape, e.g. (C,) or (C, 1, 1));
     ``inf`` with fewer than two values or a NaN among them (never a near-tie)."""
@@ -105,7 +101,7 @@ def fidelity(
     Raises:
         UsageError: no evaluation image could be decoded.
     """
-    fs, qs = _session(fp32_onnx), _session(int8_onnx)
+    fs, qs = ort_session(fp32_onnx), ort_session(int8_onnx)
     name = fs.get_inputs()[0].name
     n = 0
     agree = 0
@@ -139,6 +135,11 @@ def fidelity(
                     top5 = np.argsort(-lg)[:5]
                     hits[tag][0] += int(top5[0] == target)
                     hits[tag][1] += int(target in top5)
+    return _report(n, agree, sq, dis, dis_margins, ties, hits, labelled)
+
+
+def _report(n: int, agree: int, sq: list, dis: list, dis_margins: list, ties: int, hits: dict, labelled: int) -> dict:
+    """:func:`fidelity`'s record from its counts (see there). Raises UsageError when ``n`` is 0."""
     if n == 0:
         raise UsageError("no decodable evaluation image")
     vals = [v for v, _ in sq]
@@ -230,7 +231,7 @@ def relu6_ranges(int8_onnx: str | Path, inputs: np.ndarray, *, bounds: dict | No
     with tempfile.TemporaryDirectory(prefix="mobilenet-edge-relu6-") as td:
         p = Path(td) / "q.onnx"
         onnx.save(q, str(p))
-        s = _session(p)
+        s = ort_session(p)
         names = [r["out"] for r in rows]
         outs = s.run(names, {s.get_inputs()[0].name: np.asarray(inputs, np.float32)})
     for r, o in zip(rows, outs):

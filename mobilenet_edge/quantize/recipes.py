@@ -8,11 +8,11 @@ on imagenet-calib):
 - ``plain``: ORT as is (MinMax, per-channel int8 weights with ORT's ``max|w| / 127`` scales, every
   activation and the logits in uint8).
 - ``grid``: per-channel int8 weight scales aligned to the weights' own grid
-  (:func:`~.equalize.grid_weight_overrides`: Google's weights become exact) and the logits left in
+  (:func:`~.weight_grid.grid_weight_overrides`: Google's weights become exact) and the logits left in
   float (no QuantizeLinear after the classifier: ORT ``OpTypesToExcludeOutputQuantization``). Every
   Conv still runs in int8.
 - ``fidelity`` (default): ``grid``, plus bias correction of the weight rounding error that remains
-  (:func:`~.equalize.weight_bias_correct`; Nagel et al. 2019, arXiv:1906.04721, sec. 4.2), plus the first
+  (:func:`~.bias_correction.weight_bias_correct`; Nagel et al. 2019, arXiv:1906.04721, sec. 4.2), plus the first
   two Conv nodes (the stem and the first depthwise
   conv) kept in float, so the input image and the stem's output are never rounded to 8 bits: ORT's
   QDQ debugging tools (``qdq_loss_debug``) and a leave-one-out test showed those two tensors cost the
@@ -110,7 +110,7 @@ def plan(model, recipe: Recipe | str, *, reduce_range: bool = False) -> Plan:
         :class:`Plan`. ``weight_grid`` on weights that lie on no grid (random or float-trained weights)
         changes nothing and says so in ``record["weight_grid"]``.
     """
-    from .equalize import grid_weight_overrides
+    from .weight_grid import grid_weight_overrides
 
     r = get_recipe(recipe) if isinstance(recipe, str) else recipe
     overrides: dict = {}
@@ -142,7 +142,7 @@ def apply(model, recipe: Recipe | str, calib, *, reduce_range: bool = False) -> 
         (model, :class:`Plan`): the model has corrected biases when the recipe asks for it (and the plan's
         record says by how much); otherwise it is ``model`` itself.
     """
-    from .equalize import weight_bias_correct
+    from .bias_correction import weight_bias_correct
 
     r = get_recipe(recipe) if isinstance(recipe, str) else recipe
     p = plan(model, r, reduce_range=reduce_range)
