@@ -18,7 +18,7 @@ from PIL import Image
 from mobilenet_edge.cli.app import main
 from mobilenet_edge.core.images import Preprocessing
 from mobilenet_edge.quantize.fidelity import _batches
-from mobilenet_edge.quantize.pipeline import _Warnings, make_image_reader
+from mobilenet_edge.quantize.calibration import Warnings, make_image_reader
 
 RES = 32
 
@@ -58,7 +58,7 @@ def _digest(folder: Path) -> dict[str, str]:
 def test_calibration_skip_is_warned_when_it_is_the_first_warning(tmp_path, capsys):
     good = _good_images(tmp_path / "c", 2)
     broken = _truncated_jpeg(tmp_path / "c" / "broken.jpg")
-    warn = _Warnings()
+    warn = Warnings()
     reader = make_image_reader([good[0], broken, good[1]], Preprocessing(res=RES), warn=warn)
     fed = 0
     while reader.get_next() is not None:
@@ -71,7 +71,7 @@ def test_calibration_skip_is_warned_when_it_is_the_first_warning(tmp_path, capsy
 def test_evaluation_skip_is_warned_when_it_is_the_first_warning(tmp_path, capsys):
     good = _good_images(tmp_path / "e", 3)
     broken = _truncated_jpeg(tmp_path / "e" / "broken.jpg")
-    warn = _Warnings()
+    warn = Warnings()
     keys = [k for ks, _ in _batches([good[0], broken, good[1], good[2]], Preprocessing(res=RES), 2, warn, None, "")
             for k in ks]
     assert keys == good

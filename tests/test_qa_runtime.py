@@ -21,7 +21,7 @@ from mobilenet_edge.cli import main
 from mobilenet_edge.core import bundle
 from mobilenet_edge.core.images import Preprocessing
 from mobilenet_edge.core.labels import ground_truth
-from mobilenet_edge.quantize.pipeline import _Warnings, make_image_reader
+from mobilenet_edge.quantize.calibration import Warnings, make_image_reader
 
 RANDOM_LINE = "warning: random weights (manifest): predictions and accuracy are meaningless"
 
@@ -299,7 +299,7 @@ def test_skipped_wording_is_the_same_in_eval_and_quantize(capsys, tiny, tmp_path
     code, _, err = run(capsys, "eval", real, tmp_path, "--json")
     assert code == 0
     assert lines(err) == [f"warning: skipped {bad}: cannot decode: cannot identify image file"]
-    warn = _Warnings()
+    warn = Warnings()
     reader = make_image_reader([d / "a.png", bad], Preprocessing(res=16), warn=warn)
     while reader.get_next() is not None:
         pass
