@@ -27,15 +27,29 @@ def io_record(runner: Runner, *, output: bool = False, layout: str | None = None
     return rec
 
 
+def interpreter(path: str | Path, *, threads: int = 1):
+    """A LiteRT (or tflite-runtime) interpreter on ``path``, tensors allocated, made as ``Runner`` makes its
+    own: for what ``Runner`` does not expose (the op list, timed raw invokes in the benchmarks)."""
+    interpreter_cls = tflite_module()[2].Interpreter
+    with _quiet_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" on fd 2
+        it = interpreter_cls(model_path=str(path), num_threads=threads)
+        it.allocate_tensors()
+    return it
+
+
+def raw_invoke(it, xq: np.ndarray) -> np.ndarray:
+    """One invoke of :func:`interpreter` ``it`` on an input already in its dtype (no (de)quantization);
+    returns a copy of the raw output tensor."""
+    it.set_tensor(it.get_input_details()[0]["index"], xq)
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"]).copy()
+
+
 def op_counts(path: str | Path) -> dict[str, int]:
     """Op name -> count in the graph LiteRT runs (1 thread, tensors allocated, so delegated as ``Runner``
     runs it), e.g. ``{"CONV_2D": 14, ...}``."""
-    interpreter_cls = tflite_module()[2].Interpreter
-    with _quiet_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" on fd 2
-        it = interpreter_cls(model_path=str(path), num_threads=1)
-        it.allocate_tensors()
     counts: dict[str, int] = {}
-    for op in it._get_ops_details():  # no public API for the op list
+    for op in interpreter(path)._get_ops_details():  # no public API for the op list
         counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
     return counts
 
