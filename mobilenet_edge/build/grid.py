@@ -20,13 +20,14 @@ def bundle_complete(bundle: Path, *, int8: bool = True, tflite: bool = False) ->
     """True when the manifest lists model.onnx (and model.int8.onnx; with ``tflite`` model.tflite and
     model.int8.tflite too) and every listed sha256 matches."""
     try:
-        files = Manifest.read(bundle).files or {}
+        manifest = Manifest.read(bundle)
     except MobilenetEdgeError:
         return False
+    files = manifest.files or {}
     needed = [FILE_FP32] + ([FILE_INT8] if int8 else []) + ([FILE_TFLITE, FILE_TFLITE_INT8] if tflite else [])
     if any(n not in files for n in needed):
         return False
-    return all((bundle / n).is_file() and sha256_file(bundle / n) == rec.get("sha256") for n, rec in files.items())
+    return all((bundle / n).is_file() and sha256_file(bundle / n) == manifest.file(n).get("sha256") for n in files)
 
 
 def find_weights(weights_dir: Path | None, alpha: float, res: int) -> tuple[Path | None, bool]:
