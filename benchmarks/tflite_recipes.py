@@ -33,11 +33,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mobilenet_edge.build.tflite_export import TfliteModel, export_tflite  # noqa: E402
+from mobilenet_edge.build.tflite.records import interpreter, raw_invoke  # noqa: E402
+from mobilenet_edge.build.tflite_export import export_tflite  # noqa: E402
 from mobilenet_edge.build.weights import load_weights  # noqa: E402
 from mobilenet_edge.core import images  # noqa: E402
 from mobilenet_edge.core.labels import background_offset  # noqa: E402
 from mobilenet_edge.core.versions import TFLITE_TOOLS, versions  # noqa: E402
+from mobilenet_edge.runtime.runner import Runner, quantize  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 VARIANTS = [(0.25, 128, "0.25_128"), (0.5, 160, "0.5_160"), (0.75, 192, "0.75_192")]
@@ -57,19 +59,21 @@ def sqnr_per_image(f: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 def latency(paths: dict[str, Path], *, rounds: int, runs: int) -> dict[str, float]:
     """CPU-time p50 (ms) of each file, models interleaved round by round (shared, noisy machine)."""
-    models = {k: TfliteModel(p, num_threads=1) for k, p in paths.items()}
+    models = {k: interpreter(p, threads=1) for k, p in paths.items()}
     feeds = {}
     for k, m in models.items():
-        x = np.random.default_rng(0).uniform(-1, 1, m.input["shape"]).astype(np.float32)
-        feeds[k] = m.quantize_input(x)
+        inp = m.get_input_details()[0]
+        x = np.random.default_rng(0).uniform(-1, 1, inp["shape"]).astype(np.float32)
+        scale, zp = inp["quantization"]
+        feeds[k] = quantize(x, scale, zp, inp["dtype"]) if scale else x.astype(inp["dtype"])
         for _ in range(10):
-            m.run_raw(feeds[k])
+            raw_invoke(m, feeds[k])
     times: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(rounds):
         for k, m in models.items():
             t = time.process_time_ns()
             for _ in range(runs):
-                m.run_raw(feeds[k])
+                raw_invoke(m, feeds[k])
             times[k].append((time.process_time_ns() - t) / runs / 1e6)
     return {k: float(np.median(v)) for k, v in times.items()}
 
@@ -107,7 +111,7 @@ def main() -> None:
                     cal, chk = (np.arange(0, len(x), 2), np.arange(1, len(x), 2))[:: 1 if fold == 0 else -1]
                     dst = Path(td) / f"{tag}_{len(paths)}_{fold}.int8.tflite"
                     rec = export_tflite(model, dst, res=r, int8=True, calib=[x[cal]], check=[x[chk][:4]], **kw)
-                    q[chk] = TfliteModel(dst, num_threads=1)(x[chk].transpose(0, 2, 3, 1))
+                    q[chk] = Runner(dst, threads=1).run(x[chk].transpose(0, 2, 3, 1))
                     recs.append(rec)
                     if fold == 0:
                         paths[name] = dst

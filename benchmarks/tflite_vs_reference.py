@@ -34,10 +34,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mobilenet_edge.build.tflite_export import TfliteModel, export_tflite, sqnr_db  # noqa: E402
+from mobilenet_edge.build.tflite.records import interpreter, raw_invoke  # noqa: E402
+from mobilenet_edge.build.tflite_export import export_tflite  # noqa: E402
 from mobilenet_edge.core import images  # noqa: E402
 from mobilenet_edge.core.labels import background_offset  # noqa: E402
 from mobilenet_edge.core.versions import TFLITE_TOOLS, versions  # noqa: E402
+from mobilenet_edge.quantize.fidelity import sqnr_db  # noqa: E402
+from mobilenet_edge.runtime.runner import Runner  # noqa: E402
 
 DATA = Path(os.environ.get("MOBILENET_EDGE_DATA", ROOT.parent / "shared" / "data"))
 
@@ -56,19 +59,21 @@ def load_model(weights: str | None, alpha: float, res: int):
     return calibrate_bn(model, res), "random"
 
 
-def latency(models: dict[str, TfliteModel], *, runs: int, warmup: int) -> dict:
-    """Alternate the models, one invoke each per round; per-model stats in ms."""
+def latency(paths: dict[str, Path], *, runs: int, warmup: int) -> dict:
+    """Alternate the models, one raw invoke each per round; per-model stats in ms."""
+    models = {name: interpreter(p, threads=1) for name, p in paths.items()}
     feeds = {}
     for name, m in models.items():
-        x = np.zeros(m.input["shape"], m.input["dtype"])
+        inp = m.get_input_details()[0]
+        x = np.zeros(inp["shape"], inp["dtype"])
         feeds[name] = x
         for _ in range(warmup):
-            m.run_raw(x)
+            raw_invoke(m, x)
     times = {name: [] for name in models}
     for _ in range(runs):
         for name, m in models.items():
             t = time.perf_counter_ns()
-            m.run_raw(feeds[name])
+            raw_invoke(m, feeds[name])
             times[name].append((time.perf_counter_ns() - t) / 1e6)
     out = {}
     for name, ts in times.items():
@@ -125,10 +130,10 @@ def main() -> int:
     with torch.no_grad():
         ref = model.eval()(torch.from_numpy(x_nchw)).numpy()
     x_nhwc = x_nchw.transpose(0, 2, 3, 1)
-    ours8 = TfliteModel(work / rec_int8["file"], num_threads=1)
-    ours32 = TfliteModel(work / rec_fp32["file"], num_threads=1)
-    google = TfliteModel(args.reference, num_threads=1)
-    y8, y32, yg = ours8(x_nhwc), ours32(x_nhwc), google(x_nhwc)
+    ours8 = Runner(work / rec_int8["file"], threads=1)
+    ours32 = Runner(work / rec_fp32["file"], threads=1)
+    google = Runner(args.reference, threads=1)
+    y8, y32, yg = ours8.run(x_nhwc), ours32.run(x_nhwc), google.run(x_nhwc)
 
     def top1(y):
         return float((y.argmax(1) == labels).mean())
@@ -153,11 +158,11 @@ def main() -> int:
         "google_vs_torch_fp32_top1_agreement": float((ref.argmax(1) == yg.argmax(1)).mean()),
         "files": {"fp32": rec_fp32, "int8": rec_int8},
     }
-    half = TfliteModel(work / rec_half["file"], num_threads=1)
+    half = Runner(work / rec_half["file"], threads=1)
     odd = slice(1, None, 2)
     result["heldout"] = {
         "calibration": "even-indexed 50 images", "evaluation": "odd-indexed 50 images",
-        "top1_ours_int8": float((half(x_nhwc[odd]).argmax(1) == labels[odd]).mean()),
+        "top1_ours_int8": float((half.run(x_nhwc[odd]).argmax(1) == labels[odd]).mean()),
         "top1_google_int8": float((yg[odd].argmax(1) == labels[odd]).mean()),
         "top1_torch_fp32": float((ref[odd].argmax(1) == labels[odd]).mean()),
         "fidelity_vs_torch_fp32": rec_half["quantization"]["fidelity"],
@@ -166,7 +171,8 @@ def main() -> int:
     result["top1"]["ours_int8_minus_google_points"] = 100 * (
         result["top1"]["ours_int8_tflite"] - result["top1"]["google_int8_tflite"]
     )
-    lat = latency({"ours_int8": ours8, "google_int8": google, "ours_fp32": ours32}, runs=args.runs, warmup=args.warmup)
+    lat = latency({"ours_int8": ours8.path, "google_int8": google.path, "ours_fp32": ours32.path}, runs=args.runs,
+                  warmup=args.warmup)
     result["latency_ms"] = lat
     result["latency_ratio_p50_ours_int8_over_google"] = lat["ours_int8"]["p50"] / lat["google_int8"]["p50"]
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")

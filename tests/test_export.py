@@ -10,7 +10,7 @@ pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from mobilenet_edge.build import export as export_mod  # noqa: E402
+from mobilenet_edge.build import bundle_builder  # noqa: E402
 from mobilenet_edge.build.export import ExportOptions, export_bundle  # noqa: E402
 from mobilenet_edge.cli import main  # noqa: E402
 from mobilenet_edge.core.bundle import read_manifest  # noqa: E402
@@ -121,7 +121,7 @@ def test_existing_bundle_refused_then_replaced_only_when_complete(capsys, tmp_pa
     def boom(*a, **k):
         raise ParityError("injected parity failure")
 
-    monkeypatch.setattr(export_mod, "check_parity", boom)
+    monkeypatch.setattr(bundle_builder, "check_parity", boom)
     code, _, err = run(capsys, *args, "--force", "--seed", "1")
     assert code == 1 and "injected parity failure" in err
     assert sha(bundle / "manifest.json") == before

@@ -331,7 +331,7 @@ def test_verification_on_100_labelled_images(name, reference_dir, calib_dir):
 def test_verification_at_another_res_is_a_clear_error(small_tflite):
     """Google's files fix the average-pool kernel and reshape to their own res."""
     with pytest.raises(UsageError, match="cannot run at res 224.*fixed to res 128") as e:
-        W.TfliteClassifier(small_tflite, 224)
+        W.tflite_runner(small_tflite, 224)
     _one_line(e.value)
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8, read_manifest, sha256_file
+from ..core.bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8, sha256_file
 from ..core.errors import MobilenetEdgeError
+from ..core.manifest import Manifest
 from ..core.variants import Variant, parse_name
 
 
@@ -19,13 +20,14 @@ def bundle_complete(bundle: Path, *, int8: bool = True, tflite: bool = False) ->
     """True when the manifest lists model.onnx (and model.int8.onnx; with ``tflite`` model.tflite and
     model.int8.tflite too) and every listed sha256 matches."""
     try:
-        files = read_manifest(bundle)["files"]
+        manifest = Manifest.read(bundle)
     except MobilenetEdgeError:
         return False
+    files = manifest.files or {}
     needed = [FILE_FP32] + ([FILE_INT8] if int8 else []) + ([FILE_TFLITE, FILE_TFLITE_INT8] if tflite else [])
     if any(n not in files for n in needed):
         return False
-    return all((bundle / n).is_file() and sha256_file(bundle / n) == rec.get("sha256") for n, rec in files.items())
+    return all((bundle / n).is_file() and sha256_file(bundle / n) == manifest.file(n).get("sha256") for n in files)
 
 
 def find_weights(weights_dir: Path | None, alpha: float, res: int) -> tuple[Path | None, bool]:
@@ -66,21 +68,24 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
     ``tflite``: also export model.tflite and model.int8.tflite (litert-torch, calibrated on ``calib``,
     which is then required) and bench them on LiteRT. ``out``/``err``: rich consoles for results and
     progress (default: stdout / stderr).
+
+    Raises:
+        MobilenetEdgeError: one or more grid points failed (each named with its error; the rows of the
+            others are kept in ``grid.json`` / ``grid.csv``).
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..runtime import bench as B
-    from ..runtime import report as R
+    from ..core.platform_info import environment
+    from ..core.progress import progress_bar
+
+    # what every point needs, imported once before the loop: a missing package fails the grid, not each point
+    from ..quantize import pipeline  # noqa: F401
+    from ..runtime import bench, report  # noqa: F401
+    from . import export  # noqa: F401
 
     out = out or Console(markup=False, emoji=False)
     err = err or Console(stderr=True, markup=False, emoji=False)
-    from ..core.platform_info import environment
-    from ..quantize.pipeline import quantize_bundle
-    from .export import ExportOptions, export_bundle
-
     out_dir = Path(out_dir)
-    bundles_dir = out_dir / "bundles"
     env = environment()
     env["grid"] = {"alphas": list(alphas), "res": list(resolutions), "weights_dir": str(weights_dir or ""),
                    "calib": str(calib or "synthetic"), "runs": runs, "warmup": warmup, "threads": list(threads)}
@@ -91,57 +96,26 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
     if weights_dir is None:
         err.print("no --weights-dir: random weights and synthetic calibration (latency only; "
                   "int8 accuracy meaningless)", style="yellow", markup=False)
-    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err) as prog:
+    point = dict(weights_dir=weights_dir, calib=calib, eval_dir=eval_dir, bundles_dir=out_dir / "bundles",
+                 tflite=tflite, threads=threads, runs=runs, warmup=warmup)
+    with progress_bar(err, transient=False) as prog:
         task = prog.add_task("grid", total=len(variants))
         for v in variants:
             prog.update(task, description=f"{v.name}")
-            weights, exact = find_weights(weights_dir, v.alpha, v.res)
-            bundle = bundles_dir / v.name
             try:
-                if not bundle_complete(bundle, tflite=tflite):
-                    export_bundle(ExportOptions(alpha=v.alpha, res=v.res, weights=weights, out=bundles_dir,
-                                                force=True, padding="tf_same",
-                                                formats=("onnx", "tflite") if tflite else ("onnx",),
-                                                tflite_int8=tflite, calib=calib if tflite else None))
-                    quantize_bundle(bundle, calib=calib, synthetic=calib is None)
-                targets = B.targets_for(bundle, formats=("onnx", "tflite") if tflite else ("onnx",))
-                ref = reference_for(weights_dir, v.alpha, v.res)
-                if ref is not None:
-                    targets += B.targets_for(ref)
-                top1 = {}
-                if eval_dir is not None:
-                    from ..runtime.evaluate import evaluate
-
-                    for t in (targets if weights is not None else [t for t in targets if t.path == ref]):
-                        top1[t.path] = evaluate(t.path, eval_dir)["top1"]
-                for t in targets:
-                    for n in threads:
-                        m = B.measure_in_subprocess(t, threads=n, runs=runs, warmup=warmup)
-                        row = B.result_row(t, m, threads=n, runs=runs)
-                        # random weights have no accuracy to report (the weights of the row say so)
-                        row["top1"] = top1.get(t.path) if (weights is not None or t.path == ref) else None
-                        row["weights"] = None if weights is None else weights.name
-                        row["weights_exact_res"] = exact
-                        rows.append(row)
-                        R.write_results(json_path, env, rows)
-                        R.write_csv(csv_path, rows, extra=("weights", "weights_exact_res"))
+                for row in _grid_point(v, **point):
+                    rows.append(row)
+                    _write_rows(json_path, csv_path, env, rows)
             except KeyboardInterrupt:
-                err.print(f"interrupted: {len(rows)} result{'' if len(rows) == 1 else 's'} kept in {json_path}", style="yellow", markup=False)
+                err.print(f"interrupted: {len(rows)} result{'' if len(rows) == 1 else 's'} kept in {json_path}",
+                          style="yellow", markup=False)
                 raise
             except Exception as e:  # noqa: BLE001 - listed; the grid goes on
                 failures.append({"variant": v.name, "error": str(e)})
                 err.print(f"failed {v.name}: {e}", style="red", markup=False)
             prog.advance(task)
     if rows:  # only then were grid.json / grid.csv written
-        plots = [out_dir / "latency_vs_macs.png"] + ([out_dir / "top1_vs_latency.png"] if eval_dir is not None else [])
-        R.plot_latency_vs_macs(rows, plots[0])
-        if eval_dir is not None:
-            R.plot_top1_vs_latency(rows, plots[1])
-        out.print(R.table(rows, title=f"grid on {R.device_name(env)}"))
-        for line in R.ratio_lines(rows):
-            out.print(line)
-        out.print(f"wrote {json_path}, {csv_path}, " + ", ".join(p.name for p in plots))
+        _report(rows, env, out_dir, json_path, csv_path, out=out, eval_dir=eval_dir)
     if failures:
         errors = {f["error"] for f in failures}
         if len(errors) == 1 and not rows:  # the same cause everywhere: say it once
@@ -149,3 +123,62 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
         raise MobilenetEdgeError(f"{len(failures)} grid point(s) failed: " + "; ".join(
             f"{f['variant']}: {f['error']}" for f in failures))
     return rows
+
+
+def _grid_point(v: Variant, *, weights_dir, calib, eval_dir, bundles_dir: Path, tflite: bool, threads, runs: int,
+                warmup: int):
+    """One (alpha, res): export and quantize its bundle unless complete, evaluate (with ``eval_dir``) and
+    bench every target at every thread count; yields one result row per (target, threads) as measured."""
+    from ..quantize.pipeline import quantize_bundle
+    from ..runtime import bench as B
+    from .export import ExportOptions, export_bundle
+
+    weights, exact = find_weights(weights_dir, v.alpha, v.res)
+    bundle = bundles_dir / v.name
+    formats = ("onnx", "tflite") if tflite else ("onnx",)
+    if not bundle_complete(bundle, tflite=tflite):
+        export_bundle(ExportOptions(alpha=v.alpha, res=v.res, weights=weights, out=bundles_dir, force=True,
+                                    padding="tf_same", formats=formats, tflite_int8=tflite,
+                                    calib=calib if tflite else None))
+        quantize_bundle(bundle, calib=calib, synthetic=calib is None)
+    targets = B.targets_for(bundle, formats=formats)
+    ref = reference_for(weights_dir, v.alpha, v.res)
+    if ref is not None:
+        targets += B.targets_for(ref)
+    top1 = {}
+    if eval_dir is not None:
+        from ..runtime.evaluate import evaluate
+
+        for t in (targets if weights is not None else [t for t in targets if t.path == ref]):
+            top1[t.path] = evaluate(t.path, eval_dir)["top1"]
+    for t in targets:
+        for n in threads:
+            m = B.measure_in_subprocess(t, threads=n, runs=runs, warmup=warmup)
+            row = B.result_row(t, m, threads=n, runs=runs)
+            # random weights have no accuracy to report (the weights of the row say so)
+            row["top1"] = top1.get(t.path) if (weights is not None or t.path == ref) else None
+            row["weights"] = None if weights is None else weights.name
+            row["weights_exact_res"] = exact
+            yield row
+
+
+def _write_rows(json_path: Path, csv_path: Path, env: dict, rows: list[dict]) -> None:
+    """grid.json and grid.csv with every row so far (written after each row: Ctrl-C keeps them)."""
+    from ..runtime import report as R
+
+    R.write_results(json_path, env, rows)
+    R.write_csv(csv_path, rows, extra=("weights", "weights_exact_res"))
+
+
+def _report(rows: list[dict], env: dict, out_dir: Path, json_path: Path, csv_path: Path, *, out, eval_dir) -> None:
+    """The plots, the results table and the ratio lines, then what was written."""
+    from ..runtime import report as R
+
+    plots = [out_dir / "latency_vs_macs.png"] + ([out_dir / "top1_vs_latency.png"] if eval_dir is not None else [])
+    R.plot_latency_vs_macs(rows, plots[0])
+    if eval_dir is not None:
+        R.plot_top1_vs_latency(rows, plots[1])
+    out.print(R.table(rows, title=f"grid on {R.device_name(env)}"))
+    for line in R.ratio_lines(rows):
+        out.print(line)
+    out.print(f"wrote {json_path}, {csv_path}, " + ", ".join(p.name for p in plots))

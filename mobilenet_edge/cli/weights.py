@@ -69,45 +69,15 @@ def import_cmd(
     nothing else. With --verify-images, runs the .tflite in LiteRT and the imported model in PyTorch
     on the same preprocessed images and reports top-1 agreement and accuracy.
     """
-    from ..build.weights import check_weights_path, default_res, load_weights, save_checkpoint, verify_import
-    from ..core.errors import WeightsError
+    from ..build import weights as W
 
     t0 = time.perf_counter()
-    src = check_weights_path(src)
-    if output.suffix.lower() != ".safetensors":
-        raise UsageError(f"--output must end in .safetensors, got {output.name}")
-    if output.exists() and not force:
-        raise UsageError(f"{output} exists; use --force to replace it")
-    check_can_write(output, "--output")  # before the import and the verification, not after
-    if output.resolve() == src.resolve():
-        raise UsageError("--output must differ from the source file")
-    if verify_images is not None and src.suffix.lower() != ".tflite":
-        raise UsageError("--verify-images needs a .tflite source (it compares LiteRT with the imported model)")
-
-    loaded = load_weights(src, alpha=alpha)
+    src = _check_paths(src, output, force=force, verify_images=verify_images)
+    loaded = W.load_weights(src, alpha=alpha)
     verification = None
     if verify_images is not None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        from ..core.images import expand_paths
-
-        paths = expand_paths([verify_images])
-        with Progress(
-            TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err, transient=True,
-        ) as bar:
-            task = bar.add_task("verify", total=3 * len(paths))
-            verification = verify_import(
-                src, loaded, paths, res=res, progress=lambda done, total: bar.update(task, completed=done)
-            )
-        verification["images"] = str(verify_images)
-        verification["min_agreement"] = min_agreement
-        if verification["agreement"] < min_agreement:
-            raise WeightsError(
-                f"top-1 agreement {_pct(verification['agreement'])} between {src.name} and the imported model "
-                f"on {verification['n']} images is below --min-agreement {_pct(min_agreement)}; nothing written"
-            )
-    save_checkpoint(loaded, output)
+        verification = _verify(src, loaded, verify_images, res=res, min_agreement=min_agreement)
+    W.save_checkpoint(loaded, output)
     seconds = time.perf_counter() - t0
     size = output.stat().st_size
     result = {
@@ -124,7 +94,62 @@ def import_cmd(
     if as_json:
         out.print_json(json.dumps(result))
         return
-    cfg = loaded.config
+    _print_result(src, output, loaded.config, verification, size=size, seconds=seconds)
+
+
+def _check_paths(src: Path, output: Path, *, force: bool, verify_images: Path | None) -> Path:
+    """Every check of the command line before the import: the source path, the output name and folder.
+
+    Raises:
+        UsageError: missing/unsupported source, output not .safetensors, existing output without
+            --force, unwritable folder, output == source, --verify-images with a non-.tflite source.
+    """
+    from ..build.weights import check_weights_path
+
+    src = check_weights_path(src)
+    if output.suffix.lower() != ".safetensors":
+        raise UsageError(f"--output must end in .safetensors, got {output.name}")
+    if output.exists() and not force:
+        raise UsageError(f"{output} exists; use --force to replace it")
+    check_can_write(output, "--output")  # before the import and the verification, not after
+    if output.resolve() == src.resolve():
+        raise UsageError("--output must differ from the source file")
+    if verify_images is not None and src.suffix.lower() != ".tflite":
+        raise UsageError("--verify-images needs a .tflite source (it compares LiteRT with the imported model)")
+    return src
+
+
+def _verify(src: Path, loaded, verify_images: Path, *, res: int | None, min_agreement: float) -> dict:
+    """:func:`~mobilenet_edge.build.weights.verify_import` on the images, with a transient "verifying" bar.
+
+    Raises:
+        WeightsError: top-1 agreement below ``min_agreement`` (nothing is written).
+    """
+    from ..build.weights import verify_import
+    from ..core.errors import WeightsError
+    from ..core.images import expand_paths
+    from ..core.progress import progress_bar
+
+    paths = expand_paths([verify_images])
+    with progress_bar(err, description="verifying", transient=True) as bar:
+        task = bar.add_task("verify", total=3 * len(paths))
+        verification = verify_import(
+            src, loaded, paths, res=res, progress=lambda done, total: bar.update(task, completed=done)
+        )
+    verification["images"] = str(verify_images)
+    verification["min_agreement"] = min_agreement
+    if verification["agreement"] < min_agreement:
+        raise WeightsError(
+            f"top-1 agreement {_pct(verification['agreement'])} between {src.name} and the imported model "
+            f"on {verification['n']} images is below --min-agreement {_pct(min_agreement)}; nothing written"
+        )
+    return verification
+
+
+def _print_result(src: Path, output: Path, cfg: dict, verification: dict | None, *, size: int, seconds: float) -> None:
+    """The human-readable report: what was imported, the verification figures, where it went, what next."""
+    from ..build.weights import default_res
+
     out.print(
         f"imported {src.name}: alpha {cfg['alpha']:g}, {cfg['num_classes']} classes, "
         f"{cfg['activation']}, padding {cfg['padding']}"

@@ -1,0 +1,300 @@
+"""torch -> ONNX -> onnxsim -> parity check -> bundle folder (``export/<name>/``): :func:`export_bundle`.
+
+Each stage is a function ``src -> dst`` (:mod:`.onnx_export`, :mod:`.parity`, :mod:`.tflite_export`,
+:func:`mobilenet_edge.quantize.pipeline.quantize_bundle`); :func:`export_bundle` chains them and writes
+the bundle atomically (a failing parity check leaves no file, an existing bundle is replaced only once
+its successor is complete). See docs/bundle-format.md for what the bundle holds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..core.bundle import (
+    FILE_FP32,
+    FILE_TFLITE,
+    FILE_TFLITE_INT8,
+    FORMAT,
+    FORMAT_VERSION,
+    LABELS,
+    file_record,
+    read_manifest,
+    staged_dir,
+    write_manifest,
+    write_text_atomic,
+)
+from ..core.errors import UsageError
+from ..core.images import Preprocessing, expand_paths
+from ..core.labels import imagenet_labels
+from ..core.variants import Variant
+from ..core.versions import export_versions
+from .memory import check_memory
+from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset, export_onnx
+from .parity import check_parity
+
+
+@dataclass
+class ExportOptions:
+    """What :func:`export_bundle` builds.
+
+    ``alpha``/``num_classes`` default to what the weights file says (or 1.0/1000 for random
+    weights). ``activation``/``padding`` apply to random weights only (imported weights carry theirs).
+    """
+
+    alpha: float | None = None
+    res: int = 224
+    num_classes: int | None = None
+    weights: Path | None = None
+    out: Path = Path("export")
+    opset: int = DEFAULT_OPSET
+    force: bool = False
+    parity_images: Path | None = None
+    tolerance: float = 1e-4
+    seed: int = 0
+    activation: str = "relu6"
+    padding: str = "symmetric"
+    name: str | None = None
+    #: "onnx" always; "tflite" adds model.tflite (and model.int8.tflite when tflite_int8) via litert-torch
+    formats: tuple[str, ...] = ("onnx",)
+    tflite_int8: bool = False
+    #: also write model.int8.onnx (quantize.quantize_bundle) before the bundle is put in place
+    int8: bool = False
+    calib: Path | None = None
+    eval_dir: Path | None = None
+    #: int8 recipe for model.int8.onnx and model.int8.tflite (:mod:`mobilenet_edge.quantize.recipes`), and the
+    #: number of leading convs kept in float (None: the recipe's)
+    recipe: str = "fidelity"
+    float_first: int | None = None
+    extra_manifest: dict = field(default_factory=dict)
+
+
+@dataclass
+class BuiltModel:
+    """The model an export starts from (:func:`build_model`).
+
+    Attributes:
+        model: ``MobileNetV1`` in eval mode.
+        weights: the manifest's ``weights`` record (``{"source": "random", "seed"}`` or the weights file's
+            ``{"source", "file", "sha256", ...}``).
+        preprocessing: :class:`~mobilenet_edge.core.images.Preprocessing` fields from the weights (no
+            ``res``), or None (the defaults).
+        labels: one name per output from the weights, or None (ImageNet names are used).
+    """
+
+    model: Any
+    weights: dict
+    preprocessing: dict | None = None
+    labels: list[str] | None = None
+
+
+def build_model(opts: ExportOptions) -> BuiltModel:
+    """The model to export: loaded from ``opts.weights``, else seeded random weights.
+
+    Raises:
+        UsageError: a missing weights file, ``--classes`` not matching the weights, alpha mismatch.
+        WeightsError: the weights file cannot be loaded.
+    """
+    from .model import random_model
+
+    if opts.weights is not None:
+        path = Path(opts.weights)
+        if not path.is_file():
+            raise UsageError(f"--weights {path}: no such file")
+        from .weights import load_weights
+
+        lw = load_weights(path, alpha=opts.alpha)
+        if opts.num_classes is not None and opts.num_classes != lw.config["num_classes"]:
+            raise UsageError(
+                f"--classes {opts.num_classes} does not match the weights ({lw.config['num_classes']} classes)"
+            )
+        return BuiltModel(lw.model.eval(), lw.source_info(), lw.preprocessing, lw.labels)
+    cfg = {
+        "alpha": 1.0 if opts.alpha is None else opts.alpha,
+        "num_classes": 1000 if opts.num_classes is None else opts.num_classes,
+        "activation": opts.activation,
+        "padding": opts.padding,
+    }
+    model = random_model(cfg, opts.res, seed=opts.seed)
+    return BuiltModel(model, {"source": "random", "seed": opts.seed})
+
+
+@dataclass
+class _Target:
+    """What the bundle of one export is: variant, folder, preprocessing, labels, ONNX metadata."""
+
+    variant: Variant
+    name: str
+    dst: Path
+    prep: Preprocessing
+    labels: list[str]
+    metadata: dict
+
+
+def export_bundle(opts: ExportOptions, *, log=None) -> dict:
+    """Build the model, export ``model.onnx``, check parity, write ``labels.txt`` and ``manifest.json``
+    (with ``opts.formats`` holding "tflite" the ``.tflite`` files too; with ``opts.int8`` model.int8.onnx).
+
+    Returns ``{"bundle": Path, "manifest": dict, "seconds": float}``.
+
+    Raises:
+        UsageError: bad variant/opset/paths, or an existing bundle without ``force``.
+        ParityError: ONNX Runtime disagrees with PyTorch (nothing is written).
+        WeightsError: the weights file cannot be loaded.
+    """
+    t0 = time.perf_counter()
+    log = log or (lambda msg: None)
+    images = _check_early(opts)
+    built = build_model(opts)
+    target = _target(opts, built)
+    with staged_dir(target.dst, force=opts.force) as stage:
+        log(f"exporting {target.name} (weights: {built.weights['source']}) to ONNX opset {opts.opset}")
+        info = export_onnx(built.model, stage / FILE_FP32, res=opts.res, opset=opts.opset, metadata=target.metadata)
+        log(f"onnxsim: {info['nodes_before']} -> {info['nodes_after']} nodes; checking parity")
+        parity = check_parity(built.model, stage / FILE_FP32, res=opts.res, prep=target.prep, images=images,
+                              tolerance=opts.tolerance, seed=opts.seed)
+        write_text_atomic(stage / LABELS, "\n".join(target.labels) + "\n")
+        manifest = _manifest(opts, built, target, stage, info, parity)
+        if "tflite" in opts.formats:
+            manifest["files"].update(_export_tflite_files(built.model, stage, opts, target.prep, images, log))
+        manifest["export"]["seconds"] = round(time.perf_counter() - t0, 3)
+        write_manifest(stage, manifest)
+        if opts.int8:  # inside the staging folder: a failure here leaves an existing bundle untouched
+            from ..quantize.pipeline import QuantOptions, quantize_bundle
+
+            log("quantizing to int8 (ONNX Runtime)")
+            quantize_bundle(stage, calib=opts.calib, eval_dir=opts.eval_dir, synthetic=opts.calib is None,
+                            options=QuantOptions(recipe=opts.recipe, float_first=opts.float_first))
+            manifest = read_manifest(stage)
+    return {"bundle": target.dst, "manifest": manifest, "seconds": time.perf_counter() - t0}
+
+
+def _check_early(opts: ExportOptions) -> list[Path] | None:
+    """Every check that needs no model, before any work or replacement; returns the parity images.
+
+    Raises:
+        UsageError: bad opset, recipe, --float-first, variant, too little memory, missing folders.
+        MobilenetEdgeError: --format tflite without litert-torch; too few calibration images.
+    """
+    check_opset(opts.opset)
+    from ..quantize.recipes import get_recipe
+
+    try:
+        get_recipe(opts.recipe)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if opts.float_first is not None and opts.float_first < 0:
+        raise UsageError(f"--float-first must be >= 0, got {opts.float_first}")
+    v0 = Variant(1.0 if opts.alpha is None else opts.alpha, opts.res)  # validate early, before loading anything
+    check_memory(v0)
+    n_convs = sum(layer.kind in ("conv", "dw", "pw") for layer in v0.layers())  # paper Table 1: 27
+    if opts.float_first is not None and opts.float_first > n_convs:
+        raise UsageError(f"--float-first {opts.float_first} exceeds the model's {n_convs} Conv nodes")
+    if "tflite" in opts.formats:
+        import importlib.util
+
+        if importlib.util.find_spec("litert_torch") is None:
+            from .tflite.litert import import_litert_torch
+
+            import_litert_torch()  # raises the install hint (exit 1) before any work
+    if opts.int8 and opts.calib is not None:
+        from ..quantize.pipeline import collect_images
+
+        collect_images(opts.calib, opts.eval_dir, warn=lambda m: None)  # too few images: fail now, not after export
+    images = expand_paths([opts.parity_images]) if opts.parity_images else None
+    for folder in (opts.calib, opts.eval_dir):
+        if folder is not None:
+            expand_paths([folder])  # fail now (no such folder / no image), before any work or replacement
+    return images
+
+
+def _target(opts: ExportOptions, built: BuiltModel) -> _Target:
+    """Name, folder, preprocessing, labels and ONNX metadata of the bundle.
+
+    Raises:
+        UsageError: a label count that differs from the model's classes.
+    """
+    model = built.model
+    variant = Variant(model.alpha, opts.res, model.num_classes)
+    name = opts.name or variant.name
+    prep = Preprocessing(**{**(built.preprocessing or {}), "res": opts.res})
+    labels = built.labels
+    if labels is None:
+        labels = imagenet_labels(model.num_classes)
+    if len(labels) != model.num_classes:
+        raise UsageError(f"{len(labels)} labels for a model with {model.num_classes} classes")
+    if built.weights.get("file") and opts.weights is not None:
+        built.weights["path"] = str(opts.weights)
+    metadata = {
+        "producer": "mobilenet-edge",
+        "producer_version": __version__,
+        "variant": name,
+        "alpha": str(variant.alpha),
+        "res": str(variant.res),
+        "num_classes": str(variant.num_classes),
+        "weights": built.weights["source"],
+        "preprocessing": prep.to_dict(),
+        "labels": labels,
+    }
+    return _Target(variant, name, Path(opts.out) / name, prep, labels, metadata)
+
+
+def _manifest(opts: ExportOptions, built: BuiltModel, target: _Target, stage: Path, info: dict, parity: dict) -> dict:
+    """``manifest.json`` of the ONNX export (docs/bundle-format.md), as a dict in the documented key order."""
+    variant, labels = target.variant, target.labels
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": target.name,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "producer": {"name": "mobilenet-edge", "version": __version__},
+        "variant": {"alpha": variant.alpha, "res": variant.res, "num_classes": variant.num_classes,
+                    "params": variant.params, "macs": variant.macs},
+        "model_config": built.model.config(),
+        "weights": built.weights,
+        "preprocessing": target.prep.to_dict(),
+        "labels": {"file": LABELS, "count": len(labels),
+                   "background_index": 0 if labels and labels[0] == "background" else None},
+        "files": {
+            FILE_FP32: {
+                **file_record(stage / FILE_FP32),
+                "format": "onnx",
+                "precision": "fp32",
+                "opset": info["opset"],
+                "ir_version": info["ir_version"],
+                "min_onnxruntime": info["min_onnxruntime"],
+                "input": {"name": INPUT_NAME, "shape": ["N", 3, opts.res, opts.res], "dtype": "float32",
+                          "layout": "NCHW"},
+                "output": {"name": OUTPUT_NAME, "shape": ["N", variant.num_classes], "dtype": "float32"},
+            },
+            LABELS: file_record(stage / LABELS),
+        },
+        "export": {**info, "parity": parity, "tool_versions": export_versions()},
+        **opts.extra_manifest,
+    }
+
+
+def _export_tflite_files(model, stage: Path, opts: ExportOptions, prep: Preprocessing, images, log) -> dict:
+    """model.tflite (parity-checked) and, with ``opts.tflite_int8``, model.int8.tflite calibrated on
+    ``opts.calib`` (litert-torch; see :mod:`mobilenet_edge.build.tflite.export`)."""
+    from ..core.images import iter_batches
+    from .tflite_export import export_tflite
+
+    check = [x for _, x in iter_batches(images, prep, batch=8)] if images else None
+    log("converting to TFLite (litert-torch)")
+    files = {FILE_TFLITE: export_tflite(model, stage / FILE_TFLITE, res=opts.res, check=check)}
+    if opts.tflite_int8:
+        if opts.calib is None:
+            raise UsageError("--format tflite --int8 needs --calib DIR (calibration images)")
+        calib = (x for _, x in iter_batches(expand_paths([opts.calib]), prep, batch=16))
+        log(f"quantizing TFLite to int8 on {opts.calib}")
+        if opts.eval_dir is not None:  # the int8 fidelity on held-out images, as for the ONNX int8 report
+            check = [x for _, x in iter_batches(expand_paths([opts.eval_dir]), prep, batch=16)]
+        files[FILE_TFLITE_INT8] = export_tflite(model, stage / FILE_TFLITE_INT8, res=opts.res, int8=True,
+                                                calib=calib, check=check, recipe=opts.recipe,
+                                                float_first=opts.float_first)
+    return files

@@ -1,0 +1,40 @@
+"""Load and save MobileNet V1 weights: Google's TF-slim ``.tflite`` files, own ``.safetensors``
+checkpoints, and PyTorch ``.pt``/``.pth`` state dicts (``torch.load(weights_only=True)`` only).
+
+Nothing here unpickles untrusted code: ``.safetensors`` is a plain tensor container, ``.tflite`` is
+read through the LiteRT interpreter, and a ``.pt`` whose unpickling would need anything beyond
+tensors and plain containers is refused.
+
+One module per job:
+
+- :mod:`.load`: :func:`load_weights` (dispatch on the suffix), :func:`check_weights_path`, :class:`LoadedWeights`.
+- :mod:`.tflite_file`: open and check a ``.tflite`` (identifier, appended metadata zip), read its tensors.
+- :mod:`.tfslim`: TF-slim tensors -> ``MobileNetV1`` state dict and config, :func:`import_tflite`.
+- :mod:`.checkpoint`: ``.safetensors`` / ``.pt`` save, read, validate and load.
+- :mod:`.verify`: the source ``.tflite`` (LiteRT) vs the imported model (torch), :func:`verify_import`.
+"""
+
+from __future__ import annotations
+
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_FORMAT_VERSION,
+    load_checkpoint,
+    save_checkpoint,
+    validate_state_dict,
+)
+from .load import SUFFIXES, LoadedWeights, check_weights_path, load_weights
+from .tflite_file import TFLITE_LAYERS, RawTensor, check_appended_zip, default_res, open_tflite, read_tflite_tensors
+from .tfslim import import_tflite, infer_alpha, tflite_preprocessing, tflite_state_dict
+from .verify import read_imagenet_labels_csv, tflite_runner, verify_import
+
+#: the old name of :func:`tflite_runner` (tests/test_qa_cli.py calls it); it now returns a ``Runner``
+TfliteClassifier = tflite_runner
+
+__all__ = [
+    "CHECKPOINT_FORMAT", "CHECKPOINT_FORMAT_VERSION", "SUFFIXES", "TFLITE_LAYERS", "LoadedWeights", "RawTensor",
+    "TfliteClassifier", "check_appended_zip", "check_weights_path", "default_res", "import_tflite", "infer_alpha",
+    "load_checkpoint", "load_weights", "open_tflite", "read_imagenet_labels_csv", "read_tflite_tensors",
+    "save_checkpoint", "tflite_preprocessing", "tflite_runner", "tflite_state_dict", "validate_state_dict",
+    "verify_import",
+]

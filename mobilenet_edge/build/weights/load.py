@@ -1,0 +1,84 @@
+"""Load any supported weights file (``.tflite``, ``.safetensors``, ``.pt``/``.pth``): the path check,
+the suffix dispatch, and :class:`LoadedWeights` (a model plus what its weights need)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ...core.errors import UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..model import MobileNetV1
+
+SUFFIXES = (".tflite", ".safetensors", ".pt", ".pth")
+
+
+@dataclass
+class LoadedWeights:
+    """A model with weights loaded plus what its weights need.
+
+    Attributes:
+        model: ``MobileNetV1`` in eval mode.
+        config: ``model.config()`` (alpha, num_classes, activation, padding, dropout, bn_eps).
+        source: ``"tflite"``, ``"safetensors"`` or ``"torch"`` (the file actually read).
+        file: basename of that file.
+        sha256: hex sha256 of that file.
+        preprocessing: :class:`~mobilenet_edge.core.images.Preprocessing` fields without ``res``, or None.
+        labels: one name per output index (1001 with ``"background"`` first for TF-slim) or None.
+        origin: for checkpoints, the source recorded when they were saved (e.g. the ``.tflite`` they
+            were imported from: ``{"source", "file", "sha256"}``), else None.
+    """
+
+    model: MobileNetV1
+    config: dict
+    source: str
+    file: str
+    sha256: str
+    preprocessing: dict | None = None
+    labels: list[str] | None = None
+    origin: dict | None = field(default=None)
+
+    def source_info(self) -> dict:
+        """``{"source", "file", "sha256"}`` of the file read, plus ``"origin"`` when known."""
+        d = {"source": self.source, "file": self.file, "sha256": self.sha256}
+        if self.origin:
+            d["origin"] = self.origin
+        return d
+
+
+
+def check_weights_path(path: str | Path) -> Path:
+    """Check that ``path`` names an existing weights file with a known suffix.
+
+    Raises:
+        UsageError: missing file, a folder, or an unknown suffix.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"weights file not found: {p}")
+    if not p.is_file():
+        raise UsageError(f"weights path is not a file: {p}")
+    if p.suffix.lower() not in SUFFIXES:
+        raise UsageError(f"unsupported weights file {p.name}: expected one of {', '.join(SUFFIXES)}")
+    return p
+
+
+def load_weights(path: str | Path, *, alpha: float | None = None) -> LoadedWeights:
+    """Load any supported weights file, dispatching on its suffix.
+
+    Args:
+        path: ``.tflite`` (TF-slim MobileNet V1), ``.safetensors`` (own checkpoint) or ``.pt``/``.pth``.
+        alpha: expected width multiplier; a file of another alpha raises UsageError.
+    Raises:
+        UsageError: missing file, unknown suffix, alpha mismatch.
+        WeightsError: truncated/corrupt file, not a MobileNet V1, bad tensors.
+    """
+    from .checkpoint import load_checkpoint
+    from .tfslim import import_tflite
+
+    p = check_weights_path(path)
+    if p.suffix.lower() == ".tflite":
+        return import_tflite(p, alpha=alpha)
+    return load_checkpoint(p, alpha=alpha)
