@@ -17,8 +17,8 @@ from PIL import Image
 
 from mobilenet_edge.cli.app import main
 from mobilenet_edge.core.images import Preprocessing
-from mobilenet_edge.quantize.fidelity import _batches
 from mobilenet_edge.quantize.calibration import Warnings, make_image_reader
+from mobilenet_edge.quantize.fidelity import _batches
 
 RES = 32
 

@@ -245,7 +245,7 @@ def test_missing_litert_torch_is_a_runtime_failure(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "litert_torch", None)
     with pytest.raises(MobilenetEdgeError, match=r"pip install 'mobilenet-edge\[tflite-export\]'") as e:
-        tflite_export._import_litert_torch()
+        tflite_export.import_litert_torch()
     assert not isinstance(e.value, UsageError)  # exit 1 like torch, matplotlib and the TFLite runtime
 
 
@@ -357,7 +357,7 @@ def test_percentile_calibration_prints_no_histogram_progress(tmp_path, capsys):
 def test_tflite_classifier_keeps_the_xnnpack_info_line_off_stderr(tmp_path):
     t = tiny_tflite(tmp_path / "t.tflite", res=4, dtype="float32")
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    code = "import sys; from mobilenet_edge.build.weights import TfliteClassifier; TfliteClassifier(sys.argv[1]); print('ok')"
+    code = "import sys; from mobilenet_edge.build.weights import tflite_runner; tflite_runner(sys.argv[1]); print('ok')"
     r = subprocess.run([sys.executable, "-c", code, str(t)], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
     assert "XNNPACK" not in r.stderr

@@ -19,7 +19,7 @@ F = torch.nn.functional
 
 from mobilenet_edge.build.model import random_model  # noqa: E402
 from mobilenet_edge.build.tflite_export import NHWCInput, weight_bias_correct  # noqa: E402
-from mobilenet_edge.quantize.equalize import grid_channel_rmax  # noqa: E402
+from mobilenet_edge.quantize.weight_grid import grid_channel_rmax  # noqa: E402
 
 pytestmark = pytest.mark.export
 

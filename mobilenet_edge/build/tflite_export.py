@@ -9,9 +9,6 @@ from .tflite.layout import NHWCInput, random_inputs, to_layout
 from .tflite.litert import import_litert_torch
 from .tflite.pt2e import grid_record, make_quantizer, quantize_pt2e, weight_bias_correct
 
-#: the old private name of :func:`import_litert_torch` (tests/test_qa_cli.py calls it)
-_import_litert_torch = import_litert_torch
-
 __all__ = [
     "EXPORTER", "N_RANDOM", "PARITY_TOLERANCE", "NHWCInput", "export_tflite", "grid_record", "import_litert_torch",
     "make_quantizer", "quantize_pt2e", "random_inputs", "to_layout", "weight_bias_correct",

@@ -226,6 +226,26 @@ def _throttled() -> str | None:
     return out.strip().partition("=")[2] or None
 
 
+def _usable_cores(cpu: dict) -> int | None:
+    """Logical CPUs this process may run on (affinity), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or cpu["processors"] or None
+
+
+def _cpu_state(sys_root: Path) -> dict:
+    """``governor``, ``cpu_max_mhz`` and ``cpu_temp_c`` of CPU 0 from ``sys_root`` (None when unreadable)."""
+    cpufreq = sys_root / "devices/system/cpu/cpu0/cpufreq"
+    max_khz = _int(_read(cpufreq / "cpuinfo_max_freq"))
+    temp = _int(_read(sys_root / "class/thermal/thermal_zone0/temp"))
+    return {
+        "governor": _read(cpufreq / "scaling_governor"),
+        "cpu_max_mhz": max_khz // 1000 if max_khz else None,
+        "cpu_temp_c": temp / 1000 if temp is not None else None,
+    }
+
+
 def environment(
     *,
     cpuinfo: str | None = None,
@@ -275,20 +295,12 @@ def environment(
     if emulated and cpu["family"] is not None and cpu["family"] != machine_family(machine):
         # /proc/cpuinfo names the host: say what runs, so merged reports keep emulated CPUs apart
         cpu_model = f"qemu-user {qemu_cpu or 'max'} on {cpu_model or cpu['family']}"
-    sys_root = Path(sys_root)
-    cpufreq = sys_root / "devices/system/cpu/cpu0/cpufreq"
-    max_khz = _int(_read(cpufreq / "cpuinfo_max_freq"))
-    temp = _int(_read(sys_root / "class/thermal/thermal_zone0/temp"))
     board = cpu["board"] or _read("/proc/device-tree/model")
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or cpu["processors"] or None
     return {
         "cpu_model": cpu_model,
         "device": board or cpu_model or machine,
         "arch": machine,
-        "cores": cores,
+        "cores": _usable_cores(cpu),
         "isa": {f: f in flags for f in ISA_FLAGS},
         "isa_source": isa_source,
         "os": _os_name(),
@@ -299,9 +311,7 @@ def environment(
         "onnxruntime": dist_version("onnxruntime"),
         "ai_edge_litert": dist_version("ai-edge-litert"),
         "tflite_runtime": dist_version("tflite-runtime"),
-        "governor": _read(cpufreq / "scaling_governor"),
-        "cpu_max_mhz": max_khz // 1000 if max_khz else None,
-        "cpu_temp_c": temp / 1000 if temp is not None else None,
+        **_cpu_state(Path(sys_root)),
         "throttled": _throttled(),
         "emulated": emulated,
         "emulation_reason": reason,

@@ -21,7 +21,7 @@ and :meth:`Runner.probabilities` applies a softmax.
 
 Related modules: :mod:`.scores` (softmax, top-k, (de)quantization), :mod:`.load` (``open_model``:
 a model with its preprocessing and labels). ``softmax``, ``top_k``, ``quantize``, ``dequantize``,
-``tflite_module`` and ``quiet_stderr`` (alias ``_quiet_stderr``) stay importable from here.
+``tflite_module`` and ``quiet_stderr`` stay importable from here.
 """
 
 from __future__ import annotations
@@ -52,9 +52,6 @@ __all__ = [
     "Runner", "is_int8_file", "softmax", "top_k", "quantize", "dequantize", "tflite_module",
     "tflite_backend_name", "quiet_stderr", "TFLITE_ENV", "TFLITE_BACKENDS", "background_offset",
 ]
-
-#: the stderr capture under its former private name (kept for callers written before the split)
-_quiet_stderr = quiet_stderr
 
 #: TFLite's softmax output quantization (fixed by the TFLite int8/uint8 spec): scale 1/256
 _SOFTMAX_SCALE = 1.0 / 256.0

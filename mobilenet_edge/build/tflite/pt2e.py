@@ -20,7 +20,7 @@ def _grid_observer_class():
     """
     from torchao.quantization.pt2e.observer import PerChannelMinMaxObserver
 
-    from ...quantize.equalize import grid_channel_rmax
+    from ...quantize.weight_grid import grid_channel_rmax
 
     class GridPerChannelObserver(PerChannelMinMaxObserver):
         def __init__(self, *args, stats: dict | None = None, **kwargs):
@@ -84,7 +84,8 @@ def weight_bias_correct(module: nn.Module, calib: list[np.ndarray], *, skip_conv
     Returns:
         ``{"layers": corrected layer count, "max_abs_shift": largest |shift|}``.
     """
-    from ...quantize.equalize import grid_channel_rmax, rounding_shift
+    from ...quantize.bias_correction import rounding_shift
+    from ...quantize.weight_grid import grid_channel_rmax
 
     m = getattr(module, "model", module)
     if not hasattr(m, "conv_layers") or not calib:

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ...quantize.fidelity import sqnr_db
-from ...runtime.runner import Runner, _quiet_stderr, tflite_module
+from ...runtime.runner import Runner, tflite_module
+from ...runtime.tflite_backend import quiet_stderr
 from ..parity import torch_logits
 
 
@@ -31,7 +32,7 @@ def interpreter(path: str | Path, *, threads: int = 1):
     """A LiteRT (or tflite-runtime) interpreter on ``path``, tensors allocated, made as ``Runner`` makes its
     own: for what ``Runner`` does not expose (the op list, timed raw invokes in the benchmarks)."""
     interpreter_cls = tflite_module()[2].Interpreter
-    with _quiet_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" on fd 2
+    with quiet_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" on fd 2
         it = interpreter_cls(model_path=str(path), num_threads=threads)
         it.allocate_tensors()
     return it

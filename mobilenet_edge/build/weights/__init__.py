@@ -28,12 +28,9 @@ from .tflite_file import TFLITE_LAYERS, RawTensor, check_appended_zip, default_r
 from .tfslim import import_tflite, infer_alpha, tflite_preprocessing, tflite_state_dict
 from .verify import read_imagenet_labels_csv, tflite_runner, verify_import
 
-#: the old name of :func:`tflite_runner` (tests/test_qa_cli.py calls it); it now returns a ``Runner``
-TfliteClassifier = tflite_runner
-
 __all__ = [
     "CHECKPOINT_FORMAT", "CHECKPOINT_FORMAT_VERSION", "SUFFIXES", "TFLITE_LAYERS", "LoadedWeights", "RawTensor",
-    "TfliteClassifier", "check_appended_zip", "check_weights_path", "default_res", "import_tflite", "infer_alpha",
+    "check_appended_zip", "check_weights_path", "default_res", "import_tflite", "infer_alpha",
     "load_checkpoint", "load_weights", "open_tflite", "read_imagenet_labels_csv", "read_tflite_tensors",
     "save_checkpoint", "tflite_preprocessing", "tflite_runner", "tflite_state_dict", "validate_state_dict",
     "verify_import",
