@@ -462,14 +462,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
-
 from mobilenet_edge.core import bundle, images
+from mobilenet_edge.core.sessions import ort_session
 
 b, imgs, out = sys.argv[1:4]
 man = bundle.read_manifest(b)
 prep = images.Preprocessing.from_dict(man["preprocessing"])
-s = ort.InferenceSession(str(bundle.model_file(b)), providers=["CPUExecutionProvider"])
+s = ort_session(bundle.model_file(b))
 name = s.get_inputs()[0].name
 res = {p.name: s.run(None, {name: images.load(p, prep)[None]})[0][0] for p in images.expand_paths([imgs])}
 np.savez(out, **res)

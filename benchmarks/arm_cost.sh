@@ -90,9 +90,8 @@ if path.endswith(".tflite"):
     it.set_tensor(d["index"], np.random.default_rng(0).integers(0, 255, size=d["shape"]).astype(d["dtype"]))
     step = it.invoke
 else:
-    import onnxruntime as ort
-    so = ort.SessionOptions(); so.intra_op_num_threads = 1; so.inter_op_num_threads = 1; so.log_severity_level = 3
-    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    from mobilenet_edge.core.sessions import ort_session
+    s = ort_session(path, threads=1)
     i = s.get_inputs()[0]
     feed = {i.name: np.random.default_rng(0).uniform(-1, 1, size=[v if isinstance(v, int) else 1 for v in i.shape]).astype(np.float32)}
     step = lambda: s.run(None, feed)

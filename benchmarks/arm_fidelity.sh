@@ -48,13 +48,13 @@ for k in ["0.25_128", "0.50_160", "0.75_192"]:
     np.save(w / f"x{k}.npy", x)
 PYEOF
 cat > "$W/run.py" <<'PYEOF'
-import sys, numpy as np, onnxruntime as ort
+import sys, numpy as np
+from mobilenet_edge.core.sessions import ort_session
 w, tag = sys.argv[1], sys.argv[2]
-so = ort.SessionOptions(); so.intra_op_num_threads = 1; so.log_severity_level = 3
 for k in ["0.25_128", "0.50_160", "0.75_192"]:
     x = np.load(f"{w}/x{k}.npy")
     for m, p in [("fp32", f"b{k}/model.onnx"), ("fidelity", f"b{k}/model.int8.onnx"), ("plain", f"p{k}/model.int8.onnx")]:
-        s = ort.InferenceSession(f"{w}/{p}", so, providers=["CPUExecutionProvider"])
+        s = ort_session(f"{w}/{p}", threads=1)
         np.save(f"{w}/out_{tag}_{k}_{m}.npy", np.concatenate([s.run(None, {"input": x[i:i + 10]})[0] for i in range(0, len(x), 10)]))
 PYEOF
 step "$PY" "$W/run.py" "$W" x86

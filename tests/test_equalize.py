@@ -17,6 +17,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from mobilenet_edge.core.sessions import ort_session  # noqa: E402
 from mobilenet_edge.quantize import bias_correction as bc  # noqa: E402
 from mobilenet_edge.quantize import recipes  # noqa: E402
 from mobilenet_edge.quantize import weight_grid as wg  # noqa: E402
@@ -71,9 +72,7 @@ def tiny_model(rng, *, grid: bool = True, res: int = 12, c0: int = 4, c1: int = 
 
 
 def run(model, x):
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    s = ort.InferenceSession(model.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
+    s = ort_session(model.SerializeToString())
     return s.run(None, {s.get_inputs()[0].name: x})[0]
 
 
@@ -286,9 +285,7 @@ def test_local_bias_correction_matches_numpy(tmp_path):
     scale, zp = float(qi[qn.input[1]]), int(qi[qn.input[2]])
     mid = onnx.ModelProto.FromString(m.SerializeToString())
     mid.graph.output.append(helper.make_empty_tensor_value_info("a1"))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    a1 = ort.InferenceSession(mid.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(["a1"], {"input": x})[0]
+    a1 = ort_session(mid.SerializeToString()).run(["a1"], {"input": x})[0]
     fq = (np.clip(np.round(a1 / scale) + zp, 0, 255) - zp) * scale
     e = (a1.astype(np.float64) - fq).mean(axis=(0, 2, 3))
     w2 = numpy_helper.to_array(next(i for i in m.graph.initializer if i.name == "w2")).astype(np.float64)
@@ -321,9 +318,7 @@ def test_recipe_plans():
 def _tensor(model, name, x):
     m = onnx.ModelProto.FromString(model.SerializeToString())
     m.graph.output.append(helper.make_empty_tensor_value_info(name))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]).run([name], {"input": x})[0]
+    return ort_session(m.SerializeToString()).run([name], {"input": x})[0]
 
 
 def test_weight_bias_correction_matches_numpy():

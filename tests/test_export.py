@@ -15,6 +15,7 @@ from mobilenet_edge.build.export import ExportOptions, export_bundle  # noqa: E4
 from mobilenet_edge.cli import main  # noqa: E402
 from mobilenet_edge.core.bundle import read_manifest  # noqa: E402
 from mobilenet_edge.core.errors import ParityError  # noqa: E402
+from mobilenet_edge.core.sessions import ort_session  # noqa: E402
 from mobilenet_edge.core.variants import GRID_ALPHAS, GRID_RES, Variant  # noqa: E402
 
 pytestmark = pytest.mark.export
@@ -67,7 +68,7 @@ def test_tf_same_leaves_no_pad_node(bundle):
 
 
 def test_batch_1_and_3_give_same_per_sample_logits(bundle):
-    sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    sess = ort_session(str(bundle / "model.onnx"))
     x = np.random.default_rng(1).uniform(-1, 1, (3, 3, 160, 160)).astype(np.float32)
     y3 = sess.run(None, {"input": x})[0]
     assert y3.shape == (3, 1000)
@@ -93,7 +94,7 @@ def test_every_grid_point_exports_with_parity(tmp_path, alpha):
 
 def test_odd_variant_exports(tmp_path):
     r = export_bundle(ExportOptions(alpha=0.35, res=200, out=tmp_path, padding="tf_same"))
-    sess = ort.InferenceSession(str(r["bundle"] / "model.onnx"), providers=["CPUExecutionProvider"])
+    sess = ort_session(str(r["bundle"] / "model.onnx"))
     assert sess.run(None, {"input": np.zeros((2, 3, 200, 200), np.float32)})[0].shape == (2, 1000)
     assert r["bundle"].name == "mobilenet_v1_0.35_200"
 

@@ -21,6 +21,7 @@ from PIL import Image
 from mobilenet_edge.cli.app import main
 from mobilenet_edge.core.images import Preprocessing
 from mobilenet_edge.core.platform_info import detect_isa
+from mobilenet_edge.core.sessions import ort_session  # noqa: E402
 from mobilenet_edge.quantize.calibration import resolve_labels, split_paths, synthetic_images
 from mobilenet_edge.quantize.fidelity import relu6_ranges, sqnr_db
 from mobilenet_edge.quantize.options import QuantOptions
@@ -396,10 +397,9 @@ def test_compaction_is_exact(spread_onnx, tmp_path):
         # with and without value_info, which is not what this test is about
         quantize_file(spread_onnx, paths[c], prep, synthetic=True,
                       options=QuantOptions(samples=8, compact=c, recipe="plain"), progress=False, check_relu6=False)
-    import onnxruntime as ort
 
     x = synthetic_images(3, prep, seed=5)
-    y = {c: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    y = {c: ort_session(str(p)).run(None, {"input": x})[0]
          for c, p in paths.items()}
     assert np.array_equal(y[False], y[True])
     assert paths[True].stat().st_size < paths[False].stat().st_size
@@ -430,7 +430,6 @@ def test_relu6_model_is_one_where_it_matters(hot_onnx, tmp_path):
     """The fp32 pre-activations (the Clip inputs) of the test model go far outside [0, 6]: an int8 model
     that dropped a ReLU6 without clipping in its QuantizeLinear would fail the range test above."""
     import onnx
-    import onnxruntime as ort
 
     m = onnx.load(str(hot_onnx))
     pre = [n.input[0] for n in m.graph.node if n.op_type == "Clip"]
@@ -438,7 +437,7 @@ def test_relu6_model_is_one_where_it_matters(hot_onnx, tmp_path):
     for name in pre:
         m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     onnx.save(m, str(tmp_path / "aug.onnx"))
-    s = ort.InferenceSession(str(tmp_path / "aug.onnx"), providers=["CPUExecutionProvider"])
+    s = ort_session(str(tmp_path / "aug.onnx"))
     outs = s.run(pre, {"input": synthetic_images(4, Preprocessing(res=RES), seed=9)})
     assert all(o.min() < -6.0 and o.max() > 12.0 for o in outs)
 

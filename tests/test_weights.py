@@ -29,6 +29,7 @@ from mobilenet_edge.build.model import MobileNetV1  # noqa: E402
 from mobilenet_edge.cli import main  # noqa: E402
 from mobilenet_edge.core.errors import UsageError, WeightsError  # noqa: E402
 from mobilenet_edge.core.images import expand_paths  # noqa: E402
+from mobilenet_edge.core.sessions import ort_session  # noqa: E402
 
 pytestmark = pytest.mark.tflite
 
@@ -338,7 +339,7 @@ def test_verification_at_another_res_is_a_clear_error(small_tflite):
 @pytest.mark.realdata
 @pytest.mark.export
 def test_imported_model_exports_to_onnx(small_loaded, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     path = tmp_path / "m.onnx"
     model = small_loaded.model
@@ -347,7 +348,7 @@ def test_imported_model_exports_to_onnx(small_loaded, tmp_path):
         model, (x,), str(path), input_names=["input"], output_names=["logits"], opset_version=18,
         dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, dynamo=False,
     )
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = ort_session(str(path))
     gen = torch.Generator().manual_seed(0)
     xs = (torch.rand(3, 3, 128, 128, generator=gen) * 2 - 1)
     with torch.no_grad():

@@ -112,9 +112,9 @@ def bench(
     to_stdout = json_path is not None and str(json_path) == "-"
     _print(rows, failures, env, console=err if to_stdout else out)  # stdout carries only JSON with --json -
     if to_stdout:
-        import json
+        from ..core import jsonio
 
-        print(json.dumps({"environment": env, "results": rows, "failures": failures}, indent=2))
+        print(jsonio.dumps({"environment": env, "results": rows, "failures": failures}, indent=2))
     if failures:
         raise typer.Exit(1)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from ..core import jsonio
 from .app import app, err, out
 
 EPILOG = (
@@ -74,7 +74,7 @@ def export(
     )
     record = manifest.get("quantization")
     if as_json:
-        out.print_json(json.dumps(manifest, default=str))
+        out.print_json(jsonio.dumps(manifest, default=str))
     else:
         others = ", ".join(f"{n} ({r['size'] / 1e6:.2f} MB)" for n, r in manifest["files"].items()
                            if "format" in r and n != FILE_FP32)

@@ -3,12 +3,12 @@ fidelity report (int8 vs fp32 on disjoint evaluation images). Never imports torc
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from ..core import jsonio
 from .app import app, err, out
 from .predict import MeanOpt, StdOpt, _floats
 
@@ -101,7 +101,7 @@ def quantize(
         raise UsageError(f"no such bundle folder or .onnx file: {target}")
 
     if as_json:
-        out.print_json(json.dumps(rec))
+        out.print_json(jsonio.dumps(rec))
         return
     print_record(rec, dst)
 

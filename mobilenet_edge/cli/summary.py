@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from ..core import jsonio
 from ..core.variants import Variant
 from .app import app, out
 
@@ -37,7 +37,7 @@ def summary(
     v = Variant(alpha, res, classes)
     d = v.to_dict()
     if as_json:
-        out.print_json(json.dumps(d))
+        out.print_json(jsonio.dumps(d))
         return
     t = Table(title=f"{v.name}  ({classes} classes)", title_justify="left")
     for col in ("Layer", "Type / Stride", "Filter shape", "Input size", "Output", "Params", "MACs"):

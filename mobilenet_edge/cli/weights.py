@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import time
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..core import jsonio
 from ..core.bundle import check_can_write
 from ..core.errors import UsageError
 from .app import app, err, out
@@ -92,7 +92,7 @@ def import_cmd(
         "seconds": round(seconds, 3),
     }
     if as_json:
-        out.print_json(json.dumps(result))
+        out.print_json(jsonio.dumps(result))
         return
     _print_result(src, output, loaded.config, verification, size=size, seconds=seconds)
 

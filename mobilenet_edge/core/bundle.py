@@ -1,4 +1,4 @@
-"""Bundle folders (``export/<name>/``) and their ``manifest.json``; atomic file writes (stdlib only).
+"""Bundle folders (``export/<name>/``) and their ``manifest.json``; atomic file writes (stdlib and core only).
 
 A bundle holds::
 
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import jsonio
 from .errors import MobilenetEdgeError, UsageError
 from .manifest import FORMAT, FORMAT_VERSION, LABELS, MANIFEST, Manifest  # noqa: F401  (bundle constants)
 
@@ -84,7 +84,7 @@ def write_text_atomic(dst: str | Path, text: str) -> None:
 
 
 def write_json_atomic(dst: str | Path, obj) -> None:
-    write_text_atomic(dst, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_text_atomic(dst, jsonio.dumps(obj, indent=2) + "\n")
 
 
 def check_writable_dir(path: str | Path) -> Path:

@@ -41,7 +41,7 @@ class Manifest:
 
     name: Optional[str] = None
     format: str = FORMAT
-    format_version: Optional[int] = FORMAT_VERSION
+    format_version: Optional[int] = None
     created: Optional[str] = None
     producer: Optional[dict] = None
     variant: Optional[dict] = None
