@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from quant_fidelity import images_and_labels, run  # noqa: E402
 
+from mobilenet_edge.core import jsonio  # noqa: E402
 from mobilenet_edge.core.bundle import read_manifest  # noqa: E402
 from mobilenet_edge.core.images import Preprocessing  # noqa: E402
 from mobilenet_edge.core.labels import background_offset  # noqa: E402
@@ -97,7 +98,7 @@ def halves(logits: np.ndarray, sqnr_db: float, draws: int, seed: int, floor: flo
 
 
 #: the method of quant_fidelity.json whose SQNR the per-half figures use (the default recipe)
-DEFAULT_METHOD = "recipe fidelity through `mobilenet_edge.quantize.pipeline` (the product)"
+DEFAULT_METHOD = "recipe fidelity through `mobilenet_edge.quantize` (the product)"
 
 
 def analyse(bundle: Path, calib: Path, fid: dict | None, draws: int, seed: int) -> dict:
@@ -214,7 +215,7 @@ def main(argv=None) -> int:
     res = {"created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "calib": str(a.calib),
            "draws": a.draws, "seed": a.seed,
            "bundles": [analyse(b, a.calib, fid, a.draws, a.seed) for b in a.bundles]}
-    a.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+    a.out.with_suffix(".json").write_text(jsonio.dumps(res, indent=1) + "\n")
     a.out.with_suffix(".md").write_text(markdown(res))
     print(markdown(res))
     return 0

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from mobilenet_edge.core import jsonio
 from mobilenet_edge.core.variants import Variant
 
 CPUS = {"cortex-a72": "Cortex-A72 (Pi 4)", "cortex-a76": "Cortex-A76 (Pi 5)"}
@@ -125,7 +126,7 @@ def main() -> None:
                 md.append(f"| {k.replace('_', '/')} | {cpu} | {SHORT.get(m, m)} | {c['fp_mul'] / 1e6:.2f} | "
                           f"{c['dot'] / 1e6:.2f} | {c['int_mul'] / 1e6:.2f} | {v['macs'] / c['total']:.2f} |")
     (outdir / "arm_cost.md").write_text("\n".join(md) + "\n")
-    (outdir / "arm_cost.json").write_text(json.dumps(data, indent=1) + "\n")
+    (outdir / "arm_cost.json").write_text(jsonio.dumps(data, indent=1) + "\n")
     print("\n".join(md))
 
 

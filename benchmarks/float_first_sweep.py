@@ -18,13 +18,10 @@ writes ``float_first_sweep.json`` and ``float_first_sweep.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -32,6 +29,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from quant_fidelity import evaluate_bundle, latency, machine  # noqa: E402
 
+from mobilenet_edge.core import jsonio  # noqa: E402
 from mobilenet_edge.core.bundle import read_manifest  # noqa: E402
 from mobilenet_edge.core.variants import Variant  # noqa: E402
 
@@ -100,7 +98,7 @@ def main(argv=None) -> int:
         bundles = [sweep(b, a.calib, Path(td), rounds=a.rounds, runs=a.runs) for b in a.bundles]
     res = {"created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine(),
            "calib": str(a.calib), "prefixes": list(PREFIXES), "bundles": bundles}
-    a.out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=lambda o: float(o) if isinstance(o, np.floating) else str(o)) + "\n")
+    a.out.with_suffix(".json").write_text(jsonio.dumps(res, indent=1, default=str) + "\n")
     a.out.with_suffix(".md").write_text(markdown(res))
     print(markdown(res))
     return 0

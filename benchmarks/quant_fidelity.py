@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import json
-import math
 import os
 import platform
 import sys
@@ -48,6 +46,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from quant_fidelity_report import google_tflite, markdown  # noqa: E402
 from research import equalize as eq  # noqa: E402
 
+from mobilenet_edge.core import jsonio  # noqa: E402
 from mobilenet_edge.core.images import Preprocessing, load  # noqa: E402
 from mobilenet_edge.core.labels import background_offset  # noqa: E402
 from mobilenet_edge.core.manifest import Manifest  # noqa: E402
@@ -89,7 +88,7 @@ METHODS: dict[str, dict] = {
     "recipe fidelity (grid + weight bias corr. + 2 first convs float)": {"recipe": "fidelity"},
     "grid + 4 first convs float": {"weight_grid": True, "float_logits": True, "float_first": 4},
     "grid + 8 first convs float": {"weight_grid": True, "float_logits": True, "float_first": 8},
-    "recipe fidelity through `mobilenet_edge.quantize.pipeline` (the product)": {"recipe": "fidelity", "via_quantize": True},
+    "recipe fidelity through `mobilenet_edge.quantize` (the product)": {"recipe": "fidelity", "via_quantize": True},
     "uint8 Google grid + float logits + 2 first convs float": {"weight_grid": False, "float_logits": True,
                                                                 "float_first": 2, "per_channel": False, "u8_grid": True},
 }
@@ -259,7 +258,7 @@ def evaluate_bundle(bundle: Path, calib: Path, methods: dict, work: Path, keep: 
             "sqnr_db_mean": float(np.mean(s)), "sqnr_db_worst": float(np.min(s)),
             "int8_top1": float(np.mean(q.argmax(1) - offset == y)),
             "disagreements": [files[i] for i in np.where(f.argmax(1) != q.argmax(1))[0]],
-            "spec": {k: v for k, v in spec.items()}, "record_fold0": _jsonable(recs[0]),
+            "spec": {k: v for k, v in spec.items()}, "record_fold0": jsonio.finite_or_none(recs[0]),
             "seconds": round(time.perf_counter() - t0, 1),
         }
         m = out["methods"][name]
@@ -267,18 +266,6 @@ def evaluate_bundle(bundle: Path, calib: Path, methods: dict, work: Path, keep: 
               f"top-1 {100 * m['int8_top1']:4.1f}% (fp32 {100 * out['fp32_top1']:4.1f}%)  {m['seconds']:.0f}s",
               file=sys.stderr, flush=True)
     return out
-
-
-def _jsonable(o):
-    if isinstance(o, dict):
-        return {k: _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, (np.floating, float)):
-        return float(o) if math.isfinite(float(o)) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
 
 
 # ----------------------------------------------------------------------------------------------
@@ -359,7 +346,7 @@ def main(argv=None) -> int:
             r.pop("kept_models")
     res["machine"]["load_avg_end"] = list(os.getloadavg())
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{a.out}.json").write_text(json.dumps(_jsonable(res), indent=1) + "\n")
+    Path(f"{a.out}.json").write_text(jsonio.dumps(res, indent=1) + "\n")
     Path(f"{a.out}.md").write_text(markdown(res))
     print(markdown(res))
     return 0

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from mobilenet_edge.build.tflite.records import interpreter, raw_invoke  # noqa: E402
 from mobilenet_edge.build.tflite_export import export_tflite  # noqa: E402
-from mobilenet_edge.core import images  # noqa: E402
+from mobilenet_edge.core import images, jsonio  # noqa: E402
 from mobilenet_edge.core.labels import background_offset  # noqa: E402
 from mobilenet_edge.core.versions import TFLITE_TOOLS, versions  # noqa: E402
 from mobilenet_edge.quantize.fidelity import sqnr_db  # noqa: E402
@@ -190,7 +190,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dst = out / f"tflite_{tag}_{source}.json"
-    dst.write_text(json.dumps(result, indent=2) + "\n")
+    dst.write_text(jsonio.dumps(result, indent=2) + "\n")
     keys = ("top1", "int8_vs_torch_fp32", "heldout", "latency_ratio_p50_ours_int8_over_google")
     summary = {k: result[k] for k in keys}
     summary["p50_ms"] = {k: round(v["p50"], 3) for k, v in lat.items()}

@@ -133,3 +133,12 @@ def test_versions_come_from_package_metadata():
     assert dist_version("numpy") == np.__version__
     assert versions(["onnxruntime", "no-such-dist-xyz"]) == {"onnxruntime": onnxruntime.__version__, "no-such-dist-xyz": None}
     assert versions(["no-such-dist-xyz"], keep_missing=False) == {}
+
+
+def test_manifest_keeps_the_order_and_nulls_it_read():
+    hand_edited = {"name": "x", "format": "mobilenet-edge-bundle", "quantization": None, "zzz": 1, "weights": None}
+    m = Manifest.from_dict(hand_edited)
+    assert list(m.to_dict().items()) == list(hand_edited.items())
+    m.quantization = {"method": "minmax"}  # what quantize does: replace its record in place
+    m.files = {"model.int8.onnx": {"size": 1}}
+    assert list(m.to_dict()) == ["name", "format", "quantization", "zzz", "weights", "files"]

@@ -24,7 +24,7 @@ from PIL import Image
 from mobilenet_edge.cli import main
 from mobilenet_edge.core import bundle
 from mobilenet_edge.core.labels import ground_truth, imagenet_labels, imagenet_synsets
-from mobilenet_edge.runtime.runner import softmax
+from mobilenet_edge.runtime.scores import softmax
 
 HAS_TFLITE = has_module("ai_edge_litert") or has_module("tflite_runtime")
 needs_tflite = pytest.mark.skipif(not HAS_TFLITE, reason="no TFLite runtime installed")

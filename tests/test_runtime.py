@@ -19,18 +19,11 @@ from conftest import has_module
 from mobilenet_edge.core import bundle, images
 from mobilenet_edge.core.errors import MobilenetEdgeError, UsageError
 from mobilenet_edge.core.images import Preprocessing
-from mobilenet_edge.core.labels import imagenet_labels
+from mobilenet_edge.core.labels import background_offset, imagenet_labels
 from mobilenet_edge.runtime.load import open_model
-from mobilenet_edge.runtime.runner import (
-    TFLITE_ENV,
-    Runner,
-    background_offset,
-    dequantize,
-    quantize,
-    softmax,
-    tflite_backend_name,
-    top_k,
-)
+from mobilenet_edge.runtime.runner import Runner
+from mobilenet_edge.runtime.scores import dequantize, quantize, softmax, top_k
+from mobilenet_edge.runtime.tflite_backend import TFLITE_ENV, tflite_backend_name
 
 HAS_TFLITE = has_module("ai_edge_litert") or has_module("tflite_runtime")
 HAS_LITERT = has_module("ai_edge_litert")  # the tiny .tflite builder uses its flatbuffer schema

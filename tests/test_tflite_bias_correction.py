@@ -1,4 +1,4 @@
-"""Bias correction of the weight rounding error for the int8 .tflite (tflite_export.weight_bias_correct).
+"""Bias correction of the weight rounding error for the int8 .tflite (build.tflite.pt2e.weight_bias_correct).
 
 Nagel et al. 2019 (arXiv:1906.04721, sec. 4.2): after ``b += (W - W_q) E[x]``, a layer with rounded weights
 ``W_q`` has the same mean output as the float layer on the calibration data. Checked here independently
@@ -71,7 +71,7 @@ def _folded(blk) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _rounded(w: torch.Tensor) -> torch.Tensor:
     """Symmetric per-output-channel int8 rounding of float32 ``w`` by torch's reference op (the one PT2E's
-    convert inserts), with the grid-aligned scales of equalize.grid_channel_rmax as float32 (as the
+    convert inserts), with the grid-aligned scales of quantize.weight_grid.grid_channel_rmax as float32 (as the
     observer hands them over). Ties (weights exactly between two levels, common on grids) are decided
     by that float32 arithmetic, so only the op itself reproduces the file's rounding."""
     import torch.ao.quantization.fx._decomposed  # noqa: F401 - registers quantized_decomposed ops

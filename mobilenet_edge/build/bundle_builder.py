@@ -62,7 +62,7 @@ class ExportOptions:
     #: "onnx" always; "tflite" adds model.tflite (and model.int8.tflite when tflite_int8) via litert-torch
     formats: tuple[str, ...] = ("onnx",)
     tflite_int8: bool = False
-    #: also write model.int8.onnx (quantize.quantize_bundle) before the bundle is put in place
+    #: also write model.int8.onnx (quantize.pipeline.quantize_bundle) before the bundle is put in place
     int8: bool = False
     calib: Path | None = None
     eval_dir: Path | None = None

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..core import jsonio as _json
+from ..core import jsonio
 from ..core.errors import UsageError
 from .app import PROG, app, err, out
 
@@ -165,7 +165,7 @@ def predict(
                 )
             bar.advance(task, len(ps))
     if as_json:
-        out.print_json(_json.dumps(results))
+        out.print_json(jsonio.dumps(results))
     else:
         _print_predictions(results)
     if bad:
@@ -221,7 +221,7 @@ def eval_cmd(
     n, c1, c5, errors = res["n"], res["top1_correct"], res["top5_correct"], res["errors"]
     prep, source = res["preprocessing"], res["ground_truth"]
     if as_json:
-        out.print_json(_json.dumps(res))
+        out.print_json(jsonio.dumps(res))
         return
     out.print(f"{res['model']} ({res['precision']}, {res['backend']} {res['backend_version']}) on {folder}")
     t = Table()

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..core import jsonio as _json
+from ..core import jsonio
 from ..core.errors import MobilenetEdgeError
 from .app import app, out
 
@@ -38,11 +38,11 @@ def verify(
     except MobilenetEdgeError as e:  # not a folder, no / corrupt manifest.json: --json still answers
         if as_json:
             msg = " ".join(str(e).split())
-            out.print_json(_json.dumps({"bundle": str(bundle_dir), "ok": False, "error": msg, "problems": [msg],
+            out.print_json(jsonio.dumps({"bundle": str(bundle_dir), "ok": False, "error": msg, "problems": [msg],
                                         "files": [], "unlisted": []}))
         raise
     if as_json:
-        out.print_json(_json.dumps({**rep, "error": None if rep["ok"] else rep["problems"][0]}))
+        out.print_json(jsonio.dumps({**rep, "error": None if rep["ok"] else rep["problems"][0]}))
     else:
         t = Table(title=f"verify {rep['bundle']}", title_justify="left")
         for col in ("File", "Size", "sha256", "Loads", "Backend", "1st run ms"):

@@ -180,7 +180,7 @@ def read_manifest(bundle: str | Path) -> dict:
 def write_manifest(bundle: str | Path, manifest: dict | Manifest) -> None:
     """Write a manifest (a :class:`~.manifest.Manifest` or its dict) atomically, through the one writer."""
     if not isinstance(manifest, Manifest):
-        manifest = Manifest.from_dict(manifest)
+        manifest = Manifest.from_dict(manifest, check=False)  # a writer: whatever the caller built
     manifest.write(bundle)
 
 

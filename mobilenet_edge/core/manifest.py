@@ -2,8 +2,9 @@
 
 The format is docs/bundle-format.md. :class:`Manifest` holds each top-level field typed; sections
 that other stages own and extend (``files`` entries, ``export``, ``quantization``) stay JSON objects,
-and keys this version does not know are kept in ``extra`` and written back unchanged. Fields are
-written in the order export writes them, quantize's record last.
+and keys this version does not know are kept in ``extra`` and written back unchanged. A manifest that
+was read is written back with its keys in the order read (null values kept); keys new to it follow in
+the order export writes them, quantize's record last.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class Manifest:
     export: Optional[dict] = None
     quantization: Optional[dict] = None
     extra: dict = field(default_factory=dict)
+    #: top-level keys in the order they were read (written back first, in that order, nulls included)
+    read_order: tuple = field(default=(), repr=False, compare=False)
 
     #: JSON key order: the order export writes, then extra keys, then quantize's record
     _ORDER = ("format", "format_version", "name", "created", "producer", "variant", "model_config", "weights",
@@ -61,13 +64,13 @@ class Manifest:
     # -- reading --------------------------------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, data: dict, *, where: str = "manifest") -> Manifest:
-        """From parsed JSON. Raises MobilenetEdgeError when it is not our format."""
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
+    def from_dict(cls, data: dict, *, where: str = "manifest", check: bool = True) -> Manifest:
+        """From parsed JSON (``check``: raise MobilenetEdgeError when it is not our format)."""
+        if check and (not isinstance(data, dict) or data.get("format") != FORMAT):
             raise MobilenetEdgeError(f"{where} is not a mobilenet-edge manifest")
-        known = {f.name for f in fields(cls)} - {"extra"}
+        known = {f.name for f in fields(cls)} - {"extra", "read_order"}
         kw: dict[str, Any] = {k: v for k, v in data.items() if k in known}
-        return cls(**kw, extra={k: v for k, v in data.items() if k not in known})
+        return cls(**kw, extra={k: v for k, v in data.items() if k not in known}, read_order=tuple(data))
 
     @classmethod
     def read(cls, bundle: str | Path) -> Manifest:
@@ -116,15 +119,19 @@ class Manifest:
     # -- writing --------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        """JSON-ready dict in the documented key order; fields that are None (absent) are left out."""
+        """JSON-ready dict: the keys read, in their order (nulls kept), then new ones in the documented
+        order (a field that is None and was not read is left out), quantize's record last."""
         out: dict[str, Any] = {}
+        for key in self.read_order:
+            if key in self.extra:
+                out[key] = self.extra[key]
+            elif key in self._ORDER or key == "quantization":
+                out[key] = getattr(self, key)
         for key in self._ORDER:
-            value = getattr(self, key)
-            if value is None:  # absent in the file: stays absent
-                continue
-            out[key] = value
-        out.update(self.extra)
-        if self.quantization is not None:
+            if key not in out and getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        out.update({k: v for k, v in self.extra.items() if k not in out})
+        if "quantization" not in out and self.quantization is not None:
             out["quantization"] = self.quantization
         return out
 

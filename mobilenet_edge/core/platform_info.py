@@ -283,12 +283,7 @@ def environment(
     emulated, reason = detect_emulation(cpu, machine, env)
     if hwcaps is True:
         hwcaps = arm64_hwcaps()
-    if hwcaps is not None and machine_family(machine) == "arm":
-        flags, isa_source = set(hwcaps), "hwcap"
-    elif cpu["family"] is not None and cpu["family"] == machine_family(machine):
-        flags, isa_source = cpu["flags"], "cpuinfo"
-    else:  # cpuinfo describes another CPU (emulation) or nothing: claim no flag
-        flags, isa_source = set(), None
+    flags, isa_source = cpu_flags(cpu, machine, hwcaps)
     environ = os.environ if env is None else env
     qemu_cpu = environ.get("QEMU_CPU") if emulated else None
     cpu_model = cpu["model"] or platform.processor() or None
@@ -319,18 +314,42 @@ def environment(
     }
 
 
-def detect_isa(cpuinfo: str | Path = "/proc/cpuinfo", machine: str | None = None) -> dict:
-    """CPU architecture and the instruction-set flags that matter for int8 kernels.
+def cpu_flags(cpu: dict, machine: str, hwcaps: set[str] | None) -> tuple[set[str], str | None]:
+    """The ISA flags of the CPU this process runs on, and where they came from.
+
+    On aarch64 the auxiliary vector (``hwcaps``) describes the CPU that runs us, emulated or not;
+    elsewhere ``/proc/cpuinfo`` does when it describes this architecture (under qemu-user it may
+    describe the host: then no flag is claimed).
 
     Returns:
+        ``(flags, source)`` with source ``"hwcap"``, ``"cpuinfo"`` or None (no trustworthy source).
+    """
+    if hwcaps is not None and machine_family(machine) == "arm":
+        return set(hwcaps), "hwcap"
+    if cpu["family"] is not None and cpu["family"] == machine_family(machine):
+        return set(cpu["flags"]), "cpuinfo"
+    return set(), None
+
+
+def detect_isa(cpuinfo: str | Path = "/proc/cpuinfo", machine: str | None = None,
+               hwcaps: set[str] | None | bool = True) -> dict:
+    """CPU architecture and the instruction-set flags that matter for int8 kernels.
+
+    Args:
+        cpuinfo: path of a ``/proc/cpuinfo`` file (tests pass fakes).
+        machine: ``platform.machine()`` override.
+        hwcaps: as for :func:`environment` (``True``: read the auxiliary vector on aarch64).
+    Returns:
         ``{"machine", "arch" ("x86"|"arm"|"other"), "vnni" (avx512_vnni or avx_vnni), "flags": [...]}``
-        where ``flags`` lists the :data:`INT8_KERNEL_FLAGS` found. An unreadable cpuinfo gives empty flags.
+        where ``flags`` lists the :data:`INT8_KERNEL_FLAGS` of :func:`cpu_flags`. An unreadable cpuinfo
+        gives empty flags.
     """
     machine = machine or platform.machine()
     arch = machine_family(machine) or "other"
     try:
-        flags = parse_cpuinfo(Path(cpuinfo).read_text(errors="replace"))["flags"]
+        cpu = parse_cpuinfo(Path(cpuinfo).read_text(errors="replace"))
     except OSError:
-        flags = set()
+        cpu = parse_cpuinfo("")
+    flags, _ = cpu_flags(cpu, machine, arm64_hwcaps() if hwcaps is True else hwcaps)
     relevant = sorted(flags & set(INT8_KERNEL_FLAGS))
     return {"machine": machine, "arch": arch, "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}), "flags": relevant}

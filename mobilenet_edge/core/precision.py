@@ -4,13 +4,14 @@ A model file is int8 when any of these holds, first match wins:
 
 1. its input or output tensor is integer-quantized (TFLite files with a scale and zero point);
 2. its ONNX ``metadata_props`` say ``precision: int8`` (our quantize writes it);
-3. its name says so: ``int8`` or ``quant`` in the file name (our ``model.int8.onnx``, Google's
-   ``*_quant.tflite``);
+3. its name says so: ``int8`` or ``quant`` as a word of the file name, between ``.``, ``_``, ``-`` or
+   the ends (our ``model.int8.onnx``, Google's ``*_quant.tflite``; not ``unquantized.onnx``);
 4. its ONNX graph holds quantization ops (:data:`QUANTIZED_OPS`: QDQ, or ORT's QOperator/integer forms).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,10 +26,12 @@ def quantized_ops(model) -> list[str]:
     return [op for op in QUANTIZED_OPS if op in ops]
 
 
+_INT8_WORD = re.compile(r"(?:^|[._-])(?:int8|quant|quantized)(?:[._-]|$)")
+
+
 def is_int8_name(name: str) -> bool:
-    """Rule 3: ``int8`` or ``quant`` in a file name (case-insensitive)."""
-    n = name.lower()
-    return "int8" in n or "quant" in n
+    """Rule 3: ``int8``, ``quant`` or ``quantized`` as a word of a file name (case-insensitive)."""
+    return _INT8_WORD.search(name.lower()) is not None
 
 
 def file_precision(

@@ -18,13 +18,19 @@ TFLITE_TOOLS = ("torch", "litert-torch", "litert-converter", "ai-edge-litert", "
 
 
 def dist_version(name: str) -> str | None:
-    """Installed version of distribution ``name`` (e.g. ``"ai-edge-litert"``), None when absent."""
+    """Installed version of distribution ``name`` (e.g. ``"ai-edge-litert"``), None when absent.
+
+    A module already imported under the same name (``-`` read as ``_``) answers when the distribution
+    has another name (``onnxruntime`` installed as ``onnxruntime-gpu`` or ``onnxruntime-openvino``).
+    """
     from importlib import metadata
 
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
-        return None
+        module = sys.modules.get(name.replace("-", "_"))
+        version = getattr(module, "__version__", None)
+        return str(version) if version else None
 
 
 def versions(names: Iterable[str], *, keep_missing: bool = True) -> dict[str, str | None]:

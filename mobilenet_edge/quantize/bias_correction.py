@@ -58,7 +58,7 @@ def rounding_shift(err: np.ndarray, mean: np.ndarray, *, groups: int = 1) -> np.
     """Mean output shift ``(C_out,)`` of a conv / fully-connected layer whose weights are off by ``err``,
     given the per-channel mean ``mean`` ``(C_in,)`` of its input: ``sum_{i,k} err[o, i, k] E[x_i]``
     (padding borders ignored). ``err``: ``(C_out, C_in / groups, kh, kw)`` or ``(C_out, C_in)``. Shared by
-    the ONNX recipe and the .tflite export (``tflite_export.weight_bias_correct``)."""
+    the ONNX recipe and the .tflite export (``build.tflite.pt2e.weight_bias_correct``)."""
     if err.ndim == 2:
         return err @ mean
     cout_g, cin_g = err.shape[0] // groups, err.shape[1]

@@ -1,5 +1,5 @@
 """Calibration and evaluation data for quantization (no torch): ORT ``CalibrationDataReader``s that
-stream image files through a model's :class:`~.images.Preprocessing` (or feed arrays), synthetic
+stream image files through a model's :class:`~mobilenet_edge.core.images.Preprocessing` (or feed arrays), synthetic
 inputs for random-weight models, the deterministic calibration/evaluation split of one folder, and
 the labels of evaluation images."""
 

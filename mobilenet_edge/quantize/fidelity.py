@@ -15,9 +15,7 @@ from rich.table import Table
 from ..core.errors import UsageError
 from ..core.images import Preprocessing, iter_batches, skipped_message
 from ..core.labels import background_offset
-from ..core.onnx_graph import activation_bounds as _activation_bounds
-from ..core.onnx_graph import quiet_ort_logging as _quiet_ort_logging
-from ..core.onnx_graph import stdout_to_stderr as _stdout_to_stderr
+from ..core.onnx_graph import activation_bounds, quiet_ort_logging, stdout_to_stderr
 from ..core.sessions import ort_session
 
 #: fp32 top-1 minus top-2 logit below which an image counts as a near-tie: the two classes' softmax
@@ -182,7 +180,7 @@ def debug_layers(fp32_onnx: str | Path, int8_onnx: str | Path, inputs: np.ndarra
         modify_model_output_intermediate_tensors,
     )
 
-    with tempfile.TemporaryDirectory(prefix="mobilenet-edge-qdqdebug-") as td, _quiet_ort_logging(), _stdout_to_stderr():
+    with tempfile.TemporaryDirectory(prefix="mobilenet-edge-qdqdebug-") as td, quiet_ort_logging(), stdout_to_stderr():
         fa, qa = Path(td) / "f.onnx", Path(td) / "q.onnx"
         modify_model_output_intermediate_tensors(str(fp32_onnx), str(fa))
         modify_model_output_intermediate_tensors(str(int8_onnx), str(qa))
@@ -211,7 +209,7 @@ def relu6_ranges(int8_onnx: str | Path, inputs: np.ndarray, *, bounds: dict | No
     from onnx import numpy_helper
 
     if bounds is None:
-        bounds = _activation_bounds(onnx.load(str(fp32_onnx or int8_onnx)))
+        bounds = activation_bounds(onnx.load(str(fp32_onnx or int8_onnx)))
     q = onnx.load(str(int8_onnx))
     inits = {i.name: i for i in q.graph.initializer}
     q_by_input = {n.input[0]: n for n in q.graph.node if n.op_type == "QuantizeLinear"}

@@ -17,7 +17,8 @@ class OrtExtraOptions:
     """Typed view of ``quantize_static(extra_options=...)`` (ORT 1.32 names, :mod:`~.stages` docstring).
 
     Attributes map one-to-one to ORT keys (see :meth:`to_ort`); ``None`` means "use the method's
-    default" and is resolved by :meth:`QuantOptions.resolved` so that every value is explicit.
+    default" and is resolved when the ORT arguments are built (:meth:`calibrator_options`), so that every
+    value handed to ORT is explicit.
     """
 
     activation_symmetric: bool = False  # ActivationSymmetric

@@ -50,6 +50,7 @@ from ..core.onnx_graph import (
     quiet_ort_logging,
     stdout_to_stderr,
 )
+from ..core.sessions import PROVIDERS
 from . import recipes
 from .calibration import make_array_reader
 from .compact import BOOKKEEPING_META, compact
@@ -58,7 +59,6 @@ from .options import QuantOptions
 #: Calibration images fed to ORT's calibrator per ``collect_data`` call (bounds memory: the
 #: calibrators keep every intermediate tensor of a call until it ends).
 CALIB_CHUNK = 16
-PROVIDERS = ["CPUExecutionProvider"]
 
 CalibSource = Union[np.ndarray, Sequence[np.ndarray], Any]
 

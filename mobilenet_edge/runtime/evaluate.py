@@ -1,6 +1,7 @@
-"""Top-1/top-5 evaluation on labelled image folders, and where ground truth comes from (no torch).
+"""Top-1/top-5 evaluation of one model on a labelled image folder (no torch).
 
-Shared by ``eval``, ``quantize``'s fidelity report and ``bench --eval``.
+Used by ``eval`` and ``bench --eval``; ground truth comes from :func:`mobilenet_edge.core.labels.ground_truth`
+(shared with ``quantize``'s fidelity report).
 """
 
 from __future__ import annotations
@@ -13,15 +14,7 @@ import numpy as np
 
 from ..core import images as imglib
 from ..core.errors import MobilenetEdgeError, UsageError
-from ..core.labels import (  # noqa: F401  (GT_* re-exported: eval's ground_truth field)
-    GT_INDEX_FOLDERS,
-    GT_POSITION_FOLDERS,
-    GT_SYNSET_FILES,
-    GT_SYNSET_FOLDERS,
-    background_offset,
-    ground_truth,
-    imagenet_synsets,
-)
+from ..core.labels import background_offset, ground_truth
 from ..core.manifest import Manifest
 from .scores import top_k
 

@@ -20,8 +20,8 @@ output parameters (scale 1/256 and zero point 0 for uint8, -128 for int8); other
 and :meth:`Runner.probabilities` applies a softmax.
 
 Related modules: :mod:`.scores` (softmax, top-k, (de)quantization), :mod:`.load` (``open_model``:
-a model with its preprocessing and labels). ``softmax``, ``top_k``, ``quantize``, ``dequantize``,
-``tflite_module`` and ``quiet_stderr`` stay importable from here.
+a model with its preprocessing and labels), :mod:`.tflite_backend` (``make_interpreter``: the one way
+a ``.tflite`` interpreter is made).
 """
 
 from __future__ import annotations
@@ -32,26 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import MobilenetEdgeError, UsageError
-from ..core.labels import background_offset
 from ..core.precision import file_precision
 from ..core.sessions import ort_session
-from .names import BACKEND_TFLITE_RUNTIME, RUNTIME_ORT, TFLITE_BACKENDS
-from .scores import dequantize, quantize, softmax, top_k
-from .tflite_backend import (
-    TFLITE_ENV,
-    one_line,
-    probe_tflite_runtime,
-    quiet_stderr,
-    tflite_backend_name,
-    tflite_module,
-)
-
-#: this module's own names and the ones it re-exports from :mod:`.scores`, :mod:`.tflite_backend`,
-#: :mod:`.names` and ``core.labels`` (importable from here as before the split)
-__all__ = [
-    "Runner", "is_int8_file", "softmax", "top_k", "quantize", "dequantize", "tflite_module",
-    "tflite_backend_name", "quiet_stderr", "TFLITE_ENV", "TFLITE_BACKENDS", "background_offset",
-]
+from .names import RUNTIME_ORT
+from .scores import dequantize, quantize, softmax
+from .tflite_backend import make_interpreter, one_line
 
 #: TFLite's softmax output quantization (fixed by the TFLite int8/uint8 spec): scale 1/256
 _SOFTMAX_SCALE = 1.0 / 256.0
@@ -128,18 +113,7 @@ class Runner:
             )
 
     def _init_tflite(self) -> None:
-        self.backend, self.backend_version, mod = tflite_module()
-        if self.backend == BACKEND_TFLITE_RUNTIME:
-            probe_tflite_runtime(self.path)
-        try:
-            with quiet_stderr() as captured:  # TFLite's C++ logs ("INFO: Created ... XNNPACK delegate")
-                it = mod.Interpreter(model_path=str(self.path), num_threads=self.threads)
-                it.allocate_tensors()
-        except Exception as e:  # noqa: BLE001  (ValueError/RuntimeError depending on the version)
-            log = " ".join(ln for ln in captured.text().split() if ln)[:200]
-            raise MobilenetEdgeError(
-                f"cannot load TFLite model {self.path}: {one_line(e)}" + (f" [{log}]" if log else "")
-            ) from None
+        it, self.backend, self.backend_version = make_interpreter(self.path, threads=self.threads)
         self._it = it
         ins, outs = it.get_input_details(), it.get_output_details()
         if len(ins) != 1:

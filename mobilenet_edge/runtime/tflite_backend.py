@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from ..core.errors import MobilenetEdgeError, UsageError
-from .names import BACKEND_LITERT, TFLITE_BACKENDS
+from .names import BACKEND_LITERT, BACKEND_TFLITE_RUNTIME, TFLITE_BACKENDS
 
 #: environment variable forcing the .tflite backend ("ai-edge-litert" or "tflite-runtime")
 TFLITE_ENV = "MOBILENET_EDGE_TFLITE"
@@ -157,3 +157,45 @@ def one_line(e: Exception) -> str:
     """An exception's message on one line, at most 300 characters (its type name when empty)."""
     s = " ".join(str(e).split())
     return (s[:300] + "...") if len(s) > 300 else (s or type(e).__name__)
+
+
+class TfliteLoadError(MobilenetEdgeError):
+    """A ``.tflite`` file the interpreter refused. ``reason``: the interpreter's error on one line;
+    ``log``: what it printed on stderr meanwhile (at most 200 characters), "" when nothing."""
+
+    def __init__(self, path: Path, reason: str, log: str) -> None:
+        self.path, self.reason, self.log = path, reason, log
+        super().__init__(f"cannot load TFLite model {path}: {reason}" + (f" [{log}]" if log else ""))
+
+
+def make_interpreter(path: str | Path, *, threads: int | None = None, allocate: bool = True, **kwargs):
+    """The one way a ``.tflite`` interpreter is made: the backend :func:`tflite_module` picks (LiteRT, else
+    tflite-runtime, or the one forced by $MOBILENET_EDGE_TFLITE), tflite-runtime's crash probe, and
+    LiteRT's INFO lines kept off stderr.
+
+    Args:
+        path: ``.tflite`` file.
+        threads: ``num_threads`` (None: the interpreter's default).
+        allocate: call ``allocate_tensors()`` (False: read tensors without running, as weights import does).
+        **kwargs: passed to ``Interpreter`` (e.g. ``experimental_preserve_all_tensors``).
+    Returns:
+        ``(interpreter, backend name, backend version)``.
+    Raises:
+        MobilenetEdgeError: no TFLite runtime installed.
+        TfliteLoadError: the file is refused (corrupt, truncated, an op this runtime lacks).
+    """
+    path = Path(path)
+    backend, version, mod = tflite_module()
+    if backend == BACKEND_TFLITE_RUNTIME:
+        probe_tflite_runtime(path)
+    if threads is not None:
+        kwargs["num_threads"] = threads
+    try:
+        with quiet_stderr() as captured:  # TFLite's C++ logs ("INFO: Created ... XNNPACK delegate")
+            it = mod.Interpreter(model_path=str(path), **kwargs)
+            if allocate:
+                it.allocate_tensors()
+    except Exception as e:  # noqa: BLE001  (ValueError/RuntimeError depending on the version)
+        log = " ".join(ln for ln in captured.text().split() if ln)[:200]
+        raise TfliteLoadError(path, one_line(e), log) from None
+    return it, backend, version

@@ -14,7 +14,7 @@ def _grid_observer_class():
 
     Google's TF-slim .tflite weights are the dequantized values of one uint8 grid per tensor; PyTorch's
     ``max|w_c| / 127`` scale puts each channel on a different grid and re-rounds every weight. Scales from
-    :func:`equalize.grid_channel_rmax` (``s / floor(127 / m_c)``) keep them exact; weights on no grid
+    :func:`~mobilenet_edge.quantize.weight_grid.grid_channel_rmax` (``s / floor(127 / m_c)``) keep them exact; weights on no grid
     (random, float-trained) keep the stock scales. ``stats`` (a dict, shared) collects per-observer
     channel counts for the manifest.
     """
@@ -65,13 +65,13 @@ def weight_bias_correct(module: nn.Module, calib: list[np.ndarray], *, skip_conv
     "Data-Free Quantization Through Weight Equalization and Bias Correction", arXiv:1906.04721, sec. 4.2),
     in place on ``module``: ``b += (W - W_q) E[x]`` per output channel.
 
-    The torch-side twin of :func:`equalize.weight_bias_correct` (the ONNX ``fidelity`` recipe). ``W`` is
+    The torch-side twin of :func:`~mobilenet_edge.quantize.bias_correction.weight_bias_correct` (the ONNX ``fidelity`` recipe). ``W`` is
     each conv's weight with its BatchNorm folded in as PT2E folds it (``w * gamma * rsqrt(var + eps)``,
     float32), ``W_q`` its symmetric per-channel int8 rounding with the grid-aligned scales of
-    :func:`equalize.grid_channel_rmax`, in torch's float32 arithmetic (``round(w * (1 / scale))``, as
+    :func:`~mobilenet_edge.quantize.weight_grid.grid_channel_rmax`, in torch's float32 arithmetic (``round(w * (1 / scale))``, as
     ``quantize_per_channel``), so that it rounds exactly as the exported file does; ``E[x]`` the
     per-channel mean of each conv block's input (before any TF-'SAME' pad, as in the ONNX graph) over
-    ``calib`` and pixels. The shift (:func:`equalize.rounding_shift`) goes into the BatchNorm's beta
+    ``calib`` and pixels. The shift (:func:`~mobilenet_edge.quantize.bias_correction.rounding_shift`) goes into the BatchNorm's beta
     (the classifier: its bias). Only layers whose weights lie on a grid are corrected (elsewhere the
     quantizer's own scales are not known here); exact channels give no shift.
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ...quantize.fidelity import sqnr_db
-from ...runtime.runner import Runner, tflite_module
-from ...runtime.tflite_backend import quiet_stderr
+from ...runtime.runner import Runner
+from ...runtime.tflite_backend import make_interpreter
 from ..parity import torch_logits
 
 
@@ -31,11 +31,7 @@ def io_record(runner: Runner, *, output: bool = False, layout: str | None = None
 def interpreter(path: str | Path, *, threads: int = 1):
     """A LiteRT (or tflite-runtime) interpreter on ``path``, tensors allocated, made as ``Runner`` makes its
     own: for what ``Runner`` does not expose (the op list, timed raw invokes in the benchmarks)."""
-    interpreter_cls = tflite_module()[2].Interpreter
-    with quiet_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" on fd 2
-        it = interpreter_cls(model_path=str(path), num_threads=threads)
-        it.allocate_tensors()
-    return it
+    return make_interpreter(path, threads=threads)[0]
 
 
 def raw_invoke(it, xq: np.ndarray) -> np.ndarray:

@@ -74,17 +74,6 @@ class RawTensor:
         return ((q - zps.reshape(shape)) * scales.reshape(shape)).astype(np.float32)
 
 
-def _interpreter_class():
-    from ...runtime.runner import tflite_module
-
-    try:
-        return tflite_module()[2].Interpreter
-    except MobilenetEdgeError:
-        raise WeightsError(
-            "reading .tflite files needs a TFLite runtime: pip install ai-edge-litert (or tflite-runtime)"
-        ) from None
-
-
 def open_tflite(path: str | Path, **kwargs):
     """LiteRT ``Interpreter`` for a ``.tflite`` file, with one-line errors for bad files.
 
@@ -100,12 +89,16 @@ def open_tflite(path: str | Path, **kwargs):
             f"{p.name} is not a TFLite flatbuffer: expected file identifier b'TFL3' at byte 4, found {found!r}"
         )
     check_appended_zip(p)
-    Interpreter = _interpreter_class()
+    from ...runtime.tflite_backend import TfliteLoadError, make_interpreter
+
     try:
-        return Interpreter(model_path=str(p), **kwargs)
-    except (ValueError, RuntimeError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{p.name} is truncated or corrupt ({p.stat().st_size} bytes): {msg}") from None
+        return make_interpreter(p, allocate=False, **kwargs)[0]
+    except TfliteLoadError as e:
+        raise WeightsError(f"{p.name} is truncated or corrupt ({p.stat().st_size} bytes): {e.reason}") from None
+    except MobilenetEdgeError:
+        raise WeightsError(
+            "reading .tflite files needs a TFLite runtime: pip install ai-edge-litert (or tflite-runtime)"
+        ) from None
 
 
 def check_appended_zip(p: Path) -> None:
