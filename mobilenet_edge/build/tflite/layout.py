@@ -35,11 +35,6 @@ class NHWCInput(nn.Module):
         return m(x)
 
 
-#: litert-torch writes the module path of the wrapper into the .tflite's tensor names: keep the public one
-#: (where it is exported from), so a .tflite of the same model stays byte-identical across this move
-NHWCInput.__module__ = "mobilenet_edge.build.tflite_export"
-
-
 def to_layout(x: np.ndarray, *, res: int, nhwc: bool, what: str = "input") -> np.ndarray:
     """One preprocessed array (3 or 4 dims, NCHW or NHWC) -> (N, res, res, 3) if ``nhwc`` else
     (N, 3, res, res), float32 contiguous.
