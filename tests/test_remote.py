@@ -236,6 +236,9 @@ def test_bad_input(server, device, bundle, tmp_path):
         p = cli(server, "push", bundle, host, check=2)
         assert "not a host name" in p.stderr
     assert not mark.exists()
+    odd = tmp_path / f"x;touch {mark}" / f"$(touch {mark})"  # DIR is quoted for the device's shell and rsync
+    push(server, device, bundle, odd)
+    assert _sha(odd / NAME) == _sha(bundle) and not mark.exists()
     a_file = tmp_path / "afile"
     a_file.write_text("x")
     p = push(server, device, bundle, a_file, check=2)

@@ -138,11 +138,13 @@ def bench_on_hosts(models: list[Path], on: str, *, bench_args: list[str], remote
     for b in bundles:
         if not b.is_dir():
             raise UsageError(f"bench --on pushes bundles: {b} is not a bundle folder")
-    with progress_bar(err) as prog:
+    with progress_bar(err, enabled=err.is_terminal) as prog:
         tasks = {r.name: prog.add_task(f"{r.name}: waiting", total=1) for r in remotes}
 
         def step(host: str, text: str, done: bool) -> None:
             prog.update(tasks[host], description=f"{host}: {text}", completed=1 if done else 0)
+            if done and not err.is_terminal and text != "FAILED":  # logs: one line per host that finished
+                err.print(f"{host}: {text}")
 
         docs, failures = bench_on(remotes, bundles, bench_args=bench_args, remote_cmd=remote_cmd, step=step)
     doc = R.fleet_document(docs, failures)
