@@ -91,6 +91,16 @@ def test_parse_remote(spec, dest, port, folder):
     assert (r.dest, r.port, r.dir) == (dest, port, folder)
 
 
+def test_remote_paths():
+    from mobilenet_edge.runtime.remote.hosts import parse_remote
+
+    assert parse_remote("h").path("b") == "b" and parse_remote("h").path() == "."
+    assert parse_remote("h:/").path("b") == "/b" and parse_remote("h:/srv/x/").path("b") == "/srv/x/b"
+    assert parse_remote("h:d").path(".b.push") == "d/.b.push"
+    assert parse_remote("pi@h:d").copy_spec("d/x/") == "pi@h:d/x/"
+    assert parse_remote("[fe80::1]:d").copy_spec("d") == "[fe80::1]:d"
+
+
 @pytest.mark.parametrize("spec", ["", ":x", "-oProxyCommand=touch_x", "a;b", "$(id)", "a b", "`id`", "h|x",
                                   "ssh://h:0", "ssh://h:99999", "ssh://h:2x"])
 def test_parse_remote_refuses(spec):

@@ -42,7 +42,10 @@ class Remote:
 
     def path(self, *parts: str) -> str:
         """A path on the device below :attr:`dir` (POSIX, not quoted)."""
-        return "/".join(p.rstrip("/") for p in (self.dir, *parts) if p) or "."
+        tail = "/".join(p.strip("/") for p in parts if p)
+        if not self.dir:
+            return tail or "."
+        return f"{self.dir.rstrip('/')}/{tail}" if tail else self.dir
 
     def copy_spec(self, path: str) -> str:
         """``dest:path`` for rsync / scp (an IPv6 address in brackets)."""
