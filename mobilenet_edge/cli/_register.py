@@ -6,7 +6,7 @@ and later paragraphs, which made ``--help`` wrap mid-sentence at the source's li
 
 import inspect
 
-from . import bench, export, predict, quantize, summary, verify  # noqa: F401
+from . import bench, export, predict, push, quantize, summary, verify  # noqa: F401
 from .app import app
 from .weights import weights_app
 

@@ -17,6 +17,7 @@ BENCH_EPILOG = (
     "  mobilenet-edge bench export/mobilenet_v1_0.50_160 --threads 1,4 --runs 100 --json bench.json\n\n"
     "  mobilenet-edge bench export/mobilenet_v1_0.50_160 mobilenet_v1_0.5_160_quant.tflite --threads 1\n\n"
     "  mobilenet-edge bench --grid --weights-dir reference/ --calib imagenet-calib/ --out benchmarks/results\n\n"
+    "  mobilenet-edge bench export/mobilenet_v1_0.50_160 --on pi4,pi5 --threads 1,4 --json fleet.json\n\n"
     "Each (model, threads) runs in a fresh worker process: creation and first inference are reported apart,\n"
     "then --warmup untimed runs, then --runs timed runs (perf_counter_ns, batch 1)."
 )
@@ -66,6 +67,9 @@ def bench(
     out_dir: Annotated[Path, typer.Option("--out", help="--grid: results folder (bundles go to OUT/bundles).")] = Path("benchmarks/results"),
     tflite: Annotated[bool, typer.Option("--tflite", help="--grid: also export our fp32 and int8 .tflite (litert-torch; "
                                          "needs --calib) and bench them on LiteRT next to ORT.")] = False,
+    on: Annotated[Optional[str], typer.Option("--on", help="Bench on these devices over SSH instead: HOST[:DIR],... "
+                                              "(bundles pushed first; see `push --help`).")] = None,
+    remote_cmd: Annotated[Optional[str], typer.Option("--remote-cmd", help="--on: the devices' mobilenet-edge.")] = None,
 ) -> None:
     """Latency of .onnx (ONNX Runtime) and .tflite (LiteRT) models: init, first run, p50/p90/p99, inf/s, RSS."""
     from ..core.platform_info import environment
@@ -79,6 +83,13 @@ def bench(
     for name, path in (("--json", json_path), ("--csv", csv_path)):
         if path is not None and str(path) != "-":
             check_can_write(path, name)  # before any work, not after the benchmark
+    if on is not None:  # issue #19: the devices' own bench, one column per device
+        from .push import bench_on_hosts
+
+        if grid or eval_dir is not None or not models:
+            raise UsageError("bench --on takes bundle folders (not --grid or --eval)")
+        return bench_on_hosts(models, on, bench_args=["--threads", threads, "--runs", str(runs), "--warmup", str(warmup)],
+                              remote_cmd=remote_cmd, json_path=json_path, csv_path=csv_path)
     if not grid:
         ignored = [n for n, v in (("--weights-dir", weights_dir), ("--calib", calib), ("--tflite", tflite or None)) if v is not None]
         if ignored:

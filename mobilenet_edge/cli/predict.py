@@ -22,6 +22,7 @@ PREDICT_EPILOG = (
     "Examples:\n\n"
     "  mobilenet-edge predict export/mobilenet_v1_0.50_160 photo.jpg holiday/ --int8\n\n"
     "  mobilenet-edge predict ../shared/data/reference/mobilenet_v1_0.5_160_quant.tflite parrot.jpg --crop 1.0\n\n"
+    "  mobilenet-edge predict export/mobilenet_v1_0.50_160 photo.jpg --int8 --on pi5   # on the Pi, over SSH\n\n"
     "  mobilenet-edge predict model.onnx cat.jpg --mean 123.675,116.28,103.53 --std 58.395,57.12,57.375 --json\n\n"
     "Preprocessing: a bundle (or an .onnx with our metadata) says how it is fed; a foreign .tflite gets "
     "TF-slim's mean=std=127.5, crop 0.875, bilinear; a foreign .onnx torchvision's mean/std, crop 0.875. "
@@ -116,6 +117,9 @@ def predict(
     resize: ResizeOpt = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Labels file, one per output index.")] = None,
     fmt: FmtOpt = None,
+    on: Annotated[Optional[str], typer.Option("--on", help="Predict on these devices over SSH: HOST[:DIR],... "
+                                              "(the bundle is pushed, the images copied; see `push --help`).")] = None,
+    remote_cmd: Annotated[Optional[str], typer.Option("--remote-cmd", help="--on: the devices' mobilenet-edge.")] = None,
 ) -> None:
     """Top-k classes with probabilities for each image.
 
@@ -132,6 +136,14 @@ def predict(
 
     if top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {top_k}")
+    if on is not None:  # issue #19: the device's own predict
+        from .push import predict_on_hosts
+
+        if any(v is not None for v in (mean, std, crop, resize, labels)):
+            raise UsageError("predict --on uses the bundle's own preprocessing and labels (no --mean/--std/--crop/--resize/--labels)")
+        return predict_on_hosts(model, images, on, remote_cmd=remote_cmd, as_json=as_json, show=_print_predictions,
+                                predict_args=["--top-k", str(top_k), "--threads", str(threads), *(["--int8"] if int8 else []),
+                                              *(["--format", fmt] if fmt else [])])
     paths = imglib.expand_paths(images)
     overrides = _overrides(mean, std, crop, resize)
     loaded = open_model(model, int8=int8, fmt=fmt, threads=threads, prep_overrides=overrides, labels_file=labels)

@@ -43,12 +43,76 @@ def write_csv(path: str | Path, rows: list[dict], *, extra: Iterable[str] = ()) 
         tmp.write_text(buf.getvalue(), encoding="utf-8")
 
 
-def device_name(env: dict) -> str:
-    """Short device label: CPU model (arch), '(emulated)' when the run was under qemu."""
+def device_name(env: dict, host: str | None = None) -> str:
+    """Short device label: CPU model (arch), '(emulated)' when the run was under qemu. With ``host`` (a
+    ``bench --on`` result) it is ``"HOST: board, CPU (arch)"``: two boards with the same CPU stay apart."""
     cpu = env.get("cpu_model") or env.get("cpu") or "unknown CPU"
     arch = env.get("arch") or env.get("machine") or "?"
     label = f"{cpu} ({arch})"
+    if host is not None:
+        board = env.get("device")
+        label = f"{host}: {board + ', ' if board and board != cpu else ''}{label}"
     return label + " (emulated)" if env.get("emulated") else label
+
+
+def fleet_document(docs: list[dict], failures: list[dict]) -> dict:
+    """The merged result file of ``bench --on`` (what ``report`` reads):
+    ``{"hosts": [{"host", "environment", "results", "failures"}], "failures": [{"host", "error"}]}``, one
+    entry per host that answered (``docs``: bench documents with ``"host"``) and one failure per host that did not."""
+    return {"hosts": [{"host": d["host"], "environment": d["environment"], "results": d["results"],
+                       "failures": d.get("failures") or []} for d in docs], "failures": failures}
+
+
+def document_rows(data, source: str = "") -> list[dict]:
+    """Rows of one result document, each with ``device`` and ``source``: a bench file
+    ``{"environment", "results"}`` or a ``bench --on`` file (:func:`fleet_document`; ``device`` names the host).
+
+    Raises:
+        UsageError: neither shape, or a result without model / precision / runtime / threads / p50_ms.
+    """
+    if isinstance(data, dict) and isinstance(data.get("hosts"), list):
+        rows = []
+        for h in data["hosts"]:
+            if not isinstance(h, dict) or not isinstance(h.get("host"), str):
+                raise UsageError(f"{source}: a hosts entry without a host name")
+            rows += _rows(h, source, device_name(h.get("environment") or {}, host=h["host"]))
+        return rows
+    return _rows(data, source, None)
+
+
+def _rows(data, source: str, device: str | None) -> list[dict]:
+    if not (isinstance(data, dict) and isinstance(data.get("environment"), dict)
+            and isinstance(data.get("results"), list)):
+        raise UsageError(f'{source} is not a bench result file (expected {{"environment": {{...}}, "results": [...]}})')
+    device = device or device_name(data["environment"])
+    rows = []
+    for i, r in enumerate(data["results"]):
+        if not isinstance(r, dict):
+            raise UsageError(f"{source}: result {i} is not an object (got {type(r).__name__})")
+        missing = [k for k in ("model", "precision", "runtime", "threads", "p50_ms") if k not in r]
+        if missing:
+            raise UsageError(f"{source}: result {i} lacks {', '.join(missing)}")
+        rows.append({**r, "device": device, "source": source})
+    return rows
+
+
+def device_table(rows: list[dict], *, title: str = "", value: str = "p50_ms"):
+    """A rich Table with one row per (model, precision, runtime, threads) and one column per device
+    (``value``, default p50 latency in ms; "-" where a device has no result)."""
+    from rich.table import Table
+
+    devices = list(dict.fromkeys(r["device"] for r in rows))
+    keyed: dict[tuple, dict] = {}
+    for r in rows:
+        keyed.setdefault((r["model"], r["precision"], r["runtime"], r["threads"]), {})[r["device"]] = r.get(value)
+    t = Table(title=title or None, title_justify="left")
+    for head in ("model", "prec", "runtime", "thr"):
+        t.add_column(head, justify="right" if head == "thr" else "left", overflow="fold")
+    for d in devices:
+        t.add_column(f"{d}\n{value.replace('_ms', ' ms')}", justify="right", overflow="fold")
+    for key, per_device in keyed.items():
+        t.add_row(*map(str, key), *[_fmt(value, per_device.get(d)) for d in devices])
+    return t
 
 
 def load_results(paths: Iterable[str | Path]) -> list[dict]:
@@ -69,17 +133,7 @@ def load_results(paths: Iterable[str | Path]) -> list[dict]:
             raise UsageError(f"no such result file: {p}") from None
         except (OSError, ValueError) as e:
             raise UsageError(f"{p} is not a JSON result file: {e}") from None
-        if not (isinstance(data, dict) and isinstance(data.get("environment"), dict)
-                and isinstance(data.get("results"), list)):
-            raise UsageError(f'{p} is not a bench result file (expected {{"environment": {{...}}, "results": [...]}})')
-        device = device_name(data["environment"])
-        for i, r in enumerate(data["results"]):
-            if not isinstance(r, dict):
-                raise UsageError(f"{p}: result {i} is not an object (got {type(r).__name__})")
-            missing = [k for k in ("model", "precision", "runtime", "threads", "p50_ms") if k not in r]
-            if missing:
-                raise UsageError(f"{p}: result {i} lacks {', '.join(missing)}")
-            rows.append({**r, "device": device, "source": str(p)})
+        rows += document_rows(data, str(p))
     return rows
 
 
