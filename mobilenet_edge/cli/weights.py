@@ -291,7 +291,7 @@ def download_cmd(
         try:
             p, origin = D.shipped_path(e), "shipped"
             if p is None:
-                p, origin = D.cached(e, warn=_note), "cache"
+                p, origin = D.cached(e), "cache"  # a stale file is reported by fetch
             if p is None:
                 with download_progress() as progress:
                     p, origin = D.fetch(e, progress=progress, warn=_note), "download"

@@ -69,11 +69,11 @@ class Resolved:
                 f"from the published {e.top1}%); the manifest records it")
 
 
-def _local(entry: Entry, warn) -> tuple[Path, str] | None:
+def _local(entry: Entry, warn=None) -> tuple[Path, str] | None:
     p = D.shipped_path(entry)
     if p is not None:
         return p, "shipped"
-    p = D.cached(entry, warn=warn)
+    p = D.cached(entry)  # a stale cached file is reported by fetch, when it downloads again
     return (p, "cache") if p is not None else None
 
 

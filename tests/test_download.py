@@ -1,0 +1,204 @@
+"""Downloads through pooch against a real HTTP server (http.server on 127.0.0.1, in a thread) that
+serves .tgz archives built here from Google's reference .tflite files (../shared/data/reference):
+first download, the cache with the server stopped, a flipped byte, a body cut short, a 404, two
+processes at once. MOBILENET_EDGE_WEIGHTS_URL points at the server, MOBILENET_EDGE_CACHE at tmp_path."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pooch")
+pytest.importorskip("platformdirs")
+
+from mobilenet_edge.build.weights import download as D  # noqa: E402
+from mobilenet_edge.build.weights.registry import lookup  # noqa: E402
+from mobilenet_edge.cli import main  # noqa: E402
+from mobilenet_edge.core.errors import WeightsError  # noqa: E402
+
+
+def sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def tgz(members: dict[str, bytes]) -> bytes:
+    """A .tgz like Google's (the .tflite next to other files, "./" prefixed names)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo("./" + name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class Server:
+    """``routes[path] = (body, mode)``; mode "ok", "cut" (Content-Length says more than is sent) or
+    "slow" (sent in pieces over ~1 s). ``hits[path]`` counts GETs."""
+
+    def __init__(self):
+        self.routes: dict[str, tuple[bytes, str]] = {}
+        self.hits: dict[str, int] = {}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
+                if self.path not in outer.routes:
+                    self.send_error(404, "Not Found")
+                    return
+                body, mode = outer.routes[self.path]
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if mode == "cut":
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                if mode == "slow":
+                    step = max(1, len(body) // 10)
+                    for i in range(0, len(body), step):
+                        self.wfile.write(body[i : i + step])
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(monkeypatch, tmp_path):
+    s = Server()
+    monkeypatch.setenv(D.ENV_URL, s.url + "/mirror")
+    monkeypatch.setenv(D.ENV_CACHE, str(tmp_path / "cache"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def tflite_05(reference_dir) -> bytes:
+    return (reference_dir / "mobilenet_v1_0.5_160_quant.tflite").read_bytes()
+
+
+def serve(server: Server, entry, member_bytes: bytes, mode: str = "ok") -> str:
+    body = tgz({entry.member: member_bytes, "mobilenet_v1_info.txt": b"input: input\n"})
+    server.routes["/mirror/" + entry.path] = (body, mode)
+    return "/mirror/" + entry.path
+
+
+def cache_files(root: Path) -> list[str]:
+    """Every file of the cache except lock files (empty folders do not count)."""
+    if not root.exists():
+        return []
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
+
+
+def test_first_download_then_cache_without_server(server, tflite_05, tmp_path):
+    """The pinned entry (0.5/160: sha256 of the reference file) downloads, untars and is kept; with the
+    server stopped the second fetch returns the same file."""
+    e = lookup("google-quant", 0.5, 160)
+    route = serve(server, e, tflite_05)
+    seen = []
+    p = D.fetch(e, progress=lambda done, total: seen.append((done, total)))
+    assert p == D.cache_path(e) and p.read_bytes() == tflite_05 and sha(p.read_bytes()) == e.sha256
+    assert server.hits[route] == 1 and seen and seen[-1][0] == seen[-1][1] > 0  # the bar reached the total
+    assert cache_files(D.cache_dir()) == ["google-quant/mobilenet_v1_0.5_160_quant.tflite"]
+    server.stop()
+    assert D.fetch(e) == p and p.read_bytes() == tflite_05
+
+
+def test_flipped_byte_is_refused_and_cache_unchanged(server, tflite_05):
+    e = lookup("google-quant", 0.5, 160)
+    bad = bytearray(tflite_05)
+    bad[len(bad) // 2] ^= 0x01
+    serve(server, e, bytes(bad))
+    with pytest.raises(WeightsError, match="refused, the cache is unchanged"):
+        D.fetch(e)
+    assert cache_files(D.cache_dir()) == []
+
+
+def test_tofu_records_first_download_then_refuses_another_file(server, tflite_05, capsys):
+    """No published sha256 (0.5/224): the first download is recorded and said on stderr; a later
+    download of other bytes is refused and the old cache entry stays as it was."""
+    e = lookup("google-quant", 0.5, 224)
+    assert e.sha256 is None and e.archive_sha256 is None
+    serve(server, e, tflite_05)
+    assert main(["weights", "download", "google-quant/0.5/224"]) == 0
+    err = capsys.readouterr().err
+    assert "trust on first use" in err and sha(tflite_05) in err
+    rec = json.loads((D.cache_dir() / D.TOFU_FILE).read_text())
+    assert rec[e.name]["sha256"] == sha(tflite_05)
+    # the cached file goes bad on disk: it is downloaded again, but the server now serves other bytes
+    D.cache_path(e).write_bytes(b"corrupt")
+    other = bytearray(tflite_05)
+    other[100] ^= 0x01
+    serve(server, e, bytes(other))
+    assert main(["weights", "download", "google-quant/0.5/224"]) == 1
+    err = capsys.readouterr().err
+    assert "downloaded again" in err and "refused" in err
+    assert D.cache_path(e).read_bytes() == b"corrupt"  # the old entry is left as it was
+
+
+def test_body_cut_short_leaves_nothing(server, tflite_05):
+    e = lookup("google-quant", 0.5, 160)
+    serve(server, e, tflite_05, mode="cut")
+    with pytest.raises(WeightsError, match="cut short"):
+        D.fetch(e)
+    assert cache_files(D.cache_dir()) == []
+
+
+def test_404_is_one_line_naming_the_url(server, capsys):
+    code = main(["weights", "download", "google-float/0.25/128"])
+    err = capsys.readouterr().err.strip()
+    url = server.url + "/mirror/mobilenet_v1_2018_08_02/mobilenet_v1_0.25_128.tgz"
+    assert code == 1 and url in err and "404" in err
+    assert len(err.splitlines()) == 2  # the entry's line and the command's error line, no traceback
+    assert "Traceback" not in err
+    assert cache_files(D.cache_dir()) == []
+
+
+def test_no_network_names_the_url(monkeypatch, tmp_path):
+    monkeypatch.setenv(D.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.setenv(D.ENV_URL, "http://127.0.0.1:9/none")  # discard port: connection refused
+    with pytest.raises(WeightsError, match="no network or the server is unreachable"):
+        D.fetch(lookup("keras", 0.25, 128))
+
+
+def test_two_processes_at_once_give_one_good_file(server, tflite_05, tmp_path):
+    e = lookup("google-quant", 0.25, 224)  # not pinned: the file must also be recorded only once
+    route = serve(server, e, tflite_05, mode="slow")
+    env = {**os.environ, D.ENV_URL: server.url + "/mirror", D.ENV_CACHE: str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "mobilenet_edge.cli", "weights", "download", "google-quant/0.25/224", "--json"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+    paths = {json.loads(o[0])["files"][0]["path"] for o in outs}
+    assert paths == {str(D.cache_path(e))}
+    assert D.cache_path(e).read_bytes() == tflite_05
+    assert server.hits[route] == 1  # the second process waited on the lock and used the first one's file
+    assert cache_files(D.cache_dir()) == ["google-quant/mobilenet_v1_0.25_224_quant.tflite", D.TOFU_FILE]
