@@ -142,7 +142,7 @@ def _default(alpha: float, res: int, progress, warn, download: bool) -> Resolved
         reason = "downloads disabled"
     raise WeightsError(
         f"no pretrained weights for alpha {alpha:g} res {res} on this machine ({reason}): run "
-        f"`mobilenet-edge weights download {target.source}/{target.alpha:g}/{target.res}` where there is a network "
+        f"`mobilenet-edge weights download {target.name}` where there is a network "
         f"(and copy {D.cache_dir()} here), or pass --weights random for random weights on purpose")
 
 
