@@ -148,3 +148,22 @@ def test_weights_import_by_name(capsys, empty_cache):
 
 def test_grid_axes():
     assert ALPHAS == (1.0, 0.75, 0.5, 0.25) and RESOLUTIONS == (224, 192, 160, 128)
+
+
+@pytest.mark.slow
+def test_bench_grid_uses_the_registry_per_point_and_marks_random(capsys, empty_cache, calib_dir):
+    """With --calib each point gets Google's weights (0.25/128: the shipped file, and Google's own int8
+    .tflite benched beside ours); a point outside the grid (alpha 0.35) falls back to random, marked."""
+    pytest.importorskip("matplotlib")
+    out = empty_cache / "grid"
+    code, _, err = run(capsys, "bench", "--grid", "--alphas", "0.25,0.35", "--res", "128", "--calib", str(calib_dir),
+                       "--runs", "1", "--warmup", "0", "--out", str(out))
+    assert code == 0, err
+    rows = json.loads((out / "grid.json").read_text())["results"]
+    real = [r for r in rows if r["variant"] == "mobilenet_v1_0.25_128"]
+    rand = [r for r in rows if r["variant"] == "mobilenet_v1_0.35_128"]
+    assert real and rand
+    assert all(r["weights"] == "mobilenet_v1_0.25_128_quant.tflite" and not r["weights_random"] for r in real)
+    assert any("mobilenet_v1_0.25_128_quant" in r["model"] for r in real)  # Google's int8 file, benched too
+    assert all(r["weights"] is None and r["weights_random"] for r in rand)
+    assert err.count("mobilenet_v1_0.35_128: random weights (no pretrained weights for alpha 0.35") == 1
