@@ -167,3 +167,21 @@ def test_bench_grid_uses_the_registry_per_point_and_marks_random(capsys, empty_c
     assert any("mobilenet_v1_0.25_128_quant" in r["model"] for r in real)  # Google's int8 file, benched too
     assert all(r["weights"] is None and r["weights_random"] for r in rand)
     assert err.count("mobilenet_v1_0.35_128: random weights (no pretrained weights for alpha 0.35") == 1
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_three_reference_files(tmp_path):
+    """The built wheel carries exactly the three .tflite files and their LICENSE as package data."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                        "-w", str(tmp_path), str(root)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wheel,) = tmp_path.glob("mobilenet_edge-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    data = sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("mobilenet_edge/build/weights/data/"))
+    assert data == sorted([*REFERENCE, "LICENSE"])
