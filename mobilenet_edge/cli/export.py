@@ -61,7 +61,8 @@ def export(
     if not int8 and (recipe != "fidelity" or float_first is not None):
         err.print("warning: --recipe/--float-first shape the int8 models; without --int8 they are ignored", markup=False)
     if int8 and calib is None and (weights != "random" or fmt == "tflite"):
-        raise UsageError("--int8 with real --weights or --format tflite needs --calib DIR (calibration images)")
+        raise UsageError("--int8 with real weights (the default: Google's) or --format tflite needs --calib DIR "
+                         "(calibration images); --weights random quantizes random weights on synthetic data")
     opts = ExportOptions(
         alpha=alpha, res=res, num_classes=classes, weights=weights, pretrained=True, out=out_dir, opset=opset, force=force,
         parity_images=parity_images, seed=seed, padding=padding,
