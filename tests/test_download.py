@@ -154,3 +154,30 @@ def test_two_processes_at_once_give_one_good_file(server, tflite_05, tmp_path):
     assert D.cache_path(e).read_bytes() == tflite_05
     assert server.hits[route] == 1  # the second process waited on the lock and used the first one's file
     assert cache_files(D.cache_dir()) == ["google-quant/mobilenet_v1_0.25_224_quant.tflite", D.TOFU_FILE]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 300 KB tmpfs (root only; skipped where mount is not allowed)."""
+    d = tmp_path / "tiny"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield d
+    subprocess.run(["umount", str(d)], check=False)
+
+
+def test_disk_full_cache_is_one_line_and_keeps_the_old_entries(server, tflite_05, tiny_disk, monkeypatch):
+    monkeypatch.setenv(D.ENV_CACHE, str(tiny_disk))
+    old = lookup("google-quant", 1.0, 128)
+    D.cache_path(old).parent.mkdir(parents=True)
+    D.cache_path(old).write_bytes(b"an older entry")  # stands for a file downloaded before
+    (D.cache_dir() / D.TOFU_FILE).write_text(json.dumps({old.name: {"sha256": sha(b"an older entry")}}))
+    before = {f: (D.cache_dir() / f).read_bytes() for f in cache_files(D.cache_dir())}
+    e = lookup("google-quant", 0.5, 160)  # 1.4 MB: does not fit
+    serve(server, e, tflite_05)
+    with pytest.raises(WeightsError, match="No space left on device; the cache is unchanged"):
+        D.fetch(e)
+    assert {f: (D.cache_dir() / f).read_bytes() for f in cache_files(D.cache_dir())} == before
+    assert D.cached(old) == D.cache_path(old)
