@@ -125,19 +125,24 @@ def _note(msg: str) -> None:
 
 @contextlib.contextmanager
 def download_progress():
-    """A transient byte bar on stderr for downloads; yields the ``progress(done, total)`` callback."""
+    """A transient byte bar on stderr, started at the first byte (nothing is drawn when nothing is
+    downloaded); yields the ``progress(done, total)`` callback."""
     from ..core.progress import progress_bar
 
-    with progress_bar(err, description="downloading", transient=True) as bar:
-        task = None
+    state: dict = {}
 
-        def progress(done: int, total: int) -> None:
-            nonlocal task
-            if task is None:
-                task = bar.add_task("download", total=total or None)
-            bar.update(task, completed=done, total=total or None)
+    def progress(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = progress_bar(err, description="downloading", transient=True)
+            state["bar"].start()
+            state["task"] = state["bar"].add_task("download", total=total or None)
+        state["bar"].update(state["task"], completed=done, total=total or None)
 
+    try:
         yield progress
+    finally:
+        if "bar" in state:
+            state["bar"].stop()
 
 
 def _check_paths(src: Path, output: Path, *, force: bool, verify_images: Path | None) -> Path:
@@ -297,7 +302,8 @@ def download_cmd(
                     p, origin = D.fetch(e, progress=progress, warn=_note), "download"
         except MobilenetEdgeError as ex:
             failures.append(str(ex))
-            err.print(f"{e.name}: {ex}", markup=False, soft_wrap=True)
+            if len(entries) > 1:  # one entry: its error is the command's one line
+                err.print(f"{e.name}: {ex}", markup=False, soft_wrap=True)
             continue
         done.append({"name": e.name, "path": str(p), "origin": origin})
         if not as_json:
