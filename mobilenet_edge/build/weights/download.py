@@ -99,10 +99,6 @@ def cached(entry: Entry, *, warn: Callable[[str], None] | None = None) -> Path |
     return p
 
 
-def is_cached(entry: Entry) -> bool:
-    return cached(entry) is not None
-
-
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[None]:
     """An exclusive lock on ``path`` (created) for the ``with`` block; no-op where fcntl is missing."""

@@ -155,11 +155,6 @@ def _entry(source: str, alpha: float, res: int) -> Entry:
 REGISTRY: tuple[Entry, ...] = tuple(_entry(s, a, r) for s in SOURCES for a in ALPHAS for r in RESOLUTIONS)
 
 
-def is_source_name(text: str) -> bool:
-    """True when ``text`` is a source name (not a path)."""
-    return text in SOURCES
-
-
 def check_source(name: str) -> str:
     """``name`` if it is a source; else UsageError naming the close ones (or all).
 

@@ -20,7 +20,7 @@ from typing import Callable
 
 from ...core.errors import UsageError, WeightsError
 from . import download as D
-from .registry import ALPHAS, RESOLUTIONS, SOURCES, Entry, entries_for_alpha, lookup, parse_name
+from .registry import ALPHAS, SOURCES, Entry, entries_for_alpha, lookup, parse_name
 
 DEFAULT_SOURCE = "google-quant"
 RANDOM = "random"
@@ -145,7 +145,3 @@ def _default(alpha: float, res: int, progress, warn, download: bool) -> Resolved
         f"`mobilenet-edge weights download {target.name}` where there is a network "
         f"(and copy {D.cache_dir()} here), or pass --weights random for random weights on purpose")
 
-
-def grid_sizes() -> str:
-    """``alpha 1, 0.75, 0.5, 0.25 x res 224, 192, 160, 128`` (for messages)."""
-    return f"alpha {', '.join(f'{a:g}' for a in ALPHAS)} x res {', '.join(map(str, RESOLUTIONS))}"
