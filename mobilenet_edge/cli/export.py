@@ -70,10 +70,7 @@ def export(
         int8=int8, calib=calib, eval_dir=eval_dir, recipe=recipe, float_first=float_first,
     )
     with err.status("exporting...") as status:
-        def progress(done: int, total: int) -> None:  # the spinner's text: no second live display on stderr
-            status.update(f"downloading weights: {done / 1e6:.1f}" + (f" / {total / 1e6:.1f} MB" if total else " MB"))
-
-        res_ = export_bundle(opts, log=lambda m: err.print(m, style="dim"), progress=progress,
+        res_ = export_bundle(opts, log=lambda m: err.print(m, style="dim"), progress=_status_progress(status),
                              warn=lambda m: err.print(m, style="yellow", markup=False, soft_wrap=True))
     bundle, manifest = res_["bundle"], res_["manifest"]
     p = manifest["export"]["parity"]
@@ -107,6 +104,14 @@ def export(
             err.print(f"  mobilenet-edge predict {q} photo.jpg --format tflite{' --int8' if int8 else ''}",
                       markup=False, soft_wrap=True)
         err.print(f"  mobilenet-edge bench {q}", markup=False, soft_wrap=True)
+
+
+def _status_progress(status):
+    """Download progress as the spinner's text (a second live display on stderr would clash with it)."""
+    def progress(done: int, total: int) -> None:
+        status.update(f"downloading weights: {done / 1e6:.1f}" + (f" / {total / 1e6:.1f} MB" if total else " MB"))
+
+    return progress
 
 
 def _tflite_lines(manifest: dict, *, eval_given: bool) -> list[str]:
