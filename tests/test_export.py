@@ -28,8 +28,8 @@ def sha(path):
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory, images_dir):
     out = tmp_path_factory.mktemp("export")
-    code = main(["export", "--alpha", "0.5", "--res", "160", "--out", str(out), "--padding", "tf_same",
-                 "--parity-images", str(images_dir)])
+    code = main(["export", "--alpha", "0.5", "--res", "160", "--weights", "random", "--out", str(out), "--padding",
+                 "tf_same", "--parity-images", str(images_dir)])
     assert code == 0
     return out / "mobilenet_v1_0.50_160"
 
@@ -159,7 +159,7 @@ def test_failed_int8_step_of_a_forced_export_keeps_the_old_bundle(capsys, tmp_pa
     from mobilenet_edge.core.errors import MobilenetEdgeError
     from mobilenet_edge.quantize import pipeline as quantize_mod
 
-    args = ["export", "--alpha", "0.25", "--res", "128", "--out", str(tmp_path)]
+    args = ["export", "--alpha", "0.25", "--res", "128", "--weights", "random", "--out", str(tmp_path)]
     assert run(capsys, *args)[0] == 0
     bundle = tmp_path / "mobilenet_v1_0.25_128"
     before = {p.name: sha(p) for p in bundle.iterdir()}

@@ -38,7 +38,7 @@ def test_memory_check_refuses_absurd_variants_and_passes_the_paper_grid():
 
 @pytest.mark.parametrize("args, msg", [
     (["--alpha", "0.25", "--res", "1000000000"], "GiB to export"),
-    (["--alpha", "0.25", "--res", "128", "--int8", "--float-first", "28"], "--float-first 28 exceeds the model's 27 Conv nodes"),
+    (["--alpha", "0.25", "--res", "128", "--weights", "random", "--int8", "--float-first", "28"], "--float-first 28 exceeds the model's 27 Conv nodes"),
 ])
 def test_export_refuses_before_any_work(tmp_path, capsys, args, msg):
     t0 = time.perf_counter()

@@ -49,7 +49,11 @@ class ExportOptions:
     alpha: float | None = None
     res: int = 224
     num_classes: int | None = None
-    weights: Path | None = None
+    #: a weights file, a registry name (``google-quant``, ``google-float``, ``keras``, ``SOURCE/ALPHA/RES``) or
+    #: ``"random"``; None: random weights, unless ``pretrained`` (the CLI's default: Google's weights for
+    #: (alpha, res), shipped / cached / downloaded, see :mod:`mobilenet_edge.build.weights.resolve`)
+    weights: Path | str | None = None
+    pretrained: bool = False
     out: Path = Path("export")
     opset: int = DEFAULT_OPSET
     force: bool = False
@@ -90,19 +94,37 @@ class BuiltModel:
     weights: dict
     preprocessing: dict | None = None
     labels: list[str] | None = None
+    #: the weights file read (None for random weights)
+    path: Path | None = None
 
 
-def build_model(opts: ExportOptions) -> BuiltModel:
-    """The model to export: loaded from ``opts.weights``, else seeded random weights.
+def build_model(opts: ExportOptions, *, progress=None, warn=None) -> BuiltModel:
+    """The model to export: from ``opts.weights`` (a path or a registry name), the pretrained default
+    (``opts.pretrained`` and no weights, :func:`~mobilenet_edge.build.weights.resolve.resolve_weights`),
+    else seeded random weights.
 
+    Args:
+        progress: download progress callback (bytes done, total) when weights are downloaded.
+        warn: one-line notes for stderr (weights trained at another res, trust on first use).
     Raises:
-        UsageError: a missing weights file, ``--classes`` not matching the weights, alpha mismatch.
-        WeightsError: the weights file cannot be loaded.
+        UsageError: a missing weights file, an unknown name, ``--classes`` not matching the weights,
+            alpha mismatch.
+        WeightsError: the weights file cannot be loaded or downloaded.
     """
     from .model import random_model
 
-    if opts.weights is not None:
-        path = Path(opts.weights)
+    warn = warn or (lambda m: None)
+    registry = None
+    path = None if opts.weights is None else opts.weights
+    if opts.weights is not None or opts.pretrained:
+        from .weights.resolve import resolve_weights
+
+        resolved = resolve_weights(opts.weights, alpha=opts.alpha, res=opts.res, progress=progress, warn=warn)
+        path, registry = resolved.path, resolved.record()
+        if resolved.warning():
+            warn(resolved.warning())
+    if path is not None:
+        path = Path(path)
         if not path.is_file():
             raise UsageError(f"--weights {path}: no such file")
         from .weights import load_weights
@@ -112,7 +134,10 @@ def build_model(opts: ExportOptions) -> BuiltModel:
             raise UsageError(
                 f"--classes {opts.num_classes} does not match the weights ({lw.config['num_classes']} classes)"
             )
-        return BuiltModel(lw.model.eval(), lw.source_info(), lw.preprocessing, lw.labels)
+        info = lw.source_info()
+        if registry:
+            info["registry"] = registry
+        return BuiltModel(lw.model.eval(), info, lw.preprocessing, lw.labels, path)
     cfg = {
         "alpha": 1.0 if opts.alpha is None else opts.alpha,
         "num_classes": 1000 if opts.num_classes is None else opts.num_classes,
@@ -135,11 +160,12 @@ class _Target:
     metadata: dict
 
 
-def export_bundle(opts: ExportOptions, *, log=None) -> dict:
+def export_bundle(opts: ExportOptions, *, log=None, progress=None, warn=None) -> dict:
     """Build the model, export ``model.onnx``, check parity, write ``labels.txt`` and ``manifest.json``
     (with ``opts.formats`` holding "tflite" the ``.tflite`` files too; with ``opts.int8`` model.int8.onnx).
 
-    Returns ``{"bundle": Path, "manifest": dict, "seconds": float}``.
+    Returns ``{"bundle": Path, "manifest": dict, "seconds": float}``. ``progress``/``warn``: see
+    :func:`build_model`.
 
     Raises:
         UsageError: bad variant/opset/paths, or an existing bundle without ``force``.
@@ -149,7 +175,7 @@ def export_bundle(opts: ExportOptions, *, log=None) -> dict:
     t0 = time.perf_counter()
     log = log or (lambda msg: None)
     images = _check_early(opts)
-    built = build_model(opts)
+    built = build_model(opts, progress=progress, warn=warn)
     target = _target(opts, built)
     with staged_dir(target.dst, force=opts.force) as stage:
         log(f"exporting {target.name} (weights: {built.weights['source']}) to ONNX opset {opts.opset}")
@@ -227,8 +253,8 @@ def _target(opts: ExportOptions, built: BuiltModel) -> _Target:
         labels = imagenet_labels(model.num_classes)
     if len(labels) != model.num_classes:
         raise UsageError(f"{len(labels)} labels for a model with {model.num_classes} classes")
-    if built.weights.get("file") and opts.weights is not None:
-        built.weights["path"] = str(opts.weights)
+    if built.weights.get("file") and built.path is not None:
+        built.weights["path"] = str(built.path)
     metadata = {
         "producer": "mobilenet-edge",
         "producer_version": __version__,

@@ -94,8 +94,11 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
     variants = [Variant(a, r, 1001 if weights_dir else 1000) for a in alphas for r in resolutions]
     json_path, csv_path = out_dir / "grid.json", out_dir / "grid.csv"
     if weights_dir is None:
-        err.print("no --weights-dir: random weights and synthetic calibration (latency only; "
-                  "int8 accuracy meaningless)", style="yellow", markup=False)
+        err.print("no --weights-dir: Google's pretrained weights from the registry per point (shipped, cached or "
+                  "downloaded; `mobilenet-edge weights list`), random where none is reachable (marked in the rows)"
+                  if calib else "no --weights-dir and no --calib: random weights and synthetic calibration (latency "
+                  "only; int8 accuracy meaningless); with --calib DIR each point gets Google's pretrained weights",
+                  style="yellow", markup=False)
     point = dict(weights_dir=weights_dir, calib=calib, eval_dir=eval_dir, bundles_dir=out_dir / "bundles",
                  tflite=tflite, threads=threads, runs=runs, warmup=warmup)
     with progress_bar(err, transient=False) as prog:
@@ -103,7 +106,9 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
         for v in variants:
             prog.update(task, description=f"{v.name}")
             try:
-                for row in _grid_point(v, **point):
+                for i, row in enumerate(_grid_point(v, **point)):
+                    if row["weights_random"] and i == 0 and calib is not None:  # once per point (the header says it without --calib)
+                        err.print(f"{v.name}: random weights ({row['weights_note']})", style="yellow", markup=False)
                     rows.append(row)
                     _write_rows(json_path, csv_path, env, rows)
             except KeyboardInterrupt:
@@ -133,7 +138,7 @@ def _grid_point(v: Variant, *, weights_dir, calib, eval_dir, bundles_dir: Path, 
     from ..runtime import bench as B
     from .export import ExportOptions, export_bundle
 
-    weights, exact = find_weights(weights_dir, v.alpha, v.res)
+    weights, exact, ref, note = _point_weights(weights_dir, v, calib)
     bundle = bundles_dir / v.name
     formats = ("onnx", "tflite") if tflite else ("onnx",)
     if not bundle_complete(bundle, tflite=tflite):
@@ -142,7 +147,6 @@ def _grid_point(v: Variant, *, weights_dir, calib, eval_dir, bundles_dir: Path, 
                                     calib=calib if tflite else None))
         quantize_bundle(bundle, calib=calib, synthetic=calib is None)
     targets = B.targets_for(bundle, formats=formats)
-    ref = reference_for(weights_dir, v.alpha, v.res)
     if ref is not None:
         targets += B.targets_for(ref)
     top1 = {}
@@ -159,7 +163,37 @@ def _grid_point(v: Variant, *, weights_dir, calib, eval_dir, bundles_dir: Path, 
             row["top1"] = top1.get(t.path) if (weights is not None or t.path == ref) else None
             row["weights"] = None if weights is None else weights.name
             row["weights_exact_res"] = exact
+            row["weights_random"] = weights is None
+            row["weights_note"] = note
             yield row
+
+
+def _point_weights(weights_dir, v: Variant, calib) -> tuple[Path | None, bool, Path | None, str | None]:
+    """Weights of one grid point: (file or None for random, trained at this res, Google's int8 reference
+    .tflite of exactly this point or None, why random weights are used or None).
+
+    With ``weights_dir``: :func:`find_weights` / :func:`reference_for` in it. Without: the registry's
+    pretrained default (:func:`~mobilenet_edge.build.weights.resolve.resolve_weights`: shipped, cached,
+    same alpha at another res, download); when none is reachable, or without ``calib`` (int8 ranges of
+    real weights must come from real images), the point gets random weights and the row says so
+    (``weights_random``, ``weights_note``).
+    """
+    if weights_dir is not None:
+        weights, exact = find_weights(weights_dir, v.alpha, v.res)
+        note = None if weights is not None else f"no weights for alpha {v.alpha:g} in {weights_dir}"
+        return weights, exact, reference_for(weights_dir, v.alpha, v.res), note
+    if calib is None:
+        return None, False, None, "no --calib: quantizing pretrained weights needs calibration images"
+    from ..core.errors import MobilenetEdgeError as _Err
+    from .weights.resolve import resolve_weights
+
+    try:
+        r = resolve_weights(None, alpha=v.alpha, res=v.res)
+    except _Err as e:
+        return None, False, None, str(e)
+    exact = not r.other_res
+    ref = r.path if exact and r.entry is not None and r.entry.source == "google-quant" else None
+    return r.path, exact, ref, None
 
 
 def _write_rows(json_path: Path, csv_path: Path, env: dict, rows: list[dict]) -> None:
@@ -167,7 +201,7 @@ def _write_rows(json_path: Path, csv_path: Path, env: dict, rows: list[dict]) ->
     from ..runtime import report as R
 
     R.write_results(json_path, env, rows)
-    R.write_csv(csv_path, rows, extra=("weights", "weights_exact_res"))
+    R.write_csv(csv_path, rows, extra=("weights", "weights_exact_res", "weights_random"))
 
 
 def _report(rows: list[dict], env: dict, out_dir: Path, json_path: Path, csv_path: Path, *, out, eval_dir) -> None:

@@ -99,7 +99,8 @@ def _usage_message(e: Exception, args: list[str]) -> str:
 
 #: optional module -> the extra that provides it
 _EXTRAS = {"torch": "export", "onnxsim": "export", "safetensors": "export", "matplotlib": "plot",
-           "ai_edge_litert": "tflite", "litert_torch": "tflite-export"}
+           "ai_edge_litert": "tflite", "litert_torch": "tflite-export",
+           "pooch": "export", "platformdirs": "export", "h5py": "export"}  # weights by name (build/weights)
 
 
 def _missing_dependency(e: ModuleNotFoundError) -> str:

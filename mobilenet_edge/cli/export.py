@@ -13,7 +13,9 @@ from .app import app, err, out
 
 EPILOG = (
     "Examples:\n\n"
-    "  mobilenet-edge export --alpha 0.5 --res 160                      # random weights (demo)\n\n"
+    "  mobilenet-edge export --alpha 0.5 --res 160                      # Google's weights (shipped, no network)\n\n"
+    "  mobilenet-edge export --alpha 1.0 --res 224 --weights google-float  # downloaded once, then cached\n\n"
+    "  mobilenet-edge export --alpha 0.5 --res 160 --weights random     # random weights on purpose (latency work)\n\n"
     "  mobilenet-edge export --alpha 0.5 --res 160 --weights mobilenet_v1_0.5_160_quant.tflite\n\n"
     "  mobilenet-edge export --alpha 0.5 --res 160 --weights W.tflite --int8 --calib imagenet-calib/\n\n"
     "  mobilenet-edge export --alpha 0.5 --res 160 --weights W.tflite --format tflite --int8 --calib imagenet-calib/\n\n"
@@ -27,7 +29,7 @@ EPILOG = (
 def export(
     alpha: Annotated[Optional[float], typer.Option(help="Width multiplier (default: from --weights, else 1.0).")] = None,
     res: Annotated[int, typer.Option(help="Input resolution in pixels (>= 32).")] = 224,
-    weights: Annotated[Optional[Path], typer.Option(help="Google TF-slim .tflite, or our .safetensors checkpoint.")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="A name (google-quant, google-float, keras; see `weights list`), random, or a file (.tflite, .safetensors, .pt). Default: Google's pretrained weights for --alpha/--res, offline first.")] = None,
     classes: Annotated[Optional[int], typer.Option("--classes", help="Classes for random weights (default 1000).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Parent folder of the bundle.")] = Path("export"),
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 13: per-channel QDQ).")] = 13,
@@ -45,8 +47,10 @@ def export(
 ) -> None:
     """Export MobileNet V1 to a simplified ONNX bundle (and .tflite with --format tflite), checked for parity against PyTorch.
 
-    Without --weights the model gets seeded random weights (BN statistics from random data), useful
-    for latency work only; the manifest says "weights": "random".
+    Without --weights the model gets Google's quantization-aware trained weights for --alpha (default 1.0) and
+    --res: the copy shipped with the package (0.25/128, 0.5/160, 0.75/192), else the cache, else a download
+    (see `mobilenet-edge weights list`); weights trained at another res are used with a warning and the
+    manifest records it. --weights random gives seeded random weights (latency work only; "weights": "random").
     """
     from ..build.export import ExportOptions, export_bundle
     from ..core.bundle import FILE_FP32
@@ -56,16 +60,18 @@ def export(
         raise UsageError(f"--format must be onnx or tflite, got {fmt!r}")
     if not int8 and (recipe != "fidelity" or float_first is not None):
         err.print("warning: --recipe/--float-first shape the int8 models; without --int8 they are ignored", markup=False)
-    if int8 and calib is None and (weights is not None or fmt == "tflite"):
-        raise UsageError("--int8 with real --weights or --format tflite needs --calib DIR (calibration images)")
+    if int8 and calib is None and (weights != "random" or fmt == "tflite"):
+        raise UsageError("--int8 with real weights (the default: Google's) or --format tflite needs --calib DIR "
+                         "(calibration images); --weights random quantizes random weights on synthetic data")
     opts = ExportOptions(
-        alpha=alpha, res=res, num_classes=classes, weights=weights, out=out_dir, opset=opset, force=force,
+        alpha=alpha, res=res, num_classes=classes, weights=weights, pretrained=True, out=out_dir, opset=opset, force=force,
         parity_images=parity_images, seed=seed, padding=padding,
         formats=("onnx", "tflite") if fmt == "tflite" else ("onnx",), tflite_int8=int8 and fmt == "tflite",
         int8=int8, calib=calib, eval_dir=eval_dir, recipe=recipe, float_first=float_first,
     )
-    with err.status("exporting..."):
-        res_ = export_bundle(opts, log=lambda m: err.print(m, style="dim"))
+    with err.status("exporting...") as status:
+        res_ = export_bundle(opts, log=lambda m: err.print(m, style="dim"), progress=_status_progress(status),
+                             warn=lambda m: err.print(m, style="yellow", markup=False, soft_wrap=True))
     bundle, manifest = res_["bundle"], res_["manifest"]
     p = manifest["export"]["parity"]
     err.print(
@@ -98,6 +104,14 @@ def export(
             err.print(f"  mobilenet-edge predict {q} photo.jpg --format tflite{' --int8' if int8 else ''}",
                       markup=False, soft_wrap=True)
         err.print(f"  mobilenet-edge bench {q}", markup=False, soft_wrap=True)
+
+
+def _status_progress(status):
+    """Download progress as the spinner's text (a second live display on stderr would clash with it)."""
+    def progress(done: int, total: int) -> None:
+        status.update(f"downloading weights: {done / 1e6:.1f}" + (f" / {total / 1e6:.1f} MB" if total else " MB"))
+
+    return progress
 
 
 def _tflite_lines(manifest: dict, *, eval_given: bool) -> list[str]:

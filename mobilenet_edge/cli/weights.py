@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import time
 from pathlib import Path
@@ -11,18 +12,19 @@ import typer
 
 from ..core import jsonio
 from ..core.bundle import check_can_write
-from ..core.errors import UsageError
+from ..core.errors import MobilenetEdgeError, UsageError
 from .app import app, err, out
 
 weights_app = typer.Typer(
     name="weights",
     no_args_is_help=True,
-    help="Import and convert MobileNet V1 weights (TF-slim .tflite -> .safetensors checkpoint).",
+    help="Google's published MobileNet V1 weights by name (list, download) and import into a .safetensors checkpoint.",
 )
 app.add_typer(weights_app, name="weights")
 
 IMPORT_EPILOG = (
     "Examples:\n\n"
+    "  mobilenet-edge weights import google-quant --alpha 0.5 --res 160 -o mobilenet_v1_0.50.safetensors\n\n"
     "  mobilenet-edge weights import mobilenet_v1_0.5_160_quant.tflite -o mobilenet_v1_0.50.safetensors\n\n"
     "  mobilenet-edge weights import mobilenet_v1_0.5_160_quant.tflite -o w.safetensors "
     "--verify-images ../shared/data/imagenet-calib --json\n\n"
@@ -36,7 +38,8 @@ def _pct(v: float | None) -> str:
 
 @weights_app.command("import", epilog=IMPORT_EPILOG)
 def import_cmd(
-    src: Annotated[Path, typer.Argument(help="TF-slim MobileNet V1 .tflite (quantized uint8 or float).")],
+    src: Annotated[str, typer.Argument(help="TF-slim MobileNet V1 .tflite (uint8 or float), or a name: google-quant, "
+                                      "google-float (alpha/res from --alpha/--res), see `weights list`.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Destination .safetensors checkpoint.")],
     alpha: Annotated[
         Optional[float], typer.Option(help="Expected width multiplier; error if the file has another.")
@@ -72,6 +75,7 @@ def import_cmd(
     from ..build import weights as W
 
     t0 = time.perf_counter()
+    src = _source_file(src, alpha=alpha, res=res)
     src = _check_paths(src, output, force=force, verify_images=verify_images)
     loaded = W.load_weights(src, alpha=alpha)
     verification = None
@@ -95,6 +99,50 @@ def import_cmd(
         out.print_json(jsonio.dumps(result))
         return
     _print_result(src, output, loaded.config, verification, size=size, seconds=seconds)
+
+
+def _source_file(src: str, *, alpha: float | None, res: int | None) -> Path:
+    """A path as given, or a registry name resolved to its shipped / cached / downloaded file.
+
+    Raises:
+        UsageError: unknown name (close ones listed), alpha/res not in the grid.
+        WeightsError: the download failed.
+    """
+    from ..build.weights.resolve import resolve_weights
+
+    if src == "random":
+        raise UsageError("weights import needs a weights file or name, not random")
+    with download_progress() as progress:
+        resolved = resolve_weights(src, alpha=alpha, res=224 if res is None else res, progress=progress, warn=_note)
+    if resolved.entry is not None:
+        err.print(f"{resolved.entry.name}: {resolved.path} ({resolved.origin})", markup=False, soft_wrap=True)
+    return resolved.path
+
+
+def _note(msg: str) -> None:
+    err.print(msg, markup=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def download_progress():
+    """A transient byte bar on stderr, started at the first byte (nothing is drawn when nothing is
+    downloaded); yields the ``progress(done, total)`` callback."""
+    from ..core.progress import progress_bar
+
+    state: dict = {}
+
+    def progress(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = progress_bar(err, description="downloading", transient=True)
+            state["bar"].start()
+            state["task"] = state["bar"].add_task("download", total=total or None)
+        state["bar"].update(state["task"], completed=done, total=total or None)
+
+    try:
+        yield progress
+    finally:
+        if "bar" in state:
+            state["bar"].stop()
 
 
 def _check_paths(src: Path, output: Path, *, force: bool, verify_images: Path | None) -> Path:
@@ -172,3 +220,120 @@ def _print_result(src: Path, output: Path, cfg: dict, verification: dict | None,
     res_hint = verification["res"] if verification else (default_res(src) if src.suffix.lower() == ".tflite" else 224)
     out.print(f"next: mobilenet-edge export --alpha {cfg['alpha']:g} --res {res_hint} --weights "
               f"{shlex.quote(str(output))}", markup=False, soft_wrap=True)
+
+
+LIST_EPILOG = (
+    "Examples:\n\n"
+    "  mobilenet-edge weights list\n\n"
+    "  mobilenet-edge weights list --source google-float --json\n\n"
+    "Sources: google-quant (TF-slim quantization-aware trained .tflite), google-float (TF-slim float .tflite), "
+    "keras (Keras applications .h5). Top-1 is the published figure (TF-slim table; for keras the paper's). "
+    "Cache: $MOBILENET_EDGE_CACHE/weights, else the user cache dir (~/.cache/mobilenet-edge/weights on Linux)."
+)
+
+
+@weights_app.command("list", epilog=LIST_EPILOG)
+def list_cmd(
+    source: Annotated[Optional[str], typer.Option(help="Only this source.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the entries as JSON on stdout.")] = False,
+) -> None:
+    """List Google's published MobileNet V1 weights: source, alpha, res, published top-1, size, cached or shipped."""
+    from rich.table import Table
+
+    from ..build.weights import download as D
+    from ..build.weights.registry import REGISTRY, check_source
+
+    if source is not None:
+        check_source(source)
+    rows = []
+    for e in REGISTRY:
+        if source is not None and e.source != source:
+            continue
+        shipped, hit = D.shipped_path(e), D.cached(e)
+        rows.append({**e.to_dict(), "shipped": shipped is not None, "cached": hit is not None,
+                     "local_path": str(shipped or hit) if (shipped or hit) else None})
+    if as_json:
+        out.print_json(jsonio.dumps({"cache": str(D.cache_dir()), "entries": rows}))
+        return
+    t = Table(title=f"MobileNet V1 weights (cache: {D.cache_dir()})")
+    for col in ("name", "source", "alpha", "res", "top-1", "size", "cached"):
+        t.add_column(col, justify="right" if col in ("alpha", "res", "top-1", "size") else "left")
+    for r in rows:
+        size = r["size"] or r["download_size"]
+        t.add_row(r["name"], r["source"], f"{r['alpha']:g}", str(r["res"]),
+                  "?" if r["top1"] is None else f"{r['top1']:.1f}%", "?" if size is None else f"{size / 1e6:.1f} MB",
+                  "shipped" if r["shipped"] else "yes" if r["cached"] else "no")
+    out.print(t)
+
+
+DOWNLOAD_EPILOG = (
+    "Examples:\n\n"
+    "  mobilenet-edge weights download google-quant/1.0/224\n\n"
+    "  mobilenet-edge weights download google-quant --alpha 0.5        # the four resolutions of alpha 0.5\n\n"
+    "  mobilenet-edge weights download --all                           # all 48 files, for a machine without network\n\n"
+    "  MOBILENET_EDGE_WEIGHTS_URL=http://mirror.local/models mobilenet-edge weights download keras/0.25/128\n\n"
+    "Then copy the cache folder (`weights list` prints it) to the machine without network."
+)
+
+
+@weights_app.command("download", epilog=DOWNLOAD_EPILOG)
+def download_cmd(
+    names: Annotated[Optional[list[str]], typer.Argument(help="SOURCE/ALPHA/RES, or SOURCE (filtered by --alpha/--res).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every entry of `weights list`.")] = False,
+    alpha: Annotated[Optional[float], typer.Option(help="With a bare SOURCE: only this alpha.")] = None,
+    res: Annotated[Optional[int], typer.Option(help="With a bare SOURCE: only this resolution.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what is where as JSON on stdout.")] = False,
+) -> None:
+    """Download weights into the cache (hash-checked; shipped and cached files are not downloaded again)."""
+    from ..build.weights import download as D
+    from ..build.weights.registry import REGISTRY
+
+    if all_ == bool(names):
+        raise UsageError("give NAME... or --all (not both)")
+    entries = list(REGISTRY) if all_ else _entries(names, alpha, res)
+    done, failures = [], []
+    for e in entries:
+        try:
+            p, origin = D.shipped_path(e), "shipped"
+            if p is None:
+                p, origin = D.cached(e), "cache"  # a stale file is reported by fetch
+            if p is None:
+                with download_progress() as progress:
+                    p, origin = D.fetch(e, progress=progress, warn=_note), "download"
+        except MobilenetEdgeError as ex:
+            failures.append(str(ex))
+            if len(entries) > 1:  # one entry: its error is the command's one line
+                err.print(f"{e.name}: {ex}", markup=False, soft_wrap=True)
+            continue
+        done.append({"name": e.name, "path": str(p), "origin": origin})
+        if not as_json:
+            out.print(f"{e.name}: {p} ({'already ' + origin if origin != 'download' else 'downloaded'})",
+                      markup=False, soft_wrap=True)
+    if as_json:
+        out.print_json(jsonio.dumps({"cache": str(D.cache_dir()), "files": done, "failures": failures}))
+    if failures:
+        raise MobilenetEdgeError(f"{len(failures)} of {len(entries)} downloads failed" if len(failures) > 1
+                                 else failures[0])
+
+
+def _entries(names: list[str], alpha: float | None, res: int | None) -> list:
+    """Registry entries for NAME arguments (SOURCE/ALPHA/RES, or SOURCE filtered by --alpha/--res).
+
+    Raises:
+        UsageError: unknown name (close ones listed), alpha/res not in the grid.
+    """
+    from ..build.weights.registry import REGISTRY, lookup, parse_name
+
+    picked = []
+    for n in names:
+        source, a, r = parse_name(n)
+        a = a if a is not None else alpha
+        r = r if r is not None else res
+        if a is not None and r is not None:
+            picked.append(lookup(source, a, r))
+            continue
+        if a is not None or r is not None:  # one of them: check it exists in the grid
+            lookup(source, a if a is not None else 1.0, r if r is not None else 224)
+        picked += [e for e in REGISTRY if e.source == source and (a is None or abs(e.alpha - a) < 1e-9)
+                   and (r is None or e.res == r)]
+    return list(dict.fromkeys(picked))

@@ -1,5 +1,6 @@
-"""Load and save MobileNet V1 weights: Google's TF-slim ``.tflite`` files, own ``.safetensors``
-checkpoints, and PyTorch ``.pt``/``.pth`` state dicts (``torch.load(weights_only=True)`` only).
+"""Load and save MobileNet V1 weights: Google's TF-slim ``.tflite`` files, Keras ``.h5`` files, own
+``.safetensors`` checkpoints, and PyTorch ``.pt``/``.pth`` state dicts (``torch.load(weights_only=True)``
+only); Google's published files by name (registry, downloads, cache).
 
 Nothing here unpickles untrusted code: ``.safetensors`` is a plain tensor container, ``.tflite`` is
 read through the LiteRT interpreter, and a ``.pt`` whose unpickling would need anything beyond
@@ -12,6 +13,12 @@ One module per job:
 - :mod:`.tfslim`: TF-slim tensors -> ``MobileNetV1`` state dict and config, :func:`import_tflite`.
 - :mod:`.checkpoint`: ``.safetensors`` / ``.pt`` save, read, validate and load.
 - :mod:`.verify`: the source ``.tflite`` (LiteRT) vs the imported model (torch), :func:`verify_import`.
+- :mod:`.keras`: Keras applications ``.h5`` weights (h5py, BN not folded), :func:`~.keras.import_keras_h5`.
+- :mod:`.registry`: Google's published files as data (48 entries: google-quant / google-float / keras x
+  the 16-point grid; URL, file inside, sha256 and size where known, published top-1/top-5).
+- :mod:`.download`: pooch downloads into the platformdirs cache, hash checks, trust on first use, the
+  shipped reference files (package data in ``data/``).
+- :mod:`.resolve`: ``--weights`` values (path, name, ``random``, the pretrained default) -> a file.
 """
 
 from __future__ import annotations

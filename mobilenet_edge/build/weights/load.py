@@ -1,4 +1,4 @@
-"""Load any supported weights file (``.tflite``, ``.safetensors``, ``.pt``/``.pth``): the path check,
+"""Load any supported weights file (``.tflite``, ``.h5``, ``.safetensors``, ``.pt``/``.pth``): the path check,
 the suffix dispatch, and :class:`LoadedWeights` (a model plus what its weights need)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from ...core.errors import UsageError
 if TYPE_CHECKING:  # pragma: no cover
     from ..model import MobileNetV1
 
-SUFFIXES = (".tflite", ".safetensors", ".pt", ".pth")
+SUFFIXES = (".tflite", ".safetensors", ".pt", ".pth", ".h5")
 
 
 @dataclass
@@ -69,7 +69,8 @@ def load_weights(path: str | Path, *, alpha: float | None = None) -> LoadedWeigh
     """Load any supported weights file, dispatching on its suffix.
 
     Args:
-        path: ``.tflite`` (TF-slim MobileNet V1), ``.safetensors`` (own checkpoint) or ``.pt``/``.pth``.
+        path: ``.tflite`` (TF-slim MobileNet V1), ``.h5`` (Keras applications MobileNet), ``.safetensors``
+            (own checkpoint) or ``.pt``/``.pth``.
         alpha: expected width multiplier; a file of another alpha raises UsageError.
     Raises:
         UsageError: missing file, unknown suffix, alpha mismatch.
@@ -81,4 +82,8 @@ def load_weights(path: str | Path, *, alpha: float | None = None) -> LoadedWeigh
     p = check_weights_path(path)
     if p.suffix.lower() == ".tflite":
         return import_tflite(p, alpha=alpha)
+    if p.suffix.lower() == ".h5":
+        from .keras import import_keras_h5
+
+        return import_keras_h5(p, alpha=alpha)
     return load_checkpoint(p, alpha=alpha)
