@@ -44,9 +44,12 @@ def cache_dir() -> Path:
     """The weights cache folder (not created here)."""
     root = os.environ.get(ENV_CACHE)
     if not root:
-        import platformdirs
-
-        root = platformdirs.user_cache_dir("mobilenet-edge", appauthor=False)
+        try:
+            import platformdirs
+        except ImportError:  # a torch-free install (no export extra) still lists what is cached
+            root = str(Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "mobilenet-edge")
+        else:
+            root = platformdirs.user_cache_dir("mobilenet-edge", appauthor=False)
     return Path(root).expanduser() / "weights"
 
 
