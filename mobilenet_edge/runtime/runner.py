@@ -146,9 +146,9 @@ class Runner:
             )
 
     def _init_openvino(self) -> None:
-        from .openvino_backend import open_openvino
+        from .openvino_backend import cache_dir, open_openvino
 
-        self._ov = m = open_openvino(self.path, threads=self.threads)
+        self._ov = m = open_openvino(self.path, threads=self.threads, cache=cache_dir())
         self.backend, self.backend_version, self.execution = RUNTIME_OPENVINO, m.version, m.execution
         self.input_name, self._in_shape, self.input_dtype = m.input_name, m.in_shape, m.input_dtype
         self.output_name, self._out_shape, self.output_dtype = m.output_name, m.out_shape, m.output_dtype
