@@ -188,3 +188,19 @@ def test_fidelity_report_on_openvino(tiny):
     assert abs(ov["sqnr_db"]["mean"] - ort["sqnr_db"]["mean"]) < 3
     with pytest.raises(UsageError, match="onnxruntime or openvino"):
         fidelity(tiny / "model.onnx", tiny / "model.int8.onnx", x, prep, runtime="litert")
+
+
+@pytest.mark.export
+def test_bench_grid_runtimes_adds_openvino_rows(capsys, tmp_path):
+    """bench --grid --runtimes ort,openvino: each grid file also on OpenVINO, and the winner per point in
+    grid.json; without --runtimes the grid stays ORT-only (tests/test_export.py)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    code, out, err = _run(capsys, "bench", "--grid", "--alphas", "0.25", "--res", "64", "--out", tmp_path,
+                          "--runs", "2", "--warmup", "0", "--runtimes", "ort,openvino")
+    assert code == 0, err
+    data = json.loads((tmp_path / "grid.json").read_text())
+    assert [(r["precision"], r["runtime"]) for r in data["results"]] == [
+        ("fp32", "onnxruntime"), ("fp32", "openvino"), ("int8", "onnxruntime"), ("int8", "openvino")]
+    (f,) = data["fastest"]
+    assert f["p50_ms"] == min(r["p50_ms"] for r in data["results"]) and "fastest mobilenet_v1_0.25_64 x1" in out
