@@ -176,6 +176,34 @@ mount -t tmpfs -o mode=755,size=1m devtmp "$ROOT/dev"; MOUNTS+=("$ROOT/dev")
 mount -t tmpfs -o mode=755,size=1m systmp "$ROOT/sys"; MOUNTS+=("$ROOT/sys")
 mkdir -p "$ROOT/sys/devices/system/cpu"
 for f in possible present online; do echo "0-$(( $(nproc) - 1 ))" > "$ROOT/sys/devices/system/cpu/$f"; done
+# OpenVINO's CPU plugin (hwloc inside it) segfaults under qemu without a CPU topology in /sys ("hwloc/linux:
+# failed to find sysfs cpu topology directory", then SIGSEGV). ov_sysfs add|remove puts a plain one (one
+# package, one core per CPU, 32K/48K L1, a shared 1M L2) into the private /sys around each OpenVINO run
+# only, so the ORT/LiteRT checks keep the /sys they were validated with.
+ov_sysfs() {
+  local C=$ROOT/sys/devices/system/cpu last=$(( $(nproc) - 1 )) i l d
+  if [ "$1" = remove ]; then rm -rf "$C"/cpu[0-9]* "$ROOT/sys/bus" "$ROOT/sys/devices/system/node"; return; fi
+  mkdir -p "$ROOT/sys/bus/cpu/devices" "$ROOT/sys/devices/system/node/node0"
+  echo "0-$last" > "$ROOT/sys/devices/system/node/node0/cpulist"
+  for f in online possible; do echo 0 > "$ROOT/sys/devices/system/node/$f"; done
+  for i in $(seq 0 $last); do
+    mkdir -p "$C/cpu$i/topology"; ln -s "../../../devices/system/cpu/cpu$i" "$ROOT/sys/bus/cpu/devices/cpu$i"
+    echo 1 > "$C/cpu$i/online"; echo "$i" > "$C/cpu$i/topology/core_id"; echo 0 > "$C/cpu$i/topology/physical_package_id"
+    echo 0 > "$C/cpu$i/topology/cluster_id"; echo "$i" > "$C/cpu$i/topology/thread_siblings_list"
+    echo "$i" > "$C/cpu$i/topology/core_cpus_list"; echo "0-$last" > "$C/cpu$i/topology/core_siblings_list"
+    echo "0-$last" > "$C/cpu$i/topology/package_cpus_list"
+    printf '%x\n' $(( 1 << i )) > "$C/cpu$i/topology/thread_siblings"
+    printf '%x\n' $(( (1 << (last + 1)) - 1 )) > "$C/cpu$i/topology/core_siblings"
+    case $QCPU in  # MIDR_EL1 as the kernel shows it (oneDNN's xbyak_aarch64 reads it; absent: a warning)
+      cortex-a72) mkdir -p "$C/cpu$i/regs/identification"; echo 0x00000000410fd083 > "$C/cpu$i/regs/identification/midr_el1" ;;
+      cortex-a76) mkdir -p "$C/cpu$i/regs/identification"; echo 0x00000000414fd0b1 > "$C/cpu$i/regs/identification/midr_el1" ;;
+    esac
+    for l in 0:1:Data:32K:$i 1:1:Instruction:48K:$i 2:2:Unified:1024K:0-$last; do
+      IFS=: read -r idx lev typ size shared <<< "$l"; d=$C/cpu$i/cache/index$idx; mkdir -p "$d"
+      echo "$lev" > "$d/level"; echo "$typ" > "$d/type"; echo "$size" > "$d/size"; echo "$shared" > "$d/shared_cpu_list"
+    done
+  done
+}
 for n in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
   IFS=: read -r name maj min <<< "$n"; mknod -m 666 "$ROOT/dev/$name" c "$maj" "$min"
 done
@@ -306,9 +334,11 @@ done
 OV_WHY=""
 ( make_venv venv-openvino "$OPENVINO_REQ" "setuptools>=68" ) || OV_WHY="pip install $OPENVINO_REQ failed in the arm64 root"
 if [ -z "$OV_WHY" ]; then
+  ov_sysfs add
   ov_ver=$(in_root /opt/venv-openvino/bin/python -c 'import openvino as ov; print(ov.__version__, ov.Core().available_devices)' 2>&1) \
     || OV_WHY="import openvino failed under emulation: $(tail -1 <<< "$ov_ver")"
-  [ -n "$OV_WHY" ] || log "venv-openvino: openvino $ov_ver"
+  ov_sysfs remove
+  [ -n "$OV_WHY" ] || log "venv-openvino: openvino $(tail -1 <<< "$ov_ver")"
 fi
 
 # ---------------------------------------------------------------- workspace shared by host and chroot
@@ -401,9 +431,12 @@ for QCPU in $ARM_CPUS; do
   in_root /opt/venv-litert/bin/python /opt/work/smoke.py ort "/opt/work/out/arm-$QCPU-ort.npz" >&2 \
     || die "onnxruntime failed in the arm64 root ($QCPU)"
   if [ -z "$OV_WHY" ]; then
+    ov_sysfs add
     in_root /opt/venv-openvino/bin/python /opt/work/smoke.py openvino "/opt/work/out/arm-$QCPU-openvino.npz" \
       > "$WORK/out/openvino-smoke-$QCPU.log" 2>&1 \
-      || OV_WHY="OpenVINO failed to compile or run the smoke ONNX model on emulated $QCPU: $(tail -1 "$WORK/out/openvino-smoke-$QCPU.log")"
+      || OV_WHY="OpenVINO failed to compile or run the smoke ONNX model on emulated $QCPU: $(grep -v 'arm-check.sh: line' \
+           "$WORK/out/openvino-smoke-$QCPU.log" | tail -2 | tr '\n' ' ')"
+    ov_sysfs remove
   fi
   # platform_info must see the emulated CPU's ISA (auxiliary vector), not the x86 host's cpuinfo flags
   isa=$(in_root /opt/venv-litert/bin/python -c 'from mobilenet_edge.core.platform_info import environment as e; d = e()
@@ -544,6 +577,7 @@ run_both eval-int8 venv-litert eval @W@/export/mobilenet_v1_0.50_160 @W@/data/im
 run_both eval-ref venv-litert eval "@W@/data/reference/$REF" @W@/data/imagenet-calib --json
 if [ -z "$OV_WHY" ]; then
   log "OpenVINO: int8 predict and fp32 logits, host and aarch64 (venv-openvino)"
+  ov_sysfs add
   run_both predict-int8-openvino venv-openvino predict @W@/export/mobilenet_v1_0.50_160 @W@/data/images --int8 \
     --runtime openvino --json
   for QCPU in $ARM_CPUS; do
@@ -551,6 +585,7 @@ if [ -z "$OV_WHY" ]; then
       /opt/work/data/images "/opt/work/out/arm-$QCPU-logits-openvino.npz" openvino || die "aarch64 $QCPU: OpenVINO logits failed"
   done
   QCPU=""
+  ov_sysfs remove
 fi
 for QCPU in $ARM_CPUS; do
   log "fp32 logits on emulated $QCPU"
