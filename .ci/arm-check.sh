@@ -5,6 +5,7 @@
 # binfmt-support + debootstrap), the Raspberry Pi OS Bookworm userland: Python 3.11, aarch64. Inside it:
 #   /opt/venv-litert  the package installed WITHOUT extras (the Pi install) + ai-edge-litert
 #   /opt/venv-tflite  the package without extras + numpy<2 + tflite-runtime (older Pi images)
+#   /opt/venv-openvino the package without extras + openvino (its aarch64 wheel: the ARM CPU plugin)
 # Every aarch64 check runs on two emulated CPUs (QEMU_CPU): cortex-a72 (Pi 4, no dot product) and
 # cortex-a76 (Pi 5, asimddp), so both families of int8 kernels run.
 # Smoke checks (always): the reference .tflite through LiteRT and tflite-runtime and a small ONNX model
@@ -18,6 +19,10 @@
 #   - bench in the chroot: its JSON must say "emulated": true (detected by
 #     mobilenet_edge.core.platform_info: x86 /proc/cpuinfo under an aarch64 interpreter; this script does
 #     NOT set MOBILENET_EDGE_EMULATED, so the detection itself is checked).
+#   - OpenVINO (issue #21): the smoke model, our fp32 logits (<= 1e-4 of x86's OpenVINO) and the int8
+#     bundle's top-1 per image through `predict --runtime openvino` (identical to x86's). OpenVINO is
+#     optional: when its wheel does not install, import or run under emulation, the check records why
+#     (out/openvino-arm.txt and the log) and goes on; when it runs, a mismatch fails like any other.
 # Emulated timings mean nothing and are never reported as ARM performance; outputs do.
 #
 # Usage:  bash .ci/arm-check.sh [--infra-only] [--rebuild]
@@ -47,6 +52,7 @@ SUITE=bookworm
 # manylinux_2_27, tflite-runtime 2.14 manylinux_2_34; bookworm has glibc 2.36).
 LITERT_REQ=${MOBILENET_EDGE_ARM_LITERT_REQ:-ai-edge-litert}
 TFLITE_REQ=${MOBILENET_EDGE_ARM_TFLITE_REQ:-tflite-runtime}
+OPENVINO_REQ=${MOBILENET_EDGE_ARM_OPENVINO_REQ:-openvino}
 
 INFRA_ONLY=0
 REBUILD=0
@@ -170,6 +176,34 @@ mount -t tmpfs -o mode=755,size=1m devtmp "$ROOT/dev"; MOUNTS+=("$ROOT/dev")
 mount -t tmpfs -o mode=755,size=1m systmp "$ROOT/sys"; MOUNTS+=("$ROOT/sys")
 mkdir -p "$ROOT/sys/devices/system/cpu"
 for f in possible present online; do echo "0-$(( $(nproc) - 1 ))" > "$ROOT/sys/devices/system/cpu/$f"; done
+# OpenVINO's CPU plugin (hwloc inside it) segfaults under qemu without a CPU topology in /sys ("hwloc/linux:
+# failed to find sysfs cpu topology directory", then SIGSEGV). ov_sysfs add|remove puts a plain one (one
+# package, one core per CPU, 32K/48K L1, a shared 1M L2) into the private /sys around each OpenVINO run
+# only, so the ORT/LiteRT checks keep the /sys they were validated with.
+ov_sysfs() {
+  local C=$ROOT/sys/devices/system/cpu last=$(( $(nproc) - 1 )) i l d
+  if [ "$1" = remove ]; then rm -rf "$C"/cpu[0-9]* "$ROOT/sys/bus" "$ROOT/sys/devices/system/node"; return; fi
+  mkdir -p "$ROOT/sys/bus/cpu/devices" "$ROOT/sys/devices/system/node/node0"
+  echo "0-$last" > "$ROOT/sys/devices/system/node/node0/cpulist"
+  for f in online possible; do echo 0 > "$ROOT/sys/devices/system/node/$f"; done
+  for i in $(seq 0 $last); do
+    mkdir -p "$C/cpu$i/topology"; ln -s "../../../devices/system/cpu/cpu$i" "$ROOT/sys/bus/cpu/devices/cpu$i"
+    echo 1 > "$C/cpu$i/online"; echo "$i" > "$C/cpu$i/topology/core_id"; echo 0 > "$C/cpu$i/topology/physical_package_id"
+    echo 0 > "$C/cpu$i/topology/cluster_id"; echo "$i" > "$C/cpu$i/topology/thread_siblings_list"
+    echo "$i" > "$C/cpu$i/topology/core_cpus_list"; echo "0-$last" > "$C/cpu$i/topology/core_siblings_list"
+    echo "0-$last" > "$C/cpu$i/topology/package_cpus_list"
+    printf '%x\n' $(( 1 << i )) > "$C/cpu$i/topology/thread_siblings"
+    printf '%x\n' $(( (1 << (last + 1)) - 1 )) > "$C/cpu$i/topology/core_siblings"
+    case $QCPU in  # MIDR_EL1 as the kernel shows it (oneDNN's xbyak_aarch64 reads it; absent: a warning)
+      cortex-a72) mkdir -p "$C/cpu$i/regs/identification"; echo 0x00000000410fd083 > "$C/cpu$i/regs/identification/midr_el1" ;;
+      cortex-a76) mkdir -p "$C/cpu$i/regs/identification"; echo 0x00000000414fd0b1 > "$C/cpu$i/regs/identification/midr_el1" ;;
+    esac
+    for l in 0:1:Data:32K:$i 1:1:Instruction:48K:$i 2:2:Unified:1024K:0-$last; do
+      IFS=: read -r idx lev typ size shared <<< "$l"; d=$C/cpu$i/cache/index$idx; mkdir -p "$d"
+      echo "$lev" > "$d/level"; echo "$typ" > "$d/type"; echo "$size" > "$d/size"; echo "$shared" > "$d/shared_cpu_list"
+    done
+  done
+}
 for n in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
   IFS=: read -r name maj min <<< "$n"; mknod -m 666 "$ROOT/dev/$name" c "$maj" "$min"
 done
@@ -295,6 +329,17 @@ if have("tflite_runtime"):
 sys.exit(1 if have("torch") else 0)
 EOF
 done
+# OpenVINO's aarch64 wheel: optional. OV_WHY stays empty while it installs, imports and runs; else it
+# holds the reason, recorded below instead of failing the check (make_venv's die ends only the subshell).
+OV_WHY=""
+( make_venv venv-openvino "$OPENVINO_REQ" "setuptools>=68" ) || OV_WHY="pip install $OPENVINO_REQ failed in the arm64 root"
+if [ -z "$OV_WHY" ]; then
+  ov_sysfs add
+  ov_ver=$(in_root /opt/venv-openvino/bin/python -c 'import openvino as ov; print(ov.__version__, ov.Core().available_devices)' 2>&1) \
+    || OV_WHY="import openvino failed under emulation: $(tail -1 <<< "$ov_ver")"
+  ov_sysfs remove
+  [ -n "$OV_WHY" ] || log "venv-openvino: openvino $(tail -1 <<< "$ov_ver")"
+fi
 
 # ---------------------------------------------------------------- workspace shared by host and chroot
 WORK=$ROOT/opt/work
@@ -309,7 +354,7 @@ REF=mobilenet_v1_0.5_160_quant.tflite
 # Raw outputs of the reference .tflite (LiteRT and tflite-runtime) and of an ONNX model (ORT), on the
 # same inputs in the chroot and on the host; compared below. Independent of the CLI.
 cat > "$WORK/smoke.py" <<'EOF'
-"""argv: backend (litert|tflite|ort) out.npz. Inputs: the images, plain resize to 160 (data README)."""
+"""argv: backend (litert|tflite|ort|openvino) out.npz. Inputs: the images, plain resize to 160 (data README)."""
 import sys
 from pathlib import Path
 
@@ -334,6 +379,12 @@ if backend in ("litert", "tflite"):
         it.set_tensor(i["index"], x[None].astype(np.uint8))
         it.invoke()
         res[n] = it.get_tensor(o["index"])[0].copy()
+elif backend == "openvino":
+    from mobilenet_edge.core.openvino_session import ov_compiled_model
+    req = ov_compiled_model(work / "smoke.onnx", threads=1).create_infer_request()
+    for n, x in zip(names, xs):
+        req.infer({0: (x.astype(np.float32)[None] / 127.5 - 1).transpose(0, 3, 1, 2)})
+        res[n] = np.array(req.get_output_tensor(0).data)[0]
 else:
     import onnxruntime as ort
     s = ort.InferenceSession(str(work / "smoke.onnx"), providers=["CPUExecutionProvider"])
@@ -379,6 +430,14 @@ for QCPU in $ARM_CPUS; do
     || die "tflite-runtime failed in the arm64 root ($QCPU)"
   in_root /opt/venv-litert/bin/python /opt/work/smoke.py ort "/opt/work/out/arm-$QCPU-ort.npz" >&2 \
     || die "onnxruntime failed in the arm64 root ($QCPU)"
+  if [ -z "$OV_WHY" ]; then
+    ov_sysfs add
+    in_root /opt/venv-openvino/bin/python /opt/work/smoke.py openvino "/opt/work/out/arm-$QCPU-openvino.npz" \
+      > "$WORK/out/openvino-smoke-$QCPU.log" 2>&1 \
+      || OV_WHY="OpenVINO failed to compile or run the smoke ONNX model on emulated $QCPU: $(grep -v 'arm-check.sh: line' \
+           "$WORK/out/openvino-smoke-$QCPU.log" | tail -2 | tr '\n' ' ')"
+    ov_sysfs remove
+  fi
   # platform_info must see the emulated CPU's ISA (auxiliary vector), not the x86 host's cpuinfo flags
   isa=$(in_root /opt/venv-litert/bin/python -c 'from mobilenet_edge.core.platform_info import environment as e; d = e()
 print(d["emulated"], d["isa_source"], *sorted(k for k, v in d["isa"].items() if v))') \
@@ -418,11 +477,14 @@ for cpu, arm, ref, what in (
     print(f"  {cpu} {what} vs x86 LiteRT: top-1 identical on {same}/{len(ref.files)}, "
           f"max |uint8 diff| {max(int(np.abs(a[n].astype(int) - ref[n].astype(int)).max()) for n in ref.files)}")
 for cpu in sys.argv[2:]:
-    a = np.load(d / f"arm-{cpu}-ort.npz")
-    diff = max(float(np.abs(a[n] - x_ort[n]).max()) for n in x_ort.files)
-    print(f"  {cpu} ORT fp32 vs x86: max |diff| {diff:.3g} over {len(x_ort.files)} images (limit 1e-4)")
-    if diff > 1e-4:
-        bad.append(f"{cpu} ORT fp32 max |diff| {diff:.3g} > 1e-4")
+    for rt in ("ort", "openvino"):  # OpenVINO's file is absent when it could not run (recorded apart)
+        if not (d / f"arm-{cpu}-{rt}.npz").is_file():
+            continue
+        a = np.load(d / f"arm-{cpu}-{rt}.npz")
+        diff = max(float(np.abs(a[n] - x_ort[n]).max()) for n in x_ort.files)
+        print(f"  {cpu} {rt} fp32 vs x86 ORT: max |diff| {diff:.3g} over {len(x_ort.files)} images (limit 1e-4)")
+        if diff > 1e-4:
+            bad.append(f"{cpu} {rt} fp32 max |diff| {diff:.3g} > 1e-4")
 for b in bad:
     print("  MISMATCH", b)
 sys.exit(1 if bad else 0)
@@ -434,8 +496,16 @@ emu=$(in_root /opt/venv-litert/bin/python -c 'import json; from mobilenet_edge.c
 echo "  platform_info in the arm64 root: $emu" >&2
 case $emu in *'"emulated": true'*) ;; *) die "platform_info does not detect the emulation in the arm64 root: $emu" ;; esac
 log "smoke checks passed"
+ov_record() {  # the OpenVINO verdict, in the log and in out/openvino-arm.txt
+  if [ -n "$OV_WHY" ]; then
+    log "OpenVINO on aarch64: NOT CHECKED: $OV_WHY"; echo "not checked: $OV_WHY" > "$WORK/out/openvino-arm.txt"
+  else
+    log "OpenVINO on aarch64: $1"; echo "$1" > "$WORK/out/openvino-arm.txt"
+  fi
+}
 
 if [ $INFRA_ONLY = 1 ]; then
+  ov_record "smoke model matches x86 on $ARM_CPUS"
   log "--infra-only: skipping the export/predict/eval/bench checks"
   log "done in $(( $(date +%s) - T0 )) s"
   exit 0
@@ -457,7 +527,7 @@ log "host: export + int8 (weights from $REF)"
 
 # fp32 raw logits: through the bundle's own preprocessing (mobilenet_edge.core.images) and ORT, both sides.
 cat > "$WORK/logits.py" <<'EOF'
-"""argv: bundle images_dir out.npz -> raw fp32 logits (1, classes) per image, via ORT."""
+"""argv: bundle images_dir out.npz [ort|openvino] -> raw fp32 logits (1, classes) per image."""
 import sys
 from pathlib import Path
 
@@ -468,13 +538,23 @@ from mobilenet_edge.core.sessions import ort_session
 b, imgs, out = sys.argv[1:4]
 man = bundle.read_manifest(b)
 prep = images.Preprocessing.from_dict(man["preprocessing"])
-s = ort_session(bundle.model_file(b))
-name = s.get_inputs()[0].name
-res = {p.name: s.run(None, {name: images.load(p, prep)[None]})[0][0] for p in images.expand_paths([imgs])}
+if sys.argv[4:] == ["openvino"]:
+    from mobilenet_edge.core.openvino_session import ov_compiled_model
+    req = ov_compiled_model(bundle.model_file(b), threads=1).create_infer_request()
+    run = lambda x: (req.infer({0: x}), np.array(req.get_output_tensor(0).data))[1]  # noqa: E731
+else:
+    s = ort_session(bundle.model_file(b))
+    name = s.get_inputs()[0].name
+    run = lambda x: s.run(None, {name: x})[0]  # noqa: E731
+res = {p.name: run(images.load(p, prep)[None])[0] for p in images.expand_paths([imgs])}
 np.savez(out, **res)
 EOF
 log "fp32 logits: host and aarch64"
 "$HOST_BIN/python" "$WORK/logits.py" "$BUNDLE" "$WORK/data/images" "$WORK/out/x86-logits.npz" || die "host logits failed"
+if [ -z "$OV_WHY" ]; then
+  "$HOST_BIN/python" "$WORK/logits.py" "$BUNDLE" "$WORK/data/images" "$WORK/out/x86-logits-openvino.npz" openvino \
+    || die "host: OpenVINO logits failed (install the openvino extra in $HOST_BIN)"
+fi
 
 # predict --json on both sides; the chroot runs the installed console script (the Pi install).
 # Paths inside the chroot are /opt/work/..., on the host $WORK/...: compare by file name.
@@ -495,6 +575,18 @@ run_both predict-ref venv-litert predict "@W@/data/reference/$REF" @W@/data/imag
 run_both predict-ref-tfl venv-tflite predict "@W@/data/reference/$REF" @W@/data/images --json
 run_both eval-int8 venv-litert eval @W@/export/mobilenet_v1_0.50_160 @W@/data/imagenet-calib --int8 --json
 run_both eval-ref venv-litert eval "@W@/data/reference/$REF" @W@/data/imagenet-calib --json
+if [ -z "$OV_WHY" ]; then
+  log "OpenVINO: int8 predict and fp32 logits, host and aarch64 (venv-openvino)"
+  ov_sysfs add
+  run_both predict-int8-openvino venv-openvino predict @W@/export/mobilenet_v1_0.50_160 @W@/data/images --int8 \
+    --runtime openvino --json
+  for QCPU in $ARM_CPUS; do
+    in_root /opt/venv-openvino/bin/python /opt/work/logits.py /opt/work/export/mobilenet_v1_0.50_160 \
+      /opt/work/data/images "/opt/work/out/arm-$QCPU-logits-openvino.npz" openvino || die "aarch64 $QCPU: OpenVINO logits failed"
+  done
+  QCPU=""
+  ov_sysfs remove
+fi
 for QCPU in $ARM_CPUS; do
   log "fp32 logits on emulated $QCPU"
   in_root /opt/venv-litert/bin/python /opt/work/logits.py /opt/work/export/mobilenet_v1_0.50_160 \
@@ -521,6 +613,12 @@ for cpu in cpus:
     print(f"  {cpu} fp32 logits vs x86: max |diff| {diff:.3g} over {len(x.files)} images (limit 1e-4)")
     if diff > 1e-4:
         bad.append(f"{cpu} fp32 logits max |diff| {diff:.3g} > 1e-4")
+    if (d / f"arm-{cpu}-logits-openvino.npz").is_file():  # OpenVINO ran (else recorded as not checked)
+        x, a = np.load(d / "x86-logits-openvino.npz"), np.load(d / f"arm-{cpu}-logits-openvino.npz")
+        diff = max(float(np.abs(x[n] - a[n]).max()) for n in x.files)
+        print(f"  {cpu} OpenVINO fp32 logits vs x86 OpenVINO: max |diff| {diff:.3g} (limit 1e-4)")
+        if diff > 1e-4 or sorted(x.files) != sorted(a.files):
+            bad.append(f"{cpu} OpenVINO fp32 logits max |diff| {diff:.3g} > 1e-4")
 
 
 def n_correct(e):  # eval's top1 as a fraction (<= 1) or a percentage
@@ -533,7 +631,8 @@ def top1(path):
 
 
 for cpu in cpus:
-    for tag in ("predict-int8", "predict-ref", "predict-ref-tfl"):
+    ov = ("predict-int8-openvino",) if (d / f"arm-{cpu}-predict-int8-openvino.json").is_file() else ()
+    for tag in ("predict-int8", "predict-ref", "predict-ref-tfl") + ov:
         xs, ars = top1(d / f"x86-{tag}.json"), top1(d / f"arm-{cpu}-{tag}.json")
         same = [n for n in xs if ars.get(n) == xs[n]]
         print(f"  {cpu} {tag}: top-1 identical on {len(same)}/{len(xs)} images")
@@ -555,4 +654,5 @@ for b in bad:
     print("  MISMATCH", b)
 sys.exit(1 if bad else 0)
 EOF
+ov_record "fp32 logits and int8 top-1 match x86 on $ARM_CPUS"
 log "all aarch64 checks passed; done in $(( $(date +%s) - T0 )) s"

@@ -62,12 +62,14 @@ def reference_for(weights_dir: Path | None, alpha: float, res: int) -> Path | No
 
 
 def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, calib=None, eval_dir=None,
-             out_dir=Path("benchmarks/results"), out=None, err=None, tflite=False) -> list[dict]:
+             out_dir=Path("benchmarks/results"), out=None, err=None, tflite=False,
+             runtimes=("onnxruntime", "litert")) -> list[dict]:
     """Export, quantize and bench the grid; returns the result rows. See module docstring.
 
     ``tflite``: also export model.tflite and model.int8.tflite (litert-torch, calibrated on ``calib``,
     which is then required) and bench them on LiteRT. ``out``/``err``: rich consoles for results and
-    progress (default: stdout / stderr).
+    progress (default: stdout / stderr). ``runtimes``: the runtimes each bundle file is benched on
+    (runtime/names.py; default ONNX Runtime and LiteRT, as before OpenVINO; add "openvino" for its rows).
 
     Raises:
         MobilenetEdgeError: one or more grid points failed (each named with its error; the rows of the
@@ -100,7 +102,7 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
                   "only; int8 accuracy meaningless); with --calib DIR each point gets Google's pretrained weights",
                   style="yellow", markup=False)
     point = dict(weights_dir=weights_dir, calib=calib, eval_dir=eval_dir, bundles_dir=out_dir / "bundles",
-                 tflite=tflite, threads=threads, runs=runs, warmup=warmup)
+                 tflite=tflite, threads=threads, runs=runs, warmup=warmup, runtimes=tuple(runtimes))
     with progress_bar(err, transient=False) as prog:
         task = prog.add_task("grid", total=len(variants))
         for v in variants:
@@ -131,7 +133,7 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
 
 
 def _grid_point(v: Variant, *, weights_dir, calib, eval_dir, bundles_dir: Path, tflite: bool, threads, runs: int,
-                warmup: int):
+                warmup: int, runtimes: tuple = ("onnxruntime", "litert")):
     """One (alpha, res): export and quantize its bundle unless complete, evaluate (with ``eval_dir``) and
     bench every target at every thread count; yields one result row per (target, threads) as measured."""
     from ..quantize.pipeline import quantize_bundle
@@ -146,7 +148,7 @@ def _grid_point(v: Variant, *, weights_dir, calib, eval_dir, bundles_dir: Path, 
                                     padding="tf_same", formats=formats, tflite_int8=tflite,
                                     calib=calib if tflite else None))
         quantize_bundle(bundle, calib=calib, synthetic=calib is None)
-    targets = B.targets_for(bundle, formats=formats)
+    targets = B.targets_for(bundle, formats=formats, runtimes=runtimes)
     if ref is not None:
         targets += B.targets_for(ref)
     top1 = {}
@@ -154,13 +156,13 @@ def _grid_point(v: Variant, *, weights_dir, calib, eval_dir, bundles_dir: Path, 
         from ..runtime.evaluate import evaluate
 
         for t in (targets if weights is not None else [t for t in targets if t.path == ref]):
-            top1[t.path] = evaluate(t.path, eval_dir)["top1"]
+            top1[t.path, t.runtime] = evaluate(t.path, eval_dir, runtime=t.runtime)["top1"]
     for t in targets:
         for n in threads:
             m = B.measure_in_subprocess(t, threads=n, runs=runs, warmup=warmup)
             row = B.result_row(t, m, threads=n, runs=runs)
             # random weights have no accuracy to report (the weights of the row say so)
-            row["top1"] = top1.get(t.path) if (weights is not None or t.path == ref) else None
+            row["top1"] = top1.get((t.path, t.runtime)) if (weights is not None or t.path == ref) else None
             row["weights"] = None if weights is None else weights.name
             row["weights_exact_res"] = exact
             row["weights_random"] = weights is None
@@ -200,7 +202,7 @@ def _write_rows(json_path: Path, csv_path: Path, env: dict, rows: list[dict]) ->
     """grid.json and grid.csv with every row so far (written after each row: Ctrl-C keeps them)."""
     from ..runtime import report as R
 
-    R.write_results(json_path, env, rows)
+    R.write_results(json_path, env, rows, fastest_rows=R.fastest(rows))
     R.write_csv(csv_path, rows, extra=("weights", "weights_exact_res", "weights_random"))
 
 
@@ -213,6 +215,6 @@ def _report(rows: list[dict], env: dict, out_dir: Path, json_path: Path, csv_pat
     if eval_dir is not None:
         R.plot_top1_vs_latency(rows, plots[1])
     out.print(R.table(rows, title=f"grid on {R.device_name(env)}"))
-    for line in R.ratio_lines(rows):
+    for line in R.ratio_lines(rows) + R.fastest_lines(R.fastest(rows)):
         out.print(line)
     out.print(f"wrote {json_path}, {csv_path}, " + ", ".join(p.name for p in plots))

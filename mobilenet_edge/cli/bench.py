@@ -17,15 +17,19 @@ BENCH_EPILOG = (
     "  mobilenet-edge bench export/mobilenet_v1_0.50_160 --threads 1,4 --runs 100 --json bench.json\n\n"
     "  mobilenet-edge bench export/mobilenet_v1_0.50_160 mobilenet_v1_0.5_160_quant.tflite --threads 1\n\n"
     "  mobilenet-edge bench --grid --weights-dir reference/ --calib imagenet-calib/ --out benchmarks/results\n\n"
+    "  mobilenet-edge bench export/mobilenet_v1_0.50_160 --runtimes ort,openvino --threads 1,2\n\n"
     "  mobilenet-edge bench export/mobilenet_v1_0.50_160 --on pi4,pi5 --threads 1,4 --json fleet.json\n\n"
-    "Each (model, threads) runs in a fresh worker process: creation and first inference are reported apart,\n"
-    "then --warmup untimed runs, then --runs timed runs (perf_counter_ns, batch 1)."
+    "Each (model, runtime, threads) runs in a fresh worker process: creation and first inference are reported\n"
+    "apart, then --warmup untimed runs, then --runs timed runs (perf_counter_ns, batch 1). A bundle is benched\n"
+    "on every (file, runtime) pair that can run here (.onnx: ONNX Runtime, and OpenVINO when installed;\n"
+    ".tflite: LiteRT); the table ends with the fastest per thread count and its ratio to the runner-up."
 )
 
 REPORT_EPILOG = (
     "Examples:\n\n"
     "  mobilenet-edge report benchmarks/results/*.json --plot latency.png\n\n"
-    "  mobilenet-edge report x86.json pi5.json --csv merged.csv"
+    "  mobilenet-edge report x86.json pi5.json --csv merged.csv\n\n"
+    "The table ends with the fastest (file, runtime) per device, model and thread count."
 )
 
 
@@ -38,6 +42,32 @@ def parse_int_list(text: str, name: str, *, minimum: int = 1) -> list[int]:
     if not vals or any(v < minimum for v in vals):
         raise UsageError(f"{name} values must be >= {minimum}, got {text!r}")
     return list(dict.fromkeys(vals))  # '1,1' benches once
+
+
+def parse_runtimes(text: str | None, name: str = "--runtimes") -> list[str] | None:
+    """'ort,openvino' -> ["onnxruntime", "openvino"] (runtime names of runtime/names.py); None stays None.
+
+    Raises:
+        UsageError: an unknown runtime (naming the option).
+        MobilenetEdgeError: openvino asked for but not installed (with the pip command).
+    """
+    if text is None:
+        return None
+    from ..runtime.names import RUNTIME_OPENVINO, runtime_name
+
+    try:
+        vals = list(dict.fromkeys(runtime_name(v) for v in text.split(",") if v.strip()))
+    except ValueError as e:
+        raise UsageError(f"{name}: {e}") from None
+    if not vals:
+        raise UsageError(f"{name} needs at least one of ort, openvino, litert")
+    if RUNTIME_OPENVINO in vals:
+        from ..core.openvino_session import openvino_available
+        from ..runtime.openvino_backend import MISSING
+
+        if not openvino_available():
+            raise MobilenetEdgeError(MISSING)
+    return vals
 
 
 def parse_float_list(text: str, name: str) -> list[float]:
@@ -70,12 +100,16 @@ def bench(
     on: Annotated[Optional[str], typer.Option("--on", help="Bench on these devices over SSH instead: HOST[:DIR],... "
                                               "(bundles pushed first; see `push --help`).")] = None,
     remote_cmd: Annotated[Optional[str], typer.Option("--remote-cmd", help="--on: the devices' mobilenet-edge.")] = None,
+    runtimes: Annotated[Optional[str], typer.Option("--runtimes", help="Runtimes to bench, comma-separated: ort, "
+                                                    "openvino, litert (default: every one that runs here; "
+                                                    "--grid: ort and litert).")] = None,
 ) -> None:
-    """Latency of .onnx (ONNX Runtime) and .tflite (LiteRT) models: init, first run, p50/p90/p99, inf/s, RSS."""
+    """Latency of .onnx (ONNX Runtime, OpenVINO) and .tflite (LiteRT) models: init, first run, p50/p90/p99, inf/s, RSS."""
     from ..core.platform_info import environment
     from ..runtime import bench as B
 
     thread_list = parse_int_list(threads, "--threads")
+    runtime_list = parse_runtimes(runtimes)
     if runs < 1:
         raise UsageError(f"--runs must be >= 1, got {runs}")
     if warmup < 0:
@@ -109,11 +143,12 @@ def bench(
 
         run_grid(alphas=parse_float_list(alphas, "--alphas"), resolutions=parse_int_list(res, "--res", minimum=32),
                  threads=thread_list, runs=runs, warmup=warmup, weights_dir=weights_dir, calib=calib,
-                 eval_dir=eval_dir, out_dir=out_dir, out=out, err=err, tflite=tflite)
+                 eval_dir=eval_dir, out_dir=out_dir, out=out, err=err, tflite=tflite,
+                 **({"runtimes": runtime_list} if runtime_list else {}))
         return
     if not models:
         raise UsageError("give at least one bundle folder or model file (or --grid)")
-    targets = [t for m in models for t in B.targets_for(m)]
+    targets = [t for m in models for t in B.targets_for(m, runtimes=runtime_list)]
     env = environment()
     top1 = {}
     if eval_dir is not None:
@@ -124,8 +159,10 @@ def bench(
     _print(rows, failures, env, console=err if to_stdout else out)  # stdout carries only JSON with --json -
     if to_stdout:
         from ..core import jsonio
+        from ..runtime.report import fastest
 
-        print(jsonio.dumps({"environment": env, "results": rows, "failures": failures}, indent=2))
+        print(jsonio.dumps({"environment": env, "results": rows, "failures": failures, "fastest": fastest(rows)},
+                           indent=2))
     if failures:
         raise typer.Exit(1)
 
@@ -165,19 +202,19 @@ def run_targets(targets, thread_list, *, runs, warmup, env, json_path=None, csv_
                 err.print(f"failed {t.label}: {e}", style="red")
             else:
                 row = B.result_row(t, m, threads=n, runs=runs)
-                if top1 and t.path in top1:
-                    row["top1"] = top1[t.path]
+                if top1 and (t.path, t.runtime) in top1:
+                    row["top1"] = top1[t.path, t.runtime]
                 rows.append(row)
                 if csv_path is not None:
                     R.write_csv(csv_path, rows)
             if json_path is not None and str(json_path) != "-":  # the same document as --json -
-                R.write_results(json_path, env, rows, failures)
+                R.write_results(json_path, env, rows, failures, fastest_rows=R.fastest(rows))
             prog.advance(task)
     return rows, failures
 
 
 def _top1_for(targets, eval_dir: Path) -> dict:
-    """Top-1 of each target on ``eval_dir``; one warning per bundle (or lone file) with random weights."""
+    """Top-1 of each (file, runtime) target on ``eval_dir``; one warning per bundle (or lone file) with random weights."""
     from ..core.manifest import MANIFEST, Manifest
     from ..runtime.evaluate import evaluate, random_weights_warning, weights_source
 
@@ -195,7 +232,7 @@ def _top1_for(targets, eval_dir: Path) -> dict:
             if lone:  # a lone file: its own metadata decides (evaluate calls this when random)
                 err.print(f"warning: {t.label}: {m}", markup=False)
 
-        res[t.path] = evaluate(t.path, eval_dir, warn=warn)["top1"]
+        res[t.path, t.runtime] = evaluate(t.path, eval_dir, warn=warn, runtime=t.runtime)["top1"]
     return res
 
 
@@ -207,6 +244,8 @@ def _print(rows, failures, env, console=out) -> None:
     console.print(R.table(rows, title=f"{R.device_name(env)} — {versions}"))
     for line in R.ratio_lines(rows):
         console.print(line)
+    for line in R.fastest_lines(R.fastest(rows)):
+        console.print(line, markup=False)
     for f in failures:
         console.print(f"FAILED {f['model']} (threads {f['threads']}): {f['error']}", style="red", markup=False)
 
@@ -233,6 +272,8 @@ def report(
     for r in R.ratio_rows(rows):
         if "int8_speedup" in r:
             out.print(f"{r['device']}: {r['variant']} x{r['threads']}: int8 {r['int8_speedup']:.2f}x faster than fp32")
+    for line in R.fastest_lines(R.fastest(rows)):
+        out.print(line, markup=False)
     if csv_path:
         R.write_csv(csv_path, rows, extra=("device",))
         err.print(f"wrote {csv_path}")

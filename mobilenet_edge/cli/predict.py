@@ -24,6 +24,7 @@ PREDICT_EPILOG = (
     "  mobilenet-edge predict ../shared/data/reference/mobilenet_v1_0.5_160_quant.tflite parrot.jpg --crop 1.0\n\n"
     "  mobilenet-edge predict export/mobilenet_v1_0.50_160 photo.jpg --int8 --on pi5   # on the Pi, over SSH\n\n"
     "  mobilenet-edge predict model.onnx cat.jpg --mean 123.675,116.28,103.53 --std 58.395,57.12,57.375 --json\n\n"
+    "  mobilenet-edge predict export/mobilenet_v1_0.50_160 photo.jpg --int8 --runtime openvino\n\n"
     "Preprocessing: a bundle (or an .onnx with our metadata) says how it is fed; a foreign .tflite gets "
     "TF-slim's mean=std=127.5, crop 0.875, bilinear; a foreign .onnx torchvision's mean/std, crop 0.875. "
     "--mean/--std/--crop/--resize override either."
@@ -33,6 +34,7 @@ EVAL_EPILOG = (
     "Examples:\n\n"
     "  mobilenet-edge eval export/mobilenet_v1_0.50_160 ../shared/data/imagenet-calib --int8\n\n"
     "  mobilenet-edge eval ../shared/data/reference/mobilenet_v1_0.5_160_quant.tflite val/ --json\n\n"
+    "  mobilenet-edge eval export/mobilenet_v1_0.50_160 ../shared/data/imagenet-calib --int8 --runtime openvino\n\n"
     "Ground truth (ImageNet index 0-999), first that applies: --labels CSV (columns file,imagenet_index); "
     "DIR/labels.csv; class folders (nXXXXXXXX synset names mapped through the standard sorted synset "
     "order; all names integers: the name is the ImageNet index; other names: class = position of the "
@@ -46,7 +48,12 @@ Int8Opt = Annotated[bool, typer.Option("--int8", help="Use the bundle's int8 mod
 FmtOpt = Annotated[
     Optional[str], typer.Option("--format", help="Model format inside a bundle: onnx or tflite (default: onnx if present).")
 ]
-ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="Backend threads (ORT intra-op / TFLite num_threads).")]
+ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="Backend threads (ORT intra-op / TFLite num_threads / OpenVINO).")]
+RuntimeOpt = Annotated[
+    Optional[str],
+    typer.Option("--runtime", help="ort (onnxruntime) or openvino for .onnx, litert for .tflite "
+                 "(default: ort for .onnx, litert for .tflite; in a bundle litert picks the .tflite)."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 MeanOpt = Annotated[
     Optional[str], typer.Option("--mean", help="Pixel mean, one value or R,G,B in 0..255 (overrides the model's).")
@@ -120,6 +127,7 @@ def predict(
     on: Annotated[Optional[str], typer.Option("--on", help="Predict on these devices over SSH: HOST[:DIR],... "
                                               "(the bundle is pushed, the images copied; see `push --help`).")] = None,
     remote_cmd: Annotated[Optional[str], typer.Option("--remote-cmd", help="--on: the devices' mobilenet-edge.")] = None,
+    runtime: RuntimeOpt = None,
 ) -> None:
     """Top-k classes with probabilities for each image.
 
@@ -146,7 +154,8 @@ def predict(
                                               *(["--format", fmt] if fmt else [])])
     paths = imglib.expand_paths(images)
     overrides = _overrides(mean, std, crop, resize)
-    loaded = open_model(model, int8=int8, fmt=fmt, threads=threads, prep_overrides=overrides, labels_file=labels)
+    loaded = open_model(model, int8=int8, fmt=fmt, threads=threads, prep_overrides=overrides, labels_file=labels,
+                        runtime=runtime)
     runner, prep, names, manifest = loaded.runner, loaded.prep, loaded.labels, loaded.manifest
     if top_k > runner.num_classes:
         raise UsageError(f"--top-k must be between 1 and the class count {runner.num_classes}, got {top_k}")
@@ -215,6 +224,7 @@ def eval_cmd(
     crop: CropOpt = None,
     resize: ResizeOpt = None,
     fmt: FmtOpt = None,
+    runtime: RuntimeOpt = None,
 ) -> None:
     """Top-1 / top-5 accuracy on a folder of labelled images.
 
@@ -228,14 +238,15 @@ def eval_cmd(
         res = evaluate(
             model, folder, int8=int8, labels_csv=labels, threads=threads, fmt=fmt,
             prep_overrides=_overrides(mean, std, crop, resize), on_error=_report_skipped,
-            progress=lambda done, total: bar.update(task, completed=done, total=total), warn=_warn,
+            progress=lambda done, total: bar.update(task, completed=done, total=total), warn=_warn, runtime=runtime,
         )
     n, c1, c5, errors = res["n"], res["top1_correct"], res["top5_correct"], res["errors"]
     prep, source = res["preprocessing"], res["ground_truth"]
     if as_json:
         out.print_json(jsonio.dumps(res))
         return
-    out.print(f"{res['model']} ({res['precision']}, {res['backend']} {res['backend_version']}) on {folder}")
+    ran = f", {res['execution']['inference_precision']} hint" if res.get("execution") else ""
+    out.print(f"{res['model']} ({res['precision']}, {res['backend']} {res['backend_version']}{ran}) on {folder}")
     t = Table()
     for col in ("n", "top-1", "top-5", "images/s", "errors"):
         t.add_column(col, justify="right")

@@ -268,7 +268,7 @@ def environment(
         AMD EPYC"``), ``device`` (board, e.g. "Raspberry Pi 5 Model B Rev 1.0", else the
         CPU model), ``arch``, ``cores`` (logical CPUs usable by this process), ``isa`` (bool per
         ``ISA_FLAGS`` name; on aarch64 from the auxiliary vector, else from /proc/cpuinfo when it
-        describes this architecture; ``isa_source`` says which, None when neither does), ``os``, ``kernel``, ``python``, ``numpy`` / ``onnxruntime`` /
+        describes this architecture; ``isa_source`` says which, None when neither does), ``os``, ``kernel``, ``python``, ``numpy`` / ``onnxruntime`` / ``openvino`` /
         ``ai_edge_litert`` / ``tflite_runtime`` versions (None when not installed), ``governor``,
         ``cpu_max_mhz``, ``cpu_temp_c`` (None when unreadable), ``throttled`` (``vcgencmd
         get_throttled``, Pi only), ``emulated`` (bool), ``emulation_reason``, ``emulated_cpu``
@@ -304,6 +304,7 @@ def environment(
         "python_impl": sys.implementation.name,
         "numpy": dist_version("numpy"),
         "onnxruntime": dist_version("onnxruntime"),
+        "openvino": dist_version("openvino"),
         "ai_edge_litert": dist_version("ai-edge-litert"),
         "tflite_runtime": dist_version("tflite-runtime"),
         **_cpu_state(Path(sys_root)),

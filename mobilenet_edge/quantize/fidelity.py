@@ -16,6 +16,7 @@ from ..core.errors import UsageError
 from ..core.images import Preprocessing, iter_batches, skipped_message
 from ..core.labels import background_offset
 from ..core.onnx_graph import activation_bounds, quiet_ort_logging, stdout_to_stderr
+from ..core.openvino_session import OPENVINO, ov_compiled_model
 from ..core.sessions import ort_session
 
 #: fp32 top-1 minus top-2 logit below which an image counts as a near-tie: the two classes' softmax
@@ -80,6 +81,7 @@ def fidelity(
     batch: int = 8,
     warn: Callable[[str], None] | None = None,
     progress: Progress | None = None,
+    runtime: str = "onnxruntime",
 ) -> dict:
     """int8 vs fp32 on evaluation images.
 
@@ -87,6 +89,9 @@ def fidelity(
         images: image files, or (N, 3, H, W) float32 inputs.
         labels: image -> ImageNet index 0..999 (with a 1001-class model, predicted index - 1 is
             compared: TF-slim's index 0 is "background", data README).
+        runtime: "onnxruntime" (default) or "openvino" (both models compiled by
+            :func:`~mobilenet_edge.core.openvino_session.ov_compiled_model`, f32 precision hint); the
+            report then carries ``"runtime": "openvino"``.
     Returns:
         ``{"images", "agreement_top1" (fraction), "disagreements": [names], "sqnr_db": {"mean", "worst",
         "worst_image"}, "near_ties": {...}, "labelled", "fp32": {"top1", "top5"}, "int8": {...}}``;
@@ -99,8 +104,7 @@ def fidelity(
     Raises:
         UsageError: no evaluation image could be decoded.
     """
-    fs, qs = ort_session(fp32_onnx), ort_session(int8_onnx)
-    name = fs.get_inputs()[0].name
+    fs, qs = _scorer(fp32_onnx, runtime), _scorer(int8_onnx, runtime)
     n = 0
     agree = 0
     sq: list[tuple[float, str]] = []
@@ -111,8 +115,7 @@ def fidelity(
     labelled = 0
     offset = None
     for keys, x in _batches(images, prep, batch, warn, progress, "evaluating"):
-        f = fs.run(None, {name: x})[0]
-        q = qs.run(None, {name: x})[0]
+        f, q = fs(x), qs(x)
         if offset is None:
             offset = background_offset(f.shape[1])
         for k, fi, qi in zip(keys, f, q):
@@ -133,7 +136,29 @@ def fidelity(
                     top5 = np.argsort(-lg)[:5]
                     hits[tag][0] += int(top5[0] == target)
                     hits[tag][1] += int(target in top5)
-    return _report(n, agree, sq, dis, dis_margins, ties, hits, labelled)
+    rep = _report(n, agree, sq, dis, dis_margins, ties, hits, labelled)
+    return rep if runtime == "onnxruntime" else {**rep, "runtime": runtime}
+
+
+def _scorer(path: str | Path, runtime: str) -> Callable[[np.ndarray], np.ndarray]:
+    """x (N, 3, H, W) float32 -> the model's first output, on ONNX Runtime or OpenVINO.
+
+    Raises:
+        UsageError: another runtime name.
+    """
+    if runtime == OPENVINO:
+        req = ov_compiled_model(path).create_infer_request()
+
+        def run(x):
+            req.infer({0: np.ascontiguousarray(x)})
+            return np.array(req.get_output_tensor(0).data)
+
+        return run
+    if runtime != "onnxruntime":
+        raise UsageError(f"the fidelity report runs on onnxruntime or openvino, got {runtime!r}")
+    sess = ort_session(path)
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: x})[0]
 
 
 def _report(n: int, agree: int, sq: list, dis: list, dis_margins: list, ties: int, hits: dict, labelled: int) -> dict:

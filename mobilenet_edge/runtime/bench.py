@@ -11,6 +11,11 @@ runs with ``time.perf_counter_ns`` on one fixed random input of the model's own 
 A row's ``runtime`` is :data:`~.names.RUNTIME_ORT` ("onnxruntime") for ``.onnx`` files and
 :data:`~.names.RUNTIME_LITERT` ("litert") for ``.tflite`` files, whichever TFLite interpreter ran them
 (LiteRT or tflite-runtime: ``runtime_version`` names it, e.g. "ai-edge-litert 2.3.0"); see :mod:`.names`.
+``.onnx`` files also run on :data:`~.names.RUNTIME_OPENVINO` ("openvino") when it is installed: a bundle
+is benched on every (file, runtime) pair that can run here (:func:`targets_for`). OpenVINO rows carry
+``execution`` (``{"inference_precision": "f32", "threads", "compute_precisions"}``: what ran, as the
+compiled model reports it); OpenVINO compiles with the batch fixed to 1 (bench's batch) and the f32
+precision hint (:mod:`mobilenet_edge.core.openvino_session`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,10 +36,11 @@ import numpy as np
 from ..core.bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8, MANIFEST
 from ..core.errors import MobilenetEdgeError, UsageError
 from ..core.manifest import Manifest
+from ..core.openvino_session import openvino_available
 from ..core.precision import file_precision
 from ..core.sessions import ort_session
 from ..core.variants import Variant, parse_name
-from .names import RUNTIME_LITERT, RUNTIME_ORT
+from .names import RUNTIME_LITERT, RUNTIME_OPENVINO, RUNTIME_ORT, RUNTIMES_FOR_SUFFIX
 
 #: Columns of a result row (JSON keys and CSV header, in order); issue #7.
 COLUMNS = (
@@ -50,7 +56,7 @@ class Target:
 
     path: Path
     precision: str  # fp32 | int8
-    runtime: str  # RUNTIME_ORT ("onnxruntime") | RUNTIME_LITERT ("litert")
+    runtime: str  # RUNTIME_ORT ("onnxruntime") | RUNTIME_OPENVINO ("openvino") | RUNTIME_LITERT ("litert")
     variant: str | None = None
     alpha: float | None = None
     res: int | None = None
@@ -92,21 +98,48 @@ def _onnx_variant(path: Path) -> tuple[float | None, int | None, int | None]:
     return alpha, res, classes
 
 
-def targets_for(spec: str | Path, *, formats: Iterable[str] = ("onnx", "tflite")) -> list[Target]:
-    """Expand a bundle folder (every model file it holds) or a single .onnx/.tflite file.
+def available_runtimes() -> tuple[str, ...]:
+    """The runtimes that can run here: ONNX Runtime and LiteRT always (a missing TFLite interpreter fails
+    in its worker, with the pip command), OpenVINO when installed."""
+    return tuple(r for r in (RUNTIME_ORT, RUNTIME_OPENVINO, RUNTIME_LITERT)
+                 if r != RUNTIME_OPENVINO or openvino_available())
+
+
+def runtimes_for(path: Path, runtimes: Iterable[str] | None, *, every: bool) -> list[str]:
+    """The runtimes to bench ``path`` on: those of ``runtimes`` that can run its suffix; with
+    ``runtimes`` None, every available one (``every``: a bundle) or the suffix's default (a lone file)."""
+    can = RUNTIMES_FOR_SUFFIX.get(path.suffix, ())
+    if runtimes is None:
+        return [r for r in can if r in available_runtimes()] if every else list(can[:1])
+    return [r for r in can if r in runtimes]
+
+
+def targets_for(spec: str | Path, *, formats: Iterable[str] = ("onnx", "tflite"),
+                runtimes: Iterable[str] | None = None) -> list[Target]:
+    """Expand a bundle folder or a single .onnx/.tflite file into (file, runtime) targets.
+
+    A bundle gives every (model file, runtime) pair that can run here (``.onnx``: ONNX Runtime, then
+    OpenVINO when installed; ``.tflite``: LiteRT); a lone file its default runtime (ONNX Runtime or
+    LiteRT). ``runtimes`` (names of :mod:`.names`) replaces both: the pairs whose runtime is listed.
 
     Raises:
-        UsageError: the path does not exist or is not a model file / bundle.
+        UsageError: the path does not exist or is not a model file / bundle; a lone file that none of
+            ``runtimes`` can run.
     """
     path = Path(spec)
+    runtimes = tuple(runtimes) if runtimes is not None else None
     if path.is_dir():
-        return _bundle_targets(path, formats)
+        return _bundle_targets(path, formats, runtimes)
     if not path.is_file():
         raise UsageError(f"no such model file or bundle: {path}")
-    return [_file_target(path)]
+    target = _file_target(path)
+    rts = runtimes_for(path, runtimes, every=False)
+    if not rts:
+        raise UsageError(f"{path.name}: none of the runtimes {', '.join(runtimes or ())} runs a {path.suffix} file")
+    return [replace(target, runtime=r) for r in rts]
 
 
-def _bundle_targets(path: Path, formats: Iterable[str]) -> list[Target]:
+def _bundle_targets(path: Path, formats: Iterable[str], runtimes: tuple[str, ...] | None = None) -> list[Target]:
     """Every model file of a bundle, with the manifest's variant (name, alpha, res, classes, params, MACs)."""
     if not (path / MANIFEST).is_file():
         raise UsageError(f"{path} is a folder but not a bundle (no {MANIFEST}); give a bundle or a .onnx/.tflite file")
@@ -117,12 +150,12 @@ def _bundle_targets(path: Path, formats: Iterable[str]) -> list[Target]:
                              (FILE_TFLITE_INT8, "int8")):
         f = path / fname
         if f.is_file() and f.suffix.lstrip(".") in formats:
-            out.append(Target(
-                f, precision, _runtime_for(f), manifest.name, v.get("alpha"), v.get("res"),
+            out += [Target(
+                f, precision, r, manifest.name, v.get("alpha"), v.get("res"),
                 v.get("num_classes"), v.get("params"), v.get("macs"), f"{manifest.name}/{fname}",
-            ))
+            ) for r in runtimes_for(f, runtimes, every=True)]
     if not out:
-        raise UsageError(f"{path}: bundle holds no model file")
+        raise UsageError(f"{path}: bundle holds no model file" + (" that these runtimes run" if runtimes else ""))
     return out
 
 
@@ -182,8 +215,19 @@ def _peak_rss_mb() -> float:
 
 
 def _make_session(path: Path, runtime: str, threads: int):
-    """(run() callable on a fixed input, runtime version). Creation is what init_ms measures."""
+    """(run() callable on a fixed input, runtime version, execution facts or None). Creation is what
+    init_ms measures."""
     rng = np.random.default_rng(0)
+    if runtime == RUNTIME_OPENVINO:
+        import openvino as ov
+
+        from .openvino_backend import open_openvino
+
+        m = open_openvino(path, threads=threads, batch=1)
+        x = _random_input(rng, [d or 1 for d in m.in_shape], m.input_dtype)
+        req = m.compiled.create_infer_request()
+        req.set_input_tensor(0, ov.Tensor(x))  # set once, as ORT's feed and TFLite's set_tensor are fixed
+        return req.infer, m.version, m.execution
     if runtime == RUNTIME_ORT:
         import onnxruntime as ort
 
@@ -193,13 +237,11 @@ def _make_session(path: Path, runtime: str, threads: int):
         dtype = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}[inp.type]
         x = _random_input(rng, shape, dtype)
         feed = {inp.name: x}
-        return (lambda: sess.run(None, feed)), ort.__version__
-    from .tflite_backend import tflite_module
+        return (lambda: sess.run(None, feed)), ort.__version__, None
+    from .tflite_backend import make_interpreter
 
-    name, version, mod = tflite_module()
+    it, name, version = make_interpreter(path, threads=threads, probe=False)
     version = f"{name} {version}"
-    it = mod.Interpreter(model_path=str(path), num_threads=threads)
-    it.allocate_tensors()
     d = it.get_input_details()[0]
     x = _random_input(rng, list(d["shape"]), d["dtype"])
     idx = d["index"]
@@ -208,7 +250,7 @@ def _make_session(path: Path, runtime: str, threads: int):
         it.set_tensor(idx, x)
         it.invoke()
 
-    return run, version
+    return run, version, None
 
 
 def _random_input(rng, shape, dtype):
@@ -219,9 +261,10 @@ def _random_input(rng, shape, dtype):
 
 
 def measure(path: Path, runtime: str, *, threads: int = 1, runs: int = 100, warmup: int = 10) -> dict:
-    """Time one model in this process. Returns init_ms, first_ms, the stats, peak_rss_mb, runtime_version."""
+    """Time one model in this process. Returns init_ms, first_ms, the stats, peak_rss_mb, runtime_version
+    (and ``execution`` for OpenVINO)."""
     t0 = time.perf_counter_ns()
-    run, version = _make_session(Path(path), runtime, threads)
+    run, version, execution = _make_session(Path(path), runtime, threads)
     t1 = time.perf_counter_ns()
     run()
     t2 = time.perf_counter_ns()
@@ -235,6 +278,7 @@ def measure(path: Path, runtime: str, *, threads: int = 1, runs: int = 100, warm
     return {
         "init_ms": (t1 - t0) / 1e6, "first_ms": (t2 - t1) / 1e6, **stats_ms(times),
         "peak_rss_mb": _peak_rss_mb(), "runtime_version": version,
+        **({"execution": execution} if execution is not None else {}),
     }
 
 
@@ -265,8 +309,9 @@ def result_row(target: Target, m: dict, *, threads: int, runs: int) -> dict:
     row["runtime_version"] = m.get("runtime_version")
     row["top1"] = None
     row["timestamp"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    extra = {"execution": m["execution"]} if m.get("execution") is not None else {}
     return {k: row.get(k) for k in COLUMNS} | {"runtime_version": row["runtime_version"],
-                                                "timestamp": row["timestamp"]}
+                                                "timestamp": row["timestamp"]} | extra
 
 
 def _worker(argv: list[str]) -> int:

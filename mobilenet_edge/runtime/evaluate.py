@@ -71,18 +71,21 @@ def evaluate(
     on_error: Callable[[Path, Exception], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    runtime: str | None = None,
 ) -> dict:
     """Top-1 and top-5 of a bundle / .onnx / .tflite on a folder of labelled images.
 
     Ground truth from :func:`ground_truth`. A 1001-class model's index 0 is background: prediction i
     counts as ImageNet class i-1. Undecodable images are skipped (listed under ``errors``).
     ``warn(msg)`` gets :func:`random_weights_warning` before any image is run when the weights are random.
+    ``runtime``: as :func:`~.load.open_model` (None: the file's default runtime).
 
     Returns:
         ``{"n", "top1", "top5"`` (fractions 0-1), ``"model", "precision", "file", "backend",
-        "backend_version", "threads", "top1_correct", "top5_correct", "images_per_s", "seconds",
+        "backend_version", "threads", "runtime", "top1_correct", "top5_correct", "images_per_s", "seconds",
         "ground_truth", "preprocessing", "errors", "weights", "random_weights"}``; ``ground_truth``
-        names the rule used (see :func:`ground_truth`), ``weights`` is :func:`weights_source`,
+        names the rule used (see :func:`ground_truth`), ``runtime`` the runtime name (:mod:`.names`),
+        ``execution`` (OpenVINO only) :attr:`~.runner.Runner.execution`, ``weights`` is :func:`weights_source`,
         ``random_weights`` is True when it is "random" (then top-1/top-5 mean nothing).
     Raises:
         UsageError: no such folder (or a file given), no ground truth or an index beyond the model's
@@ -96,7 +99,8 @@ def evaluate(
         raise UsageError(f"{folder} is a file, expected a folder of images")
     if not folder.is_dir():
         raise UsageError(f"no such folder: {folder}")
-    runner, prep, _, manifest = open_model(model, int8=int8, fmt=fmt, threads=threads, prep_overrides=prep_overrides)
+    runner, prep, _, manifest = open_model(model, int8=int8, fmt=fmt, threads=threads, prep_overrides=prep_overrides,
+                                           runtime=runtime)
     gt, source = _truth(runner, folder, labels_csv)
     weights = weights_source(runner, manifest)
     if weights == "random" and warn is not None:
@@ -116,6 +120,7 @@ def evaluate(
         "backend": runner.backend,
         "backend_version": runner.backend_version,
         "threads": threads,
+        "runtime": runner.runtime,
         "top1_correct": c1,
         "top5_correct": c5,
         "images_per_s": n / seconds if seconds > 0 else None,
@@ -125,6 +130,7 @@ def evaluate(
         "errors": errors,
         "weights": weights,
         "random_weights": weights == "random",
+        **({"execution": runner.execution} if runner.execution is not None else {}),
     }
 
 

@@ -22,7 +22,7 @@ from ..core.errors import MobilenetEdgeError, UsageError
 from ..core.images import Preprocessing
 from ..core.labels import imagenet_labels, read_labels
 from ..core.manifest import Manifest
-from .names import RUNTIME_ORT
+from .names import RUNTIME_LITERT, runtime_name
 from .runner import Runner, is_int8_file
 
 #: torchvision's ImageNet normalisation in 0..255 pixel units (255 x (0.485, 0.456, 0.406), 255 x (0.229, 0.224, 0.225))
@@ -74,6 +74,7 @@ def open_model(
     threads: int = 1,
     prep_overrides: dict | None = None,
     labels_file: str | Path | None = None,
+    runtime: str | None = None,
 ) -> LoadedModel:
     """Open a bundle folder, a lone ``.onnx`` or a foreign ``.tflite`` with what it needs to be fed.
 
@@ -95,20 +96,30 @@ def open_model(
         prep_overrides: Preprocessing fields to override (``mean``, ``std``, ``crop``, ``resize``, ...),
             None values ignored.
         labels_file: a labels file (one label per output index) replacing the model's labels.
+        runtime: None (the file's default: ONNX Runtime for ``.onnx``, LiteRT for ``.tflite``) or a runtime
+            name (:mod:`.names`: "ort"/"onnxruntime", "openvino", "litert"); in a bundle it also picks the
+            format when ``fmt`` is None (litert: ``.tflite``, the others: ``.onnx``).
     Returns:
         :class:`LoadedModel` (runner, preprocessing, labels (len == num_classes), manifest or None).
     Raises:
-        UsageError: missing path, bad override, ``int8`` with a lone non-int8 file, a labels folder
+        UsageError: missing path, bad override, unknown runtime or one that cannot run the file, ``int8`` with a lone non-int8 file, a labels folder
             instead of a file, or labels whose count differs from the model's classes.
         MobilenetEdgeError: a bundle without the requested model, an unloadable model.
     """
     p = Path(path_or_bundle)
     if fmt not in (None, "onnx", "tflite"):
         raise UsageError(f"format must be onnx or tflite, got {fmt!r}")
+    if runtime is not None:
+        try:
+            runtime = runtime_name(runtime)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if fmt is None and p.is_dir():
+            fmt = "tflite" if runtime == RUNTIME_LITERT else "onnx"
     if p.is_dir():
-        runner, prep_dict, labels, manifest = _open_bundle(p, int8=int8, fmt=fmt, threads=threads)
+        runner, prep_dict, labels, manifest = _open_bundle(p, int8=int8, fmt=fmt, threads=threads, runtime=runtime)
     elif p.is_file():
-        runner, prep_dict, labels = _open_file(p, int8=int8, threads=threads)
+        runner, prep_dict, labels = _open_file(p, int8=int8, threads=threads, runtime=runtime)
         manifest = None
     else:
         raise UsageError(f"no such model file or bundle folder: {p}")
@@ -117,26 +128,26 @@ def open_model(
     return LoadedModel(runner, prep, labels, manifest)
 
 
-def _open_bundle(p: Path, *, int8: bool, fmt: str | None, threads: int):
+def _open_bundle(p: Path, *, int8: bool, fmt: str | None, threads: int, runtime: str | None = None):
     """(runner, preprocessing dict or None, labels or None, manifest) of a bundle folder."""
     manifest = Manifest.read(p)
     if fmt is None:
         fmt = "onnx" if (p / (_bundle.FILE_INT8 if int8 else _bundle.FILE_FP32)).is_file() else (
             "tflite" if (p / (_bundle.FILE_TFLITE_INT8 if int8 else _bundle.FILE_TFLITE)).is_file() else "onnx"
         )
-    runner = Runner(_bundle.model_file(p, int8=int8, fmt=fmt), threads=threads)
+    runner = Runner(_bundle.model_file(p, int8=int8, fmt=fmt), threads=threads, runtime=runtime)
     labels_path = p / manifest.labels_file
     labels = read_labels(labels_path) if labels_path.is_file() else None
     return runner, manifest.preprocessing, labels, manifest
 
 
-def _open_file(p: Path, *, int8: bool, threads: int):
+def _open_file(p: Path, *, int8: bool, threads: int, runtime: str | None = None):
     """(runner, preprocessing dict or None, labels or None) of a lone .onnx / .tflite (ONNX metadata_props)."""
-    runner = Runner(p, threads=threads)
+    runner = Runner(p, threads=threads, runtime=runtime)
     if int8 and not is_int8_file(runner):
         raise UsageError("--int8 selects the int8 model of a bundle; give the bundle folder or the int8 file itself")
     prep_dict = labels = None
-    if runner.backend == RUNTIME_ORT:
+    if runner.runtime != RUNTIME_LITERT:  # an .onnx (ONNX Runtime or OpenVINO): metadata_props
         md = runner.metadata
         if "preprocessing" in md:
             try:
@@ -158,7 +169,7 @@ def _preprocessing(runner: Runner, prep_dict: dict | None, prep_overrides: dict 
         prep = Preprocessing.from_dict(prep_dict)
     else:
         res = runner.res or 224
-        prep = default_preprocessing("tflite" if runner.backend != RUNTIME_ORT else "onnx", res, layout)
+        prep = default_preprocessing("tflite" if runner.runtime == RUNTIME_LITERT else "onnx", res, layout)
     fixed = {"layout": layout}
     if runner.res is not None:
         fixed["res"] = runner.res

@@ -22,12 +22,16 @@ from .names import RUNTIME_LITERT, RUNTIME_ORT
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
-def write_results(path: str | Path, environment: dict, rows: list[dict], failures: list[dict] | None = None) -> None:
+def write_results(path: str | Path, environment: dict, rows: list[dict], failures: list[dict] | None = None,
+                  *, fastest_rows: list[dict] | None = None) -> None:
     """Write (atomically) the JSON result file ``{"environment", "results"}``, plus ``"failures"``
-    (``[{"model", "threads", "error"}]``, models that did not load or run) when given."""
+    (``[{"model", "threads", "error"}]``, models that did not load or run) and ``"fastest"``
+    (:func:`fastest`) when given."""
     doc = {"environment": environment, "results": rows}
     if failures is not None:
         doc["failures"] = failures
+    if fastest_rows is not None:
+        doc["fastest"] = fastest_rows
     write_json_atomic(path, doc)
 
 
@@ -210,6 +214,44 @@ def ratio_lines(rows: list[dict]) -> list[str]:
         if "ours_over_reference" in r:
             parts.append(f"ours int8 ORT / Google int8 LiteRT latency = {r['ours_over_reference']:.2f}")
         lines.append(f"{r['variant']} x{r['threads']}: " + "; ".join(parts))
+    return lines
+
+
+def fastest(rows: list[dict]) -> list[dict]:
+    """The fastest (file, runtime) per (device, model, threads), by p50, among two or more candidates.
+
+    A model is the row's ``variant`` (a bundle's files share it), else its file; Google's reference
+    ``*_quant.tflite`` files are anchors, not candidates. Returns one dict per group, in (device, variant,
+    threads) order: ``{"device"`` (only when the rows have one), ``"variant", "threads", "model", "runtime",
+    "precision", "p50_ms", "runner_up": {"model", "runtime", "precision", "p50_ms"}, "ratio"`` (runner-up
+    p50 / fastest p50, >= 1)``}``.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if not _is_reference(r) and r.get("p50_ms") is not None:
+            key = (str(r.get("device", "")), str(r.get("variant") or r["model"]), int(r["threads"]))
+            groups.setdefault(key, []).append(r)
+    out = []
+    for (device, variant, threads), rs in sorted(groups.items()):
+        if len(rs) < 2:
+            continue
+        best, second = sorted(rs, key=lambda r: r["p50_ms"])[:2]
+        pick = ("model", "runtime", "precision", "p50_ms")
+        out.append({**({"device": device} if device else {}), "variant": variant, "threads": threads,
+                    **{k: best[k] for k in pick}, "runner_up": {k: second[k] for k in pick},
+                    "ratio": second["p50_ms"] / best["p50_ms"] if best["p50_ms"] > 0 else None})
+    return out
+
+
+def fastest_lines(fast: list[dict]) -> list[str]:
+    """One line per :func:`fastest` entry: the winner, its p50 and its ratio to the runner-up."""
+    lines = []
+    for f in fast:
+        u = f["runner_up"]
+        ratio = f"{f['ratio']:.2f}x" if f["ratio"] is not None else "?x"
+        where = f"{f['device']}: " if f.get("device") else ""
+        lines.append(f"{where}fastest {f['variant']} x{f['threads']}: {f['model']} on {f['runtime']} "
+                     f"{f['p50_ms']:.3f} ms, {ratio} faster than {u['model']} on {u['runtime']} ({u['p50_ms']:.3f} ms)")
     return lines
 
 

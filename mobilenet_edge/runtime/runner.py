@@ -3,7 +3,8 @@
 This module never imports torch: it is what a Raspberry Pi runs after ``pip install mobilenet-edge``.
 
 Backends:
-    * ``.onnx``: ``onnxruntime`` (CPU execution provider; the session from ``core.sessions.ort_session``).
+    * ``.onnx``: ``onnxruntime`` (CPU execution provider; the session from ``core.sessions.ort_session``),
+      or OpenVINO with ``runtime="openvino"`` (CPU plugin, precision hint f32: :mod:`.openvino_backend`).
     * ``.tflite``: LiteRT, else tflite-runtime (which one, and how it is forced: :mod:`.tflite_backend`;
       the names: :mod:`.names`).
 
@@ -34,7 +35,13 @@ import numpy as np
 from ..core.errors import MobilenetEdgeError, UsageError
 from ..core.precision import file_precision
 from ..core.sessions import ort_session
-from .names import RUNTIME_ORT
+from .names import (
+    RUNTIME_LITERT,
+    RUNTIME_OPENVINO,
+    RUNTIME_ORT,
+    RUNTIMES_FOR_SUFFIX,
+    runtime_name,
+)
 from .scores import dequantize, quantize, softmax
 from .tflite_backend import make_interpreter, one_line
 
@@ -47,24 +54,29 @@ class Runner:
     """Runs one ``.onnx`` or ``.tflite`` image classifier on float32 batches.
 
     Args:
-        path: model file; the suffix picks the backend (``.onnx`` -> onnxruntime, ``.tflite`` ->
+        path: model file; the suffix picks the default backend (``.onnx`` -> onnxruntime, ``.tflite`` ->
             LiteRT or tflite-runtime).
-        threads: intra-op threads (ORT ``intra_op_num_threads``, TFLite ``num_threads``); >= 1.
+        threads: intra-op threads (ORT ``intra_op_num_threads``, TFLite ``num_threads``, OpenVINO
+            ``INFERENCE_NUM_THREADS``); >= 1.
+        runtime: None (the suffix's default) or a runtime that can run the suffix (:mod:`.names`:
+            "onnxruntime"/"ort" or "openvino" for ``.onnx``, "litert" for ``.tflite``).
 
     Attributes:
-        path, backend ("onnxruntime" | "ai-edge-litert" | "tflite-runtime"), backend_version,
+        path, backend ("onnxruntime" | "openvino" | "ai-edge-litert" | "tflite-runtime"), backend_version,
+        runtime (the bench name: "onnxruntime" | "openvino" | "litert"), execution (OpenVINO only:
+        inference precision, threads, compute-layer precisions; None otherwise),
         layout ("NCHW" | "NHWC"), res (int, or None for a dynamic spatial size), input_name,
         input_dtype (numpy dtype), input_quant ((scale, zero_point) or None), output_name,
         output_dtype, output_quant, num_classes, fixed_batch (int, or None when dynamic),
         outputs_probabilities (see the module docstring), metadata (ONNX metadata_props; {} for tflite).
 
     Raises:
-        UsageError: unknown suffix or bad ``threads``.
+        UsageError: unknown suffix, bad ``threads``, or a runtime that cannot run this suffix.
         MobilenetEdgeError: the file is missing, corrupt, or its input is not an image
             ((N, 3, H, W) or (N, H, W, 3) with H == W) or its output not (N, classes).
     """
 
-    def __init__(self, path: str | Path, *, threads: int = 1) -> None:
+    def __init__(self, path: str | Path, *, threads: int = 1, runtime: str | None = None) -> None:
         self.path = Path(path)
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise UsageError(f"threads must be an integer >= 1, got {threads!r}")
@@ -73,12 +85,16 @@ class Runner:
             raise MobilenetEdgeError(f"no such model file: {self.path}")
         suffix = self.path.suffix.lower()
         self.metadata: dict[str, str] = {}
-        if suffix == ".onnx":
-            self._init_onnx()
-        elif suffix == ".tflite":
-            self._init_tflite()
-        else:
+        self.execution: dict | None = None
+        if suffix not in RUNTIMES_FOR_SUFFIX:
             raise UsageError(f"unknown model format {self.path.name!r}: expected .onnx or .tflite (or a bundle folder)")
+        self.runtime = _pick_runtime(suffix, runtime, self.path)
+        if self.runtime == RUNTIME_OPENVINO:
+            self._init_openvino()
+        elif suffix == ".onnx":
+            self._init_onnx()
+        else:
+            self._init_tflite()
         self._check_io()
 
     # -- backends -------------------------------------------------------------------------------------
@@ -112,6 +128,18 @@ class Runner:
                 "(ONNX has no input scale/zero point to quantize with)"
             )
 
+    def _init_openvino(self) -> None:
+        from .openvino_backend import cache_dir, open_openvino
+
+        self._ov = m = open_openvino(self.path, threads=self.threads, cache=cache_dir())
+        self.backend, self.backend_version, self.execution = RUNTIME_OPENVINO, m.version, m.execution
+        self.input_name, self._in_shape, self.input_dtype = m.input_name, m.in_shape, m.input_dtype
+        self.output_name, self._out_shape, self.output_dtype = m.output_name, m.out_shape, m.output_dtype
+        self.input_quant = self.output_quant = None
+        self.metadata = m.metadata
+        if self.input_dtype != np.float32:
+            raise MobilenetEdgeError(f"{self.path}: input {self.input_name!r} is {self.input_dtype}, expected float32")
+
     def _init_tflite(self) -> None:
         it, self.backend, self.backend_version = make_interpreter(self.path, threads=self.threads)
         self._it = it
@@ -141,7 +169,7 @@ class Runner:
         elif shape[1] == 3 and shape[3] != 3:
             self.layout, (h, w) = "NCHW", shape[2:4]
         elif shape[1] == 3 and shape[3] == 3:  # 3x3 images: only tiny toys; TFLite is NHWC
-            self.layout, (h, w) = ("NHWC" if self.backend != RUNTIME_ORT else "NCHW"), (3, 3)
+            self.layout, (h, w) = ("NHWC" if self.runtime == RUNTIME_LITERT else "NCHW"), (3, 3)
         else:
             raise MobilenetEdgeError(bad)
         if h is not None and w is not None and h != w:
@@ -171,8 +199,9 @@ class Runner:
         return tuple(self._in_shape)
 
     def describe(self) -> dict:
-        """JSON-ready summary: file, backend, version, layout, res, dtypes, quantization, classes."""
-        return {
+        """JSON-ready summary: file, backend, version, threads, layout, res, dtypes, quantization, classes;
+        with OpenVINO also ``execution`` (``{"inference_precision": "f32", "threads", "compute_precisions"}``)."""
+        d = {
             "file": str(self.path),
             "backend": self.backend,
             "backend_version": self.backend_version,
@@ -186,6 +215,9 @@ class Runner:
             "num_classes": self.num_classes,
             "outputs_probabilities": self.outputs_probabilities,
         }
+        if self.execution is not None:
+            d["execution"] = self.execution
+        return d
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Raw scores for a batch.
@@ -215,11 +247,12 @@ class Runner:
         n, b = x.shape[0], self.fixed_batch
         if b is not None and n % b:  # fixed-batch file (e.g. 8) and a ragged batch: pad with zeros, trim after
             xin = np.concatenate([xin, np.zeros((b - n % b, *xin.shape[1:]), xin.dtype)])
-        if self.backend == RUNTIME_ORT:
+        if self.runtime != RUNTIME_LITERT:
+            run = self._run_onnx if self.runtime == RUNTIME_ORT else self._ov.run
             if b is not None and b != xin.shape[0]:  # fixed-batch file: run it chunk by chunk
-                raw = np.concatenate([self._run_onnx(xin[i : i + b]) for i in range(0, xin.shape[0], b)])
+                raw = np.concatenate([run(xin[i : i + b]) for i in range(0, xin.shape[0], b)])
             else:
-                raw = self._run_onnx(xin)
+                raw = run(xin)
         else:
             raw = self._run_tflite(xin)
         raw = raw[:n]
@@ -254,6 +287,20 @@ class Runner:
             it.invoke()
             outs.append(np.array(it.get_tensor(self._out_index)))  # copy: the buffer is reused
         return np.concatenate(outs)
+
+
+def _pick_runtime(suffix: str, runtime: str | None, path: Path) -> str:
+    """The runtime name for ``path``: the suffix's default, or ``runtime`` when it can run the suffix."""
+    allowed = RUNTIMES_FOR_SUFFIX[suffix]
+    if runtime is None:
+        return allowed[0]
+    try:
+        name = runtime_name(runtime)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if name not in allowed:
+        raise UsageError(f"{name} cannot run {path.name}: a {suffix} file runs on {' or '.join(allowed)}")
+    return name
 
 
 def _fmt_shape(shape: Sequence) -> str:

@@ -168,7 +168,8 @@ class TfliteLoadError(MobilenetEdgeError):
         super().__init__(f"cannot load TFLite model {path}: {reason}" + (f" [{log}]" if log else ""))
 
 
-def make_interpreter(path: str | Path, *, threads: int | None = None, allocate: bool = True, **kwargs):
+def make_interpreter(path: str | Path, *, threads: int | None = None, allocate: bool = True, probe: bool = True,
+                     **kwargs):
     """The one way a ``.tflite`` interpreter is made: the backend :func:`tflite_module` picks (LiteRT, else
     tflite-runtime, or the one forced by $MOBILENET_EDGE_TFLITE), tflite-runtime's crash probe, and
     LiteRT's INFO lines kept off stderr.
@@ -177,6 +178,9 @@ def make_interpreter(path: str | Path, *, threads: int | None = None, allocate: 
         path: ``.tflite`` file.
         threads: ``num_threads`` (None: the interpreter's default).
         allocate: call ``allocate_tensors()`` (False: read tensors without running, as weights import does).
+        probe: load a tflite-runtime file in a child process first (its crash on a corrupt file would kill
+            this process); bench's workers skip it (a worker's crash is contained, and init time stays
+            the interpreter's own).
         **kwargs: passed to ``Interpreter`` (e.g. ``experimental_preserve_all_tensors``).
     Returns:
         ``(interpreter, backend name, backend version)``.
@@ -186,7 +190,7 @@ def make_interpreter(path: str | Path, *, threads: int | None = None, allocate: 
     """
     path = Path(path)
     backend, version, mod = tflite_module()
-    if backend == BACKEND_TFLITE_RUNTIME:
+    if probe and backend == BACKEND_TFLITE_RUNTIME:
         probe_tflite_runtime(path)
     if threads is not None:
         kwargs["num_threads"] = threads
