@@ -204,3 +204,23 @@ def test_bench_grid_runtimes_adds_openvino_rows(capsys, tmp_path):
         ("fp32", "onnxruntime"), ("fp32", "openvino"), ("int8", "onnxruntime"), ("int8", "openvino")]
     (f,) = data["fastest"]
     assert f["p50_ms"] == min(r["p50_ms"] for r in data["results"]) and "fastest mobilenet_v1_0.25_64 x1" in out
+
+
+def test_quantize_cli_runs_its_fidelity_report_on_openvino(capsys, tmp_path):
+    """`quantize --runtime openvino`: the record says where the report ran, the int8 file is the same bytes as
+    with the default (the runtime only evaluates), and a runtime that cannot run .onnx is one usage line."""
+    import shutil
+
+    src = tiny_bundle(tmp_path / "b", res=16, classes=10, int8=False)
+    other = tmp_path / "c"
+    shutil.copytree(src, other)
+    code, out, err = _run(capsys, "quantize", src, "--synthetic", "--runtime", "openvino", "--json", "--force")
+    assert code == 0, err
+    rec = json.loads(out)
+    assert rec["fidelity"]["runtime"] == "openvino" and rec["fidelity"]["images"] == 16
+    code, out, err = _run(capsys, "quantize", other, "--synthetic", "--json", "--force")
+    assert code == 0, err
+    assert "runtime" not in json.loads(out)["fidelity"]
+    assert (src / "model.int8.onnx").read_bytes() == (other / "model.int8.onnx").read_bytes()
+    code, _, err = _run(capsys, "quantize", src, "--synthetic", "--runtime", "litert", "--force")
+    assert code == 2 and "ort or openvino" in err and len(err.strip().splitlines()) == 1

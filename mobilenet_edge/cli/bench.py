@@ -122,30 +122,20 @@ def bench(
 
         if grid or eval_dir is not None or not models:
             raise UsageError("bench --on takes bundle folders (not --grid or --eval)")
-        return bench_on_hosts(models, on, bench_args=["--threads", threads, "--runs", str(runs), "--warmup", str(warmup)],
-                              remote_cmd=remote_cmd, json_path=json_path, csv_path=csv_path)
+        bench_args = ["--threads", threads, "--runs", str(runs), "--warmup", str(warmup)]
+        bench_args += ["--runtimes", runtimes] if runtimes else []
+        return bench_on_hosts(models, on, bench_args=bench_args, remote_cmd=remote_cmd, json_path=json_path,
+                              csv_path=csv_path)
     if not grid:
         ignored = [n for n, v in (("--weights-dir", weights_dir), ("--calib", calib), ("--tflite", tflite or None)) if v is not None]
         if ignored:
             err.print(f"warning: {', '.join(ignored)} apply to --grid only; ignored", markup=False)
     if grid:
-        from ..build.grid import run_grid
-
         if models:
             raise UsageError("--grid builds its own models: give either model paths or --grid, not both")
-        for name, folder in (("--weights-dir", weights_dir), ("--calib", calib), ("--eval", eval_dir)):
-            if folder is not None and not folder.is_dir():
-                raise UsageError(f"{name} {folder}: no such folder")
-        check_can_write(out_dir, "--out", folder=True)
-        _require_grid_packages(tflite=tflite)
-        if tflite and calib is None:
-            raise UsageError("--grid --tflite needs --calib DIR: the int8 .tflite is calibrated on real images")
-
-        run_grid(alphas=parse_float_list(alphas, "--alphas"), resolutions=parse_int_list(res, "--res", minimum=32),
-                 threads=thread_list, runs=runs, warmup=warmup, weights_dir=weights_dir, calib=calib,
-                 eval_dir=eval_dir, out_dir=out_dir, out=out, err=err, tflite=tflite,
-                 **({"runtimes": runtime_list} if runtime_list else {}))
-        return
+        return _grid(alphas=parse_float_list(alphas, "--alphas"), resolutions=parse_int_list(res, "--res", minimum=32),
+                     threads=thread_list, runs=runs, warmup=warmup, weights_dir=weights_dir, calib=calib,
+                     eval_dir=eval_dir, out_dir=out_dir, tflite=tflite, runtimes=runtime_list)
     if not models:
         raise UsageError("give at least one bundle folder or model file (or --grid)")
     targets = [t for m in models for t in B.targets_for(m, runtimes=runtime_list)]
@@ -165,6 +155,21 @@ def bench(
                            indent=2))
     if failures:
         raise typer.Exit(1)
+
+
+def _grid(*, weights_dir, calib, eval_dir, out_dir, tflite: bool, runtimes, **kwargs) -> None:
+    """``bench --grid``: its folder checks before any work, then :func:`~mobilenet_edge.build.grid.run_grid`."""
+    for name, folder in (("--weights-dir", weights_dir), ("--calib", calib), ("--eval", eval_dir)):
+        if folder is not None and not folder.is_dir():
+            raise UsageError(f"{name} {folder}: no such folder")
+    check_can_write(out_dir, "--out", folder=True)
+    _require_grid_packages(tflite=tflite)
+    if tflite and calib is None:
+        raise UsageError("--grid --tflite needs --calib DIR: the int8 .tflite is calibrated on real images")
+    from ..build.grid import run_grid
+
+    run_grid(weights_dir=weights_dir, calib=calib, eval_dir=eval_dir, out_dir=out_dir, out=out, err=err, tflite=tflite,
+             **kwargs, **({"runtimes": runtimes} if runtimes else {}))
 
 
 def _require_grid_packages(*, tflite: bool = False) -> None:

@@ -55,6 +55,8 @@ def quantize(
     crop: Annotated[Optional[float], typer.Option(help="Foreign ONNX: central crop fraction (0, 1].")] = None,
     resize: Annotated[Optional[str], typer.Option(help="Foreign ONNX: resize tf_bilinear | bilinear | bicubic | nearest | lanczos.")] = None,
     res: Annotated[Optional[int], typer.Option(help="Foreign ONNX with a symbolic H/W: input resolution.")] = None,
+    runtime: Annotated[Optional[str], typer.Option("--runtime", help="Where the fidelity report runs both models: "
+                       "ort (default) or openvino.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the quantization record as JSON.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing int8 model.")] = False,
 ) -> None:
@@ -71,6 +73,7 @@ def quantize(
     from ..quantize.pipeline import quantize_bundle, quantize_file
 
     mean, std = _floats(mean, "mean"), _floats(std, "std")  # same syntax as predict: 127.5 or R,G,B
+    fidelity_runtime = _fidelity_runtime(runtime)
 
     extra = OrtExtraOptions(activation_symmetric=symmetric_activations, calib_percentile=percentile,
                             calib_num_bins=bins)
@@ -84,7 +87,8 @@ def quantize(
         if any(v is not None for v in (mean, std, crop, resize, res)):
             raise UsageError("--mean/--std/--crop/--resize/--res apply to a lone .onnx file; a bundle has its preprocessing")
         rec = quantize_bundle(target, calib=calib, eval_dir=eval_dir, options=opts, synthetic=synthetic,
-                              labels_csv=labels, debug_layers=debug_layers, force=force, fold=fold)
+                              labels_csv=labels, debug_layers=debug_layers, force=force, fold=fold,
+                              runtime=fidelity_runtime)
         dst = target / "model.int8.onnx"
     elif target.is_file():
         prep = _lone_file_prep(target, mean=mean, std=std, crop=crop, resize=resize, res=res)
@@ -96,7 +100,8 @@ def quantize(
         if calib is None and not synthetic:
             raise UsageError("--calib DIR is required (or --synthetic for a random-weight model)")
         rec = quantize_file(target, dst, prep, calib=calib, eval_dir=eval_dir, options=opts, synthetic=synthetic,
-                            labels_csv=labels, debug_layers_=debug_layers, weights_source=weights, fold=fold)
+                            labels_csv=labels, debug_layers_=debug_layers, weights_source=weights, fold=fold,
+                            runtime=fidelity_runtime)
     else:
         raise UsageError(f"no such bundle folder or .onnx file: {target}")
 
@@ -155,3 +160,19 @@ def print_record(rec: dict, dst) -> None:
                   markup=False)
     if rec.get("warnings"):
         err.print(f"{len(rec['warnings'])} warning(s), see above", markup=False)
+
+
+def _fidelity_runtime(runtime: str | None) -> str:
+    """``--runtime`` of the fidelity report: "onnxruntime" (default) or "openvino" (UsageError otherwise)."""
+    from ..core.errors import UsageError
+    from ..runtime.names import RUNTIME_OPENVINO, RUNTIME_ORT, runtime_name
+
+    if runtime is None:
+        return RUNTIME_ORT
+    try:
+        name = runtime_name(runtime)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if name not in (RUNTIME_ORT, RUNTIME_OPENVINO):
+        raise UsageError(f"--runtime {runtime}: the fidelity report runs .onnx models on ort or openvino")
+    return name

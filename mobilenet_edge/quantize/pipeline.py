@@ -239,8 +239,11 @@ def quantize_file(
     progress: bool = True,
     check_relu6: bool = True,
     fold: int = 0,
+    runtime: str = "onnxruntime",
 ) -> dict:
     """Quantize one fp32 ONNX file to ``dst_onnx`` and evaluate it; the core of :func:`quantize_bundle`.
+
+    ``runtime`` runs the fidelity report (both models): "onnxruntime" or "openvino" (:func:`~.fidelity.fidelity`).
 
     Calibration: images from ``calib`` (recursive) or, with ``synthetic``, uniform-noise images.
     Evaluation: ``eval_dir`` if given, else the other half of ``calib`` (:func:`~.calibration.split_paths`),
@@ -269,7 +272,8 @@ def quantize_file(
         try:
             tmp_q = work / dst_onnx.name
             _quantize_to(tmp_q, src_onnx, reader, options, rec, synthetic, warn)
-            rec["fidelity"] = fidelity(src_onnx, tmp_q, eval_items, prep, labels=labels, warn=warn, progress=prog)
+            rec["fidelity"] = fidelity(src_onnx, tmp_q, eval_items, prep, labels=labels, warn=warn, progress=prog,
+                                       runtime=runtime)
             _check_layers(src_onnx, tmp_q, eval_items, prep, input_name, rec, warn, check_relu6=check_relu6,
                           debug=debug_layers_)
             os.replace(tmp_q, dst_onnx)
@@ -291,6 +295,7 @@ def quantize_bundle(
     force: bool = True,
     progress: bool = True,
     fold: int = 0,
+    runtime: str = "onnxruntime",
 ) -> dict:
     """Write ``model.int8.onnx`` into a bundle and record it in ``manifest.json``.
 
@@ -305,6 +310,7 @@ def quantize_bundle(
         force: replace an existing ``model.int8.onnx`` (else UsageError).
         fold: which half of a split ``calib`` folder calibrates (0: even positions, 1: odd), for
             2-fold cross evaluation.
+        runtime: where the fidelity report runs both models: "onnxruntime" or "openvino".
     Returns:
         The manifest's new ``quantization`` record.
     Raises:
@@ -325,7 +331,7 @@ def quantize_bundle(
                          "and int8 ranges must come from real images (synthetic calibration is for random weights)")
     rec = quantize_file(src, dst, prep, calib=calib, eval_dir=eval_dir, options=options, synthetic=synthetic,
                         labels_csv=labels_csv, debug_layers_=debug_layers, weights_source=source, progress=progress,
-                        fold=fold)
+                        fold=fold, runtime=runtime)
     _record_int8_file(manifest, dst, rec)
     manifest.write(bundle_dir)
     return rec
