@@ -299,7 +299,9 @@ def test_bench_on_two_hosts_and_one_that_refuses(server, device, bundle, tmp_pat
         assert h["environment"]["arch"] == os.uname().machine
     assert "device: " in p.stdout and "device2: " in p.stdout  # a column per device
     r = cli(server, "report", fleet, check=0)
-    assert r.stdout.count(f"{name}/model.onnx") == 2
+    # one table row per device (report's "fastest ..." winner lines, issue #21, name the model too)
+    rows = [ln for ln in r.stdout.splitlines() if f"{name}/model.onnx" in ln and " fastest " not in ln]
+    assert len(rows) == 2
 
 
 @pytest.mark.slow
