@@ -178,7 +178,9 @@ def export_bundle(opts: ExportOptions, *, log=None, progress=None, warn=None) ->
     built = build_model(opts, progress=progress, warn=warn)
     target = _target(opts, built)
     with staged_dir(target.dst, force=opts.force) as stage:
-        log(f"exporting {target.name} (weights: {built.weights['source']}) to ONNX opset {opts.opset}")
+        reg = built.weights.get("registry") or {}
+        what = f"{reg['name']}, {reg.get('origin', 'file')}" if reg.get("name") else built.weights["source"]
+        log(f"exporting {target.name} (weights: {what}) to ONNX opset {opts.opset}")
         info = export_onnx(built.model, stage / FILE_FP32, res=opts.res, opset=opts.opset, metadata=target.metadata)
         log(f"onnxsim: {info['nodes_before']} -> {info['nodes_after']} nodes; checking parity")
         parity = check_parity(built.model, stage / FILE_FP32, res=opts.res, prep=target.prep, images=images,
