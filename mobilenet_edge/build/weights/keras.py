@@ -27,7 +27,7 @@ from ...core.bundle import sha256_file
 from ...core.errors import UsageError, WeightsError
 from ...core.labels import imagenet_labels
 from ...core.variants import BLOCKS
-from .load import LoadedWeights
+from .load import LoadedWeights, model_from_arrays
 from .tfslim import infer_alpha, tflite_preprocessing
 
 KERAS_BN_EPS = 1e-3
@@ -134,17 +134,11 @@ def import_keras_h5(path: str | Path, *, alpha: float | None = None) -> LoadedWe
         UsageError: missing file, alpha mismatch.
         WeightsError: not a Keras MobileNet V1 weights file (the missing layer named), truncated file.
     """
-    import torch
-
-    from ..model import build
-
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"weights file not found: {p}")
     sd, config = keras_state_dict(read_h5_layers(p), path=p, alpha=alpha)
-    model = build(config)
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
-    model.eval()
+    model = model_from_arrays(sd, config)
     n = config["num_classes"]
     return LoadedWeights(model=model, config=model.config(), source="keras-h5", file=p.name, sha256=sha256_file(p),
                          preprocessing=tflite_preprocessing(), labels=imagenet_labels(n) if n in (1000, 1001) else None)

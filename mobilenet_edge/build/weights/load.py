@@ -87,3 +87,15 @@ def load_weights(path: str | Path, *, alpha: float | None = None) -> LoadedWeigh
 
         return import_keras_h5(p, alpha=alpha)
     return load_checkpoint(p, alpha=alpha)
+
+
+def model_from_arrays(state_dict: dict, config: dict):
+    """A :class:`~mobilenet_edge.build.model.MobileNetV1` in eval mode from a mapped state dict of numpy
+    arrays (every key must fit: ``strict=True``) and its config (:func:`~mobilenet_edge.build.model.build`)."""
+    import torch
+
+    from ..model import build
+
+    model = build(config)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()}, strict=True)
+    return model.eval()

@@ -21,7 +21,7 @@ from ...core.errors import UsageError, WeightsError
 from ...core.images import Preprocessing
 from ...core.labels import imagenet_labels
 from ...core.variants import BLOCKS, STEM_CHANNELS, make_channels
-from .load import LoadedWeights
+from .load import LoadedWeights, model_from_arrays
 from .tflite_file import TFLITE_LAYERS, RawTensor, read_tflite_tensors
 
 
@@ -202,17 +202,11 @@ def import_tflite(path: str | Path, *, alpha: float | None = None) -> LoadedWeig
         UsageError: missing file, alpha mismatch (names the layer, expected and found channels).
         WeightsError: not a flatbuffer, truncated, not a MobileNet V1 (names the missing layer).
     """
-    import torch
-
-    from ..model import build
-
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"weights file not found: {p}")
     sd, config = tflite_state_dict(read_tflite_tensors(p), path=p, alpha=alpha)
-    model = build(config)
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
-    model.eval()
+    model = model_from_arrays(sd, config)
     return LoadedWeights(
         model=model,
         config=model.config(),
