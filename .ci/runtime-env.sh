@@ -52,4 +52,20 @@ env -u PYTHONPATH MOBILENET_EDGE_EXPECT_TFLITE=tflite-runtime \
     "$VENV/bin/python" -c 'import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))' \
     -q -p no:cacheprovider --rootdir "$ROOT" -c "$ROOT/pyproject.toml" \
     "$ROOT/tests/test_runtime.py" "$ROOT/tests/test_images.py" "$ROOT/tests/test_predict.py"
+# The Pi story end to end (issue #17): a bundle exported on the workstation from the weights shipped with the
+# package (no --weights, no network), then predicted in this torch-free venv. Expected top-1 from the data
+# README: Google's 0.5/160 file says "macaw" for parrot.jpg.
+HOST_BIN="${MOBILENET_EDGE_HOST_BIN:-$ROOT/.venv/bin}"
+DATA="${MOBILENET_EDGE_DATA:-$ROOT/../shared/data}"
+if [ -x "$HOST_BIN/mobilenet-edge" ] && [ -f "$DATA/images/parrot.jpg" ]; then
+    out=$(mktemp -d)
+    "$HOST_BIN/mobilenet-edge" export --alpha 0.5 --res 160 --out "$out" >/dev/null 2>&1 \
+        || { echo "runtime-env: export with the shipped weights failed" >&2; exit 1; }
+    top=$("$VENV/bin/mobilenet-edge" predict "$out/mobilenet_v1_0.50_160" "$DATA/images/parrot.jpg" --json --top-k 1)
+    echo "$top" | "$VENV/bin/python" -c 'import json, sys; r = json.load(sys.stdin); l = r[0]["top_k"][0]["label"]; print(f"runtime-env: torch-free predict on the shipped 0.5/160 weights: {l}"); sys.exit(l != "macaw")' \
+        || { echo "runtime-env: expected macaw for parrot.jpg" >&2; exit 1; }
+    rm -rf "$out"
+elif [ "${CI:-}" = "true" ]; then
+    echo "runtime-env: no host venv or no shared data for the shipped-weights check" >&2; exit 1
+fi
 echo "runtime-env: OK in $(( $(date +%s) - start )) s"
