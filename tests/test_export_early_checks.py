@@ -33,7 +33,7 @@ def test_memory_check_refuses_absurd_variants_and_passes_the_paper_grid():
     # 1.0/224, the paper's largest: 4.2 M params and a 112x112x32 stem output, far below any machine here
     need = check_memory(Variant(1.0, 224))
     assert need < 1 << 30 and need < _phys()
-    assert need > 8 * 4 * 4_231_976  # at least 8 fp32 copies of the weights (README table: 4,231,976 params)
+    assert need > 8 * 4 * 4_231_976  # at least 8 fp32 copies of the weights (docs/results.md table: 4,231,976 params)
 
 
 @pytest.mark.parametrize("args, msg", [

@@ -181,7 +181,7 @@ def test_bench_lone_onnx_of_our_export_gets_analytic_counts(tmp_path):
     ours = {"producer": "mobilenet-edge", "alpha": "0.5", "res": "160", "num_classes": "1000"}
     f = tiny_onnx(tmp_path / "model.onnx", metadata=ours)
     (t,) = targets_for(f)
-    # README / issue #2 table, alpha 0.5 at 160 with 1000 classes
+    # docs/results.md / issue #2 table, alpha 0.5 at 160 with 1000 classes
     assert (t.variant, t.alpha, t.res) == ("mobilenet_v1_0.50_160", 0.5, 160)
     assert t.params == 1_331_592 and t.macs == 76_524_800
     # no metadata (a foreign file): no counts, not an error
