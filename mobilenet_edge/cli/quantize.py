@@ -152,10 +152,15 @@ def print_record(rec: dict, dst) -> None:
         out.print(layers_table(rec["layers"]))
     size = rec["size"]
     cal = rec["calibration"]
+    src = rec.get("calibration_source") or {}
+    how = (f"activation ranges from {src.get('file')} (no calibration)" if src.get("kind") == "qat-file"
+           else f"calibrated on {cal['images']} images in {cal['seconds']:.1f} s")
     out.print(f"saved {dst} ({size['int8_bytes'] / 1e6:.2f} MB, {100 * size['ratio']:.1f}% of fp32) "
-              f"calibrated on {cal['images']} images in {cal['seconds']:.1f} s; reduce_range={rec['reduce_range']} "
-              f"({rec['isa']['reason']})", markup=False, highlight=False)
-    if not rec["accuracy_meaningful"]:
+              f"{how}; reduce_range={rec['reduce_range']} ({rec['isa']['reason']})", markup=False, highlight=False)
+    if src.get("kind") == "qat-file" and (rec.get("evaluation_source") or {}).get("kind") == "synthetic":
+        out.print("note: no evaluation images: agreement and SQNR above are on 16 noise images; "
+                  "pass --eval DIR for figures on photos", markup=False)
+    elif not rec["accuracy_meaningful"]:
         out.print("note: random weights / synthetic calibration: the int8 accuracy figures are meaningless",
                   markup=False)
     if rec.get("warnings"):
