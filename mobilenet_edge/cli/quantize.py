@@ -72,9 +72,8 @@ def quantize(
     --mean/--std/--crop/--resize.
     """
     from ..core.errors import UsageError
-    from ..core.onnx_graph import model_io
     from ..quantize.options import OrtExtraOptions, QuantOptions
-    from ..quantize.pipeline import quantize_bundle, quantize_file
+    from ..quantize.pipeline import quantize_bundle
 
     mean, std = _floats(mean, "mean"), _floats(std, "std")  # same syntax as predict: 127.5 or R,G,B
     fidelity_runtime = _fidelity_runtime(runtime)
@@ -98,19 +97,12 @@ def quantize(
                               runtime=fidelity_runtime, activation_ranges=qat)
         dst = target / "model.int8.onnx"
     elif target.is_file():
-        prep = _lone_file_prep(target, mean=mean, std=std, crop=crop, resize=resize, res=res)
-        dst = target.with_name(target.name[: -len(".onnx")] + ".int8.onnx" if target.name.endswith(".onnx")
-                               else target.name + ".int8.onnx")
-        if dst.exists() and not force:
-            raise UsageError(f"{dst} exists; use --force to replace it")
-        weights = model_io(target)["metadata"].get("weights")
         if recipe == "qat-ranges":
             raise UsageError("--recipe qat-ranges needs a bundle folder (its manifest names the source .tflite)")
-        if calib is None and not synthetic:
-            raise UsageError("--calib DIR is required (or --synthetic for a random-weight model)")
-        rec = quantize_file(target, dst, prep, calib=calib, eval_dir=eval_dir, options=opts, synthetic=synthetic,
-                            labels_csv=labels, debug_layers_=debug_layers, weights_source=weights, fold=fold,
-                            runtime=fidelity_runtime)
+        prep = _lone_file_prep(target, mean=mean, std=std, crop=crop, resize=resize, res=res)
+        dst, rec = _quantize_lone_file(target, prep, force=force, calib=calib, eval_dir=eval_dir, options=opts,
+                                       synthetic=synthetic, labels_csv=labels, debug_layers_=debug_layers, fold=fold,
+                                       runtime=fidelity_runtime)
     else:
         raise UsageError(f"no such bundle folder or .onnx file: {target}")
 
@@ -118,6 +110,22 @@ def quantize(
         out.print_json(jsonio.dumps(rec))
         return
     print_record(rec, dst)
+
+
+def _quantize_lone_file(target: Path, prep, *, force: bool, calib, synthetic: bool, **kw):
+    """``<name>.int8.onnx`` beside a lone .onnx file: (its path, the quantization record)."""
+    from ..core.errors import UsageError
+    from ..core.onnx_graph import model_io
+    from ..quantize.pipeline import quantize_file
+
+    dst = target.with_name(target.name[: -len(".onnx")] + ".int8.onnx" if target.name.endswith(".onnx")
+                           else target.name + ".int8.onnx")
+    if dst.exists() and not force:
+        raise UsageError(f"{dst} exists; use --force to replace it")
+    weights = model_io(target)["metadata"].get("weights")
+    if calib is None and not synthetic:
+        raise UsageError("--calib DIR is required (or --synthetic for a random-weight model)")
+    return dst, quantize_file(target, dst, prep, calib=calib, synthetic=synthetic, weights_source=weights, **kw)
 
 
 def _bundle_recipe(bundle: Path, recipe: str | None):
