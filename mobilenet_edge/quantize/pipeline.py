@@ -319,7 +319,8 @@ def quantize_bundle(
     Args:
         bundle_dir: folder with ``manifest.json`` and ``model.onnx`` (docs/bundle-format.md).
         calib: calibration image folder. Required when ``manifest["weights"]["source"]`` is not
-            ``"random"``; with random weights synthetic data is the default (``synthetic`` forces it).
+            ``"random"`` and the recipe is not ``qat-ranges``; with random weights synthetic data is the
+            default (``synthetic`` forces it). With ``qat-ranges`` it is only evaluated on (without ``eval_dir``).
         eval_dir: evaluation folder (disjoint from ``calib``); default: the other half of ``calib``.
         options: :class:`~.options.QuantOptions`.
         labels_csv: ``file,imagenet_index`` csv for top-1/top-5 of the evaluation images.
