@@ -128,6 +128,14 @@ def test_float_tflite_without_calib_asks_for_it_and_writes_nothing(float_tflite,
     assert code == 2 and "has no activation ranges" in capsys.readouterr().err
 
 
+@pytest.mark.realdata
+def test_a_calibrated_recipe_without_calib_fails_before_any_file(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["export", "--alpha", "0.25", "--res", "128", "--int8", "--recipe", "fidelity", "--out", str(out)])
+    assert code == 2 and "--recipe fidelity calibrates: it needs --calib DIR" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_qat_ranges_has_no_tflite_form(tmp_path, capsys):
     code = main(["export", "--alpha", "0.25", "--res", "64", "--weights", "random", "--int8", "--calib", str(tmp_path),
                  "--format", "tflite", "--recipe", "qat-ranges", "--out", str(tmp_path / "o")])

@@ -47,11 +47,14 @@ def choose_int8_recipe(recipe: str | None, *, calib, weights_source: str, weight
         weights_source: the manifest's ``weights.source`` (``random``, ``tflite``, ``keras``, ...).
         weights_path: the weights file read (None for random weights).
     Raises:
-        UsageError: ``qat-ranges`` for weights without a QAT ``.tflite``, or real weights without ranges
-            and without ``--calib``.
+        UsageError: ``qat-ranges`` for weights without a QAT ``.tflite``, real weights without ranges
+            and without ``--calib``, or a calibrated ``--recipe`` with real weights and no ``--calib``.
         WeightsError: the ``.tflite`` cannot be read.
     """
     if recipe is not None and recipe not in FILE_RANGE_RECIPES:
+        if calib is None and weights_source != "random":
+            raise UsageError(f"--recipe {recipe} calibrates: it needs --calib DIR (calibration images); without "
+                             "images only --recipe qat-ranges works, with quantization-aware trained .tflite weights")
         return Int8Choice(recipe)
     if recipe is None and (calib is not None or weights_source == "random"):
         return Int8Choice(DEFAULT_RECIPE)
