@@ -311,7 +311,7 @@ def test_recipe_plans():
     assert fid.record["float_output_of"] == ["classifier"]
     grid = recipes.plan(tiny_model(np.random.default_rng(9), grid=False), "grid")
     assert grid.tensor_quant_overrides == {} and grid.record["weight_grid"]["tensors_on_grid"] == 0
-    with pytest.raises(ValueError, match="recipe must be one of plain, grid, fidelity, got 'best'"):
+    with pytest.raises(ValueError, match="recipe must be one of plain, grid, fidelity, qat-ranges, got 'best'"):
         recipes.get_recipe("best")
 
 

@@ -70,9 +70,10 @@ class ExportOptions:
     int8: bool = False
     calib: Path | None = None
     eval_dir: Path | None = None
-    #: int8 recipe for model.int8.onnx and model.int8.tflite (:mod:`mobilenet_edge.quantize.recipes`), and the
-    #: number of leading convs kept in float (None: the recipe's)
-    recipe: str = "fidelity"
+    #: int8 recipe for model.int8.onnx and model.int8.tflite (:mod:`mobilenet_edge.quantize.recipes`; None:
+    #: chosen by :func:`~.int8_recipe.choose_int8_recipe`: qat-ranges for QAT .tflite weights without calib,
+    #: else fidelity), and the number of leading convs kept in float (None: the recipe's)
+    recipe: str | None = None
     float_first: int | None = None
     extra_manifest: dict = field(default_factory=dict)
 
@@ -176,6 +177,14 @@ def export_bundle(opts: ExportOptions, *, log=None, progress=None, warn=None) ->
     log = log or (lambda msg: None)
     images = _check_early(opts)
     built = build_model(opts, progress=progress, warn=warn)
+    choice = None
+    if opts.int8:  # before any file is written: real weights without ranges and without --calib fail here
+        from .int8_recipe import choose_int8_recipe
+
+        choice = choose_int8_recipe(opts.recipe, calib=opts.calib, weights_source=built.weights["source"],
+                                    weights_path=built.path)
+        if choice.message:
+            log(choice.message)
     target = _target(opts, built)
     with staged_dir(target.dst, force=opts.force) as stage:
         reg = built.weights.get("registry") or {}
@@ -195,8 +204,10 @@ def export_bundle(opts: ExportOptions, *, log=None, progress=None, warn=None) ->
             from ..quantize.pipeline import QuantOptions, quantize_bundle
 
             log("quantizing to int8 (ONNX Runtime)")
-            quantize_bundle(stage, calib=opts.calib, eval_dir=opts.eval_dir, synthetic=opts.calib is None,
-                            options=QuantOptions(recipe=opts.recipe, float_first=opts.float_first))
+            quantize_bundle(stage, calib=opts.calib, eval_dir=opts.eval_dir,
+                            synthetic=opts.calib is None and choice.activation_ranges is None,
+                            options=QuantOptions(recipe=choice.recipe, float_first=opts.float_first),
+                            activation_ranges=choice.activation_ranges)
             manifest = read_manifest(stage)
     return {"bundle": target.dst, "manifest": manifest, "seconds": time.perf_counter() - t0}
 
@@ -209,12 +220,16 @@ def _check_early(opts: ExportOptions) -> list[Path] | None:
         MobilenetEdgeError: --format tflite without litert-torch; too few calibration images.
     """
     check_opset(opts.opset)
-    from ..quantize.recipes import get_recipe
+    from ..quantize.recipes import FILE_RANGE_RECIPES, get_recipe
 
     try:
-        get_recipe(opts.recipe)
+        if opts.recipe is not None:
+            get_recipe(opts.recipe)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if opts.recipe in FILE_RANGE_RECIPES and opts.tflite_int8:
+        raise UsageError(f"--recipe {opts.recipe} makes model.int8.onnx only; the int8 .tflite is calibrated "
+                         "(PT2E): use --recipe fidelity, grid or plain with --format tflite --int8 --calib DIR")
     if opts.float_first is not None and opts.float_first < 0:
         raise UsageError(f"--float-first must be >= 0, got {opts.float_first}")
     v0 = Variant(1.0 if opts.alpha is None else opts.alpha, opts.res)  # validate early, before loading anything
@@ -323,6 +338,6 @@ def _export_tflite_files(model, stage: Path, opts: ExportOptions, prep: Preproce
         if opts.eval_dir is not None:  # the int8 fidelity on held-out images, as for the ONNX int8 report
             check = [x for _, x in iter_batches(expand_paths([opts.eval_dir]), prep, batch=16)]
         files[FILE_TFLITE_INT8] = export_tflite(model, stage / FILE_TFLITE_INT8, res=opts.res, int8=True,
-                                                calib=calib, check=check, recipe=opts.recipe,
+                                                calib=calib, check=check, recipe=opts.recipe or "fidelity",
                                                 float_first=opts.float_first)
     return files

@@ -17,6 +17,7 @@ EPILOG = (
     "  mobilenet-edge export --alpha 1.0 --res 224 --weights google-float  # downloaded once, then cached\n\n"
     "  mobilenet-edge export --alpha 0.5 --res 160 --weights random     # random weights on purpose (latency work)\n\n"
     "  mobilenet-edge export --alpha 0.5 --res 160 --weights mobilenet_v1_0.5_160_quant.tflite\n\n"
+    "  mobilenet-edge export --alpha 0.5 --res 160 --int8                # int8 from the ranges Google's file learned\n\n"
     "  mobilenet-edge export --alpha 0.5 --res 160 --weights W.tflite --int8 --calib imagenet-calib/\n\n"
     "  mobilenet-edge export --alpha 0.5 --res 160 --weights W.tflite --format tflite --int8 --calib imagenet-calib/\n\n"
     "  mobilenet-edge export ... --format tflite --int8 --calib imagenet-calib/ --float-first 0   # full-integer .tflite\n\n"
@@ -38,7 +39,9 @@ def export(
     int8: Annotated[bool, typer.Option("--int8", help="Also write model.int8.onnx (static PTQ, ONNX Runtime); with --format tflite also model.int8.tflite (PT2E, litert-torch).")] = False,
     calib: Annotated[Optional[Path], typer.Option(help="Calibration images for --int8 (required with real weights).")] = None,
     eval_dir: Annotated[Optional[Path], typer.Option("--eval", help="Evaluation images for the --int8 fidelity reports (ONNX and .tflite).")] = None,
-    recipe: Annotated[str, typer.Option(help="int8 recipe (ONNX and TFLite): fidelity | grid | plain. See docs/fidelity.md.")] = "fidelity",
+    recipe: Annotated[Optional[str], typer.Option(help="int8 recipe: fidelity | grid | plain | qat-ranges (ONNX only). "
+                      "Default: qat-ranges for Google's QAT weights without --calib (no images), else fidelity. "
+                      "See docs/quantize.md.")] = None,
     float_first: Annotated[Optional[int], typer.Option(min=0, help="int8: keep the first N convs in float (fidelity: 2; 0 = all int8, a full-integer .tflite).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="onnx, or tflite (adds model.tflite via litert-torch).")] = "onnx",
     padding: Annotated[str, typer.Option(help="Random weights only: symmetric | tf_same.")] = "symmetric",
@@ -58,11 +61,10 @@ def export(
 
     if fmt not in ("onnx", "tflite"):
         raise UsageError(f"--format must be onnx or tflite, got {fmt!r}")
-    if not int8 and (recipe != "fidelity" or float_first is not None):
+    if not int8 and (recipe is not None or float_first is not None):
         err.print("warning: --recipe/--float-first shape the int8 models; without --int8 they are ignored", markup=False)
-    if int8 and calib is None and (weights != "random" or fmt == "tflite"):
-        raise UsageError("--int8 with real weights (the default: Google's) or --format tflite needs --calib DIR "
-                         "(calibration images); --weights random quantizes random weights on synthetic data")
+    if int8 and calib is None and fmt == "tflite":
+        raise UsageError("--format tflite --int8 needs --calib DIR (calibration images for the int8 .tflite)")
     opts = ExportOptions(
         alpha=alpha, res=res, num_classes=classes, weights=weights, pretrained=True, out=out_dir, opset=opset, force=force,
         parity_images=parity_images, seed=seed, padding=padding,

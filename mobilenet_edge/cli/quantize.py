@@ -15,6 +15,8 @@ from .predict import MeanOpt, StdOpt, _floats
 EPILOG = (
     "Examples:\n\n"
     "  mobilenet-edge quantize export/mobilenet_v1_0.50_160 --calib imagenet-calib/\n\n"
+    "  mobilenet-edge quantize export/mobilenet_v1_0.50_160 --eval imagenet-calib/   # Google's QAT weights: "
+    "their own ranges (qat-ranges), no calibration\n\n"
     "  mobilenet-edge quantize export/mobilenet_v1_0.50_160 --calib calib/ --eval val/ --labels val/labels.csv "
     "--method entropy --debug-layers\n\n"
     "  mobilenet-edge quantize export/mobilenet_v1_0.50_160 --calib imagenet-calib/ --per-tensor --force --json\n\n"
@@ -34,8 +36,10 @@ def quantize(
     calib: Annotated[Optional[Path], typer.Option(help="Calibration image folder (recursive). Required for real weights.")] = None,
     eval_dir: Annotated[Optional[Path], typer.Option("--eval", help="Evaluation folder (disjoint); default: half of --calib.")] = None,
     labels: Annotated[Optional[Path], typer.Option(help="labels.csv (file,imagenet_index) for the evaluation images.")] = None,
-    recipe: Annotated[str, typer.Option(help="fidelity (default: grid-aligned weights, bias correction, float logits "
-                                        "and stem) | grid | plain (ORT as is). See docs/fidelity.md.")] = "fidelity",
+    recipe: Annotated[Optional[str], typer.Option(help="fidelity (default with --calib: grid-aligned weights, bias "
+                                        "correction, float logits and stem) | grid | plain (ORT as is) | qat-ranges "
+                                        "(default without --calib for a bundle of Google's QAT weights: the ranges "
+                                        "the .tflite learned, no images). See docs/quantize.md.")] = None,
     float_first: Annotated[Optional[int], typer.Option(min=0, help="Keep the first N convs in float (mixed "
                            "precision; fidelity keeps 2). More = closer to fp32, slower where int8 is fast: "
                            "trade-off table in docs/fidelity.md.")] = None,
@@ -68,40 +72,37 @@ def quantize(
     --mean/--std/--crop/--resize.
     """
     from ..core.errors import UsageError
-    from ..core.onnx_graph import model_io
     from ..quantize.options import OrtExtraOptions, QuantOptions
-    from ..quantize.pipeline import quantize_bundle, quantize_file
+    from ..quantize.pipeline import quantize_bundle
 
     mean, std = _floats(mean, "mean"), _floats(std, "std")  # same syntax as predict: 127.5 or R,G,B
     fidelity_runtime = _fidelity_runtime(runtime)
 
     extra = OrtExtraOptions(activation_symmetric=symmetric_activations, calib_percentile=percentile,
                             calib_num_bins=bins)
-    opts = QuantOptions(method=method, per_channel=not per_tensor, activations=activations,
-                        reduce_range=reduce_range, samples=samples, extra=extra, recipe=recipe,
-                        float_first=float_first)
     for name, path in (("--calib", calib), ("--eval", eval_dir)):
         if path is not None and not path.is_dir():
             raise UsageError(f"{name} {path} is not a folder")
+    qat = None
+    if target.is_dir() and (recipe == "qat-ranges" or (recipe is None and calib is None and not synthetic)):
+        recipe, qat = _bundle_recipe(target, recipe)
+    opts = QuantOptions(method=method, per_channel=not per_tensor, activations=activations,
+                        reduce_range=reduce_range, samples=samples, extra=extra, recipe=recipe or "fidelity",
+                        float_first=float_first)
     if target.is_dir():
         if any(v is not None for v in (mean, std, crop, resize, res)):
             raise UsageError("--mean/--std/--crop/--resize/--res apply to a lone .onnx file; a bundle has its preprocessing")
         rec = quantize_bundle(target, calib=calib, eval_dir=eval_dir, options=opts, synthetic=synthetic,
                               labels_csv=labels, debug_layers=debug_layers, force=force, fold=fold,
-                              runtime=fidelity_runtime)
+                              runtime=fidelity_runtime, activation_ranges=qat)
         dst = target / "model.int8.onnx"
     elif target.is_file():
+        if recipe == "qat-ranges":
+            raise UsageError("--recipe qat-ranges needs a bundle folder (its manifest names the source .tflite)")
         prep = _lone_file_prep(target, mean=mean, std=std, crop=crop, resize=resize, res=res)
-        dst = target.with_name(target.name[: -len(".onnx")] + ".int8.onnx" if target.name.endswith(".onnx")
-                               else target.name + ".int8.onnx")
-        if dst.exists() and not force:
-            raise UsageError(f"{dst} exists; use --force to replace it")
-        weights = model_io(target)["metadata"].get("weights")
-        if calib is None and not synthetic:
-            raise UsageError("--calib DIR is required (or --synthetic for a random-weight model)")
-        rec = quantize_file(target, dst, prep, calib=calib, eval_dir=eval_dir, options=opts, synthetic=synthetic,
-                            labels_csv=labels, debug_layers_=debug_layers, weights_source=weights, fold=fold,
-                            runtime=fidelity_runtime)
+        dst, rec = _quantize_lone_file(target, prep, force=force, calib=calib, eval_dir=eval_dir, options=opts,
+                                       synthetic=synthetic, labels_csv=labels, debug_layers_=debug_layers, fold=fold,
+                                       runtime=fidelity_runtime)
     else:
         raise UsageError(f"no such bundle folder or .onnx file: {target}")
 
@@ -109,6 +110,48 @@ def quantize(
         out.print_json(jsonio.dumps(rec))
         return
     print_record(rec, dst)
+
+
+def _quantize_lone_file(target: Path, prep, *, force: bool, calib, synthetic: bool, **kw):
+    """``<name>.int8.onnx`` beside a lone .onnx file: (its path, the quantization record)."""
+    from ..core.errors import UsageError
+    from ..core.onnx_graph import model_io
+    from ..quantize.pipeline import quantize_file
+
+    dst = target.with_name(target.name[: -len(".onnx")] + ".int8.onnx" if target.name.endswith(".onnx")
+                           else target.name + ".int8.onnx")
+    if dst.exists() and not force:
+        raise UsageError(f"{dst} exists; use --force to replace it")
+    weights = model_io(target)["metadata"].get("weights")
+    if calib is None and not synthetic:
+        raise UsageError("--calib DIR is required (or --synthetic for a random-weight model)")
+    return dst, quantize_file(target, dst, prep, calib=calib, synthetic=synthetic, weights_source=weights, **kw)
+
+
+def _bundle_recipe(bundle: Path, recipe: str | None):
+    """(recipe, activation ranges) for a bundle quantized without --calib: ``qat-ranges`` when its manifest names
+    a QAT .tflite found on this machine (same sha256); else (None, None), and quantize_bundle asks for --calib
+    (random weights: synthetic calibration). ``--recipe qat-ranges`` that cannot be served: UsageError."""
+    from ..build.int8_recipe import bundle_qat_source
+    from ..build.weights.tflite_file import read_activation_ranges
+    from ..core.errors import UsageError
+    from ..core.manifest import Manifest
+
+    weights = Manifest.read(bundle).weights or {}
+    if recipe is None and (weights.get("source") != "tflite" or not weights.get("sha256")):
+        return None, None
+    try:
+        qat = read_activation_ranges(bundle_qat_source(weights))
+    except UsageError:
+        if recipe is None:
+            return None, None
+        raise
+    if qat is None:
+        if recipe is None:
+            return None, None
+        raise UsageError(f"--recipe qat-ranges: {weights.get('file')} is a float .tflite (no activation ranges)")
+    err.print(f"int8 recipe: qat-ranges (activation ranges from {qat.file})", markup=False, highlight=False)
+    return "qat-ranges", qat
 
 
 def _lone_file_prep(target: Path, *, mean, std, crop, resize, res):
@@ -152,10 +195,15 @@ def print_record(rec: dict, dst) -> None:
         out.print(layers_table(rec["layers"]))
     size = rec["size"]
     cal = rec["calibration"]
+    src = rec.get("calibration_source") or {}
+    how = (f"activation ranges from {src.get('file')} (no calibration)" if src.get("kind") == "qat-file"
+           else f"calibrated on {cal['images']} images in {cal['seconds']:.1f} s")
     out.print(f"saved {dst} ({size['int8_bytes'] / 1e6:.2f} MB, {100 * size['ratio']:.1f}% of fp32) "
-              f"calibrated on {cal['images']} images in {cal['seconds']:.1f} s; reduce_range={rec['reduce_range']} "
-              f"({rec['isa']['reason']})", markup=False, highlight=False)
-    if not rec["accuracy_meaningful"]:
+              f"{how}; reduce_range={rec['reduce_range']} ({rec['isa']['reason']})", markup=False, highlight=False)
+    if src.get("kind") == "qat-file" and (rec.get("evaluation_source") or {}).get("kind") == "synthetic":
+        out.print("note: no evaluation images: agreement and SQNR above are on 16 noise images; "
+                  "pass --eval DIR for figures on photos", markup=False)
+    elif not rec["accuracy_meaningful"]:
         out.print("note: random weights / synthetic calibration: the int8 accuracy figures are meaningless",
                   markup=False)
     if rec.get("warnings"):

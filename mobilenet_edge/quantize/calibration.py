@@ -6,14 +6,14 @@ the labels of evaluation images."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from ..core.errors import UsageError
-from ..core.images import Preprocessing, load, skipped_message
+from ..core.images import Preprocessing, expand_paths, load, skipped_message
 
 # ----------------------------------------------------------------------------------------------
 # calibration data
@@ -144,6 +144,82 @@ def split_paths(paths: Sequence[Path], *, fold: int = 0) -> tuple[list[Path], li
     ps = sorted(paths)
     even, odd = ps[0::2], ps[1::2]
     return (even, odd) if fold == 0 else (odd, even)
+
+
+#: Calibration images fed to ORT's calibrator per ``collect_data`` call (bounds memory: the
+#: calibrators keep every intermediate tensor of a call until it ends).
+CALIB_CHUNK = 16
+
+# ----------------------------------------------------------------------------------------------
+# chunks of a calibration reader (stages.calibrate feeds ORT's calibrator CALIB_CHUNK inputs at a time)
+# ----------------------------------------------------------------------------------------------
+
+
+class ChunkTake:
+    """At most ``n`` items from a reader, then None (one chunk of calibration)."""
+
+    def __init__(self, reader, n: int) -> None:
+        self.reader, self.n, self.got, self.exhausted = reader, n, 0, False
+
+    def get_next(self):
+        if self.got >= self.n:
+            return None
+        item = self.reader.get_next()
+        if item is None:
+            self.exhausted = True
+            return None
+        self.got += 1
+        return item
+
+
+class ChunkReplay:
+    """Yields ``first`` then the rest of ``take`` (a chunk whose first item was peeked)."""
+
+    def __init__(self, first, take: ChunkTake) -> None:
+        self.pending, self.take = [first], take
+
+    def get_next(self):
+        return self.pending.pop() if self.pending else self.take.get_next()
+
+
+def reader_batches(reader, limit: int, batch: int = CALIB_CHUNK) -> Iterator[np.ndarray]:
+    """(n, 3, H, W) float32 batches of at most ``limit`` inputs pulled from an ORT calibration reader."""
+    got, buf = 0, []
+    while got < limit:
+        item = reader.get_next()
+        if item is None:
+            break
+        buf.append(next(iter(item.values())))
+        got += 1
+        if len(buf) == batch:
+            yield np.concatenate(buf)
+            buf = []
+    if buf:
+        yield np.concatenate(buf)
+
+
+def collect_images(calib, eval_dir, warn, fold: int = 0) -> tuple[list[Path], list[Path], Path | None, Path | None, str]:
+    """(calibration paths, evaluation paths, calib root, eval root, description of the split); the folder is
+    split into even/odd positions (``fold``) when ``eval_dir`` is None. Raises UsageError for overlapping
+    folders or fewer than 2 images to split. Called by export too, to fail before any work."""
+    calib_paths = expand_paths([calib])
+    if eval_dir is not None:
+        eval_paths = expand_paths([eval_dir])
+        overlap = {p.resolve() for p in calib_paths} & {p.resolve() for p in eval_paths}
+        if overlap:
+            raise UsageError(f"--calib and --eval share {len(overlap)} image(s), e.g. {sorted(overlap)[0]}; "
+                             "they must be disjoint")
+        split = "calibration and evaluation folders given separately"
+        return calib_paths, eval_paths, Path(calib), Path(eval_dir), split
+    if len(calib_paths) < 2:
+        raise UsageError(f"{calib} holds {len(calib_paths)} image file{'' if len(calib_paths) == 1 else 's'}; "
+                         "need at least 2 to split into "
+                         "calibration and evaluation halves (or pass --eval DIR)")
+    c, e = split_paths(calib_paths, fold=fold)
+    a, b = ("even", "odd") if fold == 0 else ("odd", "even")
+    split = (f"one folder split deterministically: sorted files, {a} positions calibrate ({len(c)}), "
+             f"{b} positions evaluate ({len(e)})")
+    return c, e, Path(calib), Path(calib), split
 
 
 # ----------------------------------------------------------------------------------------------

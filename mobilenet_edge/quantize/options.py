@@ -98,7 +98,9 @@ class QuantOptions:
         activation_range_guard: clamp calibrated ranges of Clip/Relu outputs to the activation's bounds.
         nodes_to_exclude: node names kept in float (issue #10: mixed precision).
         recipe: :mod:`~.recipes` name: ``fidelity`` (default: grid-aligned weight scales, weight-error
-            bias correction, float logits, first two convs in float), ``grid``, or ``plain`` (ORT as is).
+            bias correction, float logits, first two convs in float), ``grid``, ``plain`` (ORT as is), or
+            ``qat-ranges`` (activation ranges from the source QAT ``.tflite``, no calibration: the caller
+            passes them as ``activation_ranges``, see :mod:`~.qat_ranges`).
             docs/fidelity.md and benchmarks/quant_fidelity.md (issue #10) have the measurements.
         float_first: keep this many Conv nodes, in graph order from the input, in float instead of the
             recipe's number (``fidelity``: 2; ``grid``/``plain``: 0). Mixed precision: more is closer to

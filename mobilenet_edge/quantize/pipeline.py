@@ -31,9 +31,17 @@ from ..core.platform_info import detect_isa
 from ..core.precision import quantized_ops
 from ..core.progress import progress_bar
 from ..core.versions import QUANTIZE_TOOLS, versions
-from .calibration import Warnings, make_array_reader, make_image_reader, resolve_labels, split_paths, synthetic_images
+from .calibration import (
+    Warnings,
+    collect_images,
+    make_array_reader,
+    make_image_reader,
+    resolve_labels,
+    synthetic_images,
+)
 from .fidelity import debug_layers, fidelity, relu6_ranges
 from .options import QuantOptions
+from .recipes import FILE_RANGE_RECIPES
 from .reduce_range import decide_reduce_range
 from .stages import quantize_model
 
@@ -66,30 +74,6 @@ def check_quantizable(src_onnx: str | Path, options: QuantOptions | None = None)
     return convs
 
 
-def collect_images(calib, eval_dir, warn, fold: int = 0) -> tuple[list[Path], list[Path], Path | None, Path | None, str]:
-    """(calibration paths, evaluation paths, calib root, eval root, description of the split); the folder is
-    split into even/odd positions (``fold``) when ``eval_dir`` is None. Raises UsageError for overlapping
-    folders or fewer than 2 images to split. Called by export too, to fail before any work."""
-    calib_paths = expand_paths([calib])
-    if eval_dir is not None:
-        eval_paths = expand_paths([eval_dir])
-        overlap = {p.resolve() for p in calib_paths} & {p.resolve() for p in eval_paths}
-        if overlap:
-            raise UsageError(f"--calib and --eval share {len(overlap)} image(s), e.g. {sorted(overlap)[0]}; "
-                             "they must be disjoint")
-        split = "calibration and evaluation folders given separately"
-        return calib_paths, eval_paths, Path(calib), Path(eval_dir), split
-    if len(calib_paths) < 2:
-        raise UsageError(f"{calib} holds {len(calib_paths)} image file{'' if len(calib_paths) == 1 else 's'}; "
-                         "need at least 2 to split into "
-                         "calibration and evaluation halves (or pass --eval DIR)")
-    c, e = split_paths(calib_paths, fold=fold)
-    a, b = ("even", "odd") if fold == 0 else ("odd", "even")
-    split = (f"one folder split deterministically: sorted files, {a} positions calibrate ({len(c)}), "
-             f"{b} positions evaluate ({len(e)})")
-    return c, e, Path(calib), Path(calib), split
-
-
 # ----------------------------------------------------------------------------------------------
 # the steps of quantize_file
 # ----------------------------------------------------------------------------------------------
@@ -104,11 +88,16 @@ def _check_inputs(src_onnx, prep: Preprocessing, options: QuantOptions, calib, s
         raise UsageError(f"{src_onnx}: input is {h}x{w} but the preprocessing resizes to {prep.res}x{prep.res}")
     if prep.layout != "NCHW":
         raise UsageError(f"preprocessing layout must be NCHW for ONNX, got {prep.layout}")
-    if calib is None and not synthetic:
+    if calib is None and not synthetic and not _from_file(options):
         raise UsageError("--calib DIR is required (calibration images)")
     if fold not in (0, 1):
         raise UsageError(f"fold must be 0 or 1, got {fold}")
     return io["input"]["name"]
+
+
+def _from_file(options: QuantOptions) -> bool:
+    """True for recipes that take activation ranges from the weights file (``qat-ranges``: no calibration)."""
+    return options.recipe in FILE_RANGE_RECIPES
 
 
 def _decide(options: QuantOptions, weights_source: str | None, warn) -> dict:
@@ -154,6 +143,22 @@ def _synthetic_data(rec: dict, prep: Preprocessing, options: QuantOptions, input
     return make_array_reader(cal_x, input_name=input_name), eval_items, {}
 
 
+def _file_range_data(rec: dict, prep: Preprocessing, options: QuantOptions, qat, *, calib, eval_dir, labels_csv):
+    """(no reader, evaluation items, labels) for ``qat-ranges``: nothing is calibrated, so the evaluation
+    uses ``eval_dir``, else every image of ``calib``, else 16 noise images (agreement and SQNR only)."""
+    rec["calibration_source"] = {"kind": "qat-file", **(qat.source_record() if qat is not None else {})}
+    folder = eval_dir if eval_dir is not None else calib
+    if folder is None:
+        rec["evaluation_source"] = {"kind": "synthetic", "images": 16, "seed": options.seed + 1,
+                                    "what": "no evaluation images given: uniform pixel noise (pass --eval DIR)"}
+        rec["accuracy_meaningful"] = False
+        return None, synthetic_images(16, prep, seed=options.seed + 1), {}
+    paths = expand_paths([folder])
+    labels, label_desc = resolve_labels(paths, Path(folder), labels_csv)
+    rec["evaluation_source"] = {"kind": "images", "folder": str(folder), "files": len(paths), "labels": label_desc}
+    return None, paths, labels
+
+
 def _image_data(rec: dict, images, prep: Preprocessing, options: QuantOptions, input_name: str, *,
                 calib, eval_dir, labels_csv, fold: int, warn, prog):
     """(calibration reader streaming files, evaluation paths, labels) from :func:`collect_images`'s split."""
@@ -169,13 +174,15 @@ def _image_data(rec: dict, images, prep: Preprocessing, options: QuantOptions, i
     return reader, eval_items, labels
 
 
-def _quantize_to(tmp_q: Path, src_onnx, reader, options: QuantOptions, rec: dict, synthetic: bool, warn) -> None:
+def _quantize_to(tmp_q: Path, src_onnx, reader, options: QuantOptions, rec: dict, synthetic: bool, warn,
+                 activation_ranges=None) -> None:
     """Run :func:`~.stages.quantize_model` into ``tmp_q`` and add its record and size figures to ``rec``."""
     reduce_range = rec["reduce_range"]
     meta = {"precision": "int8", "quantization": json.dumps(
         {"method": options.method, "per_channel": options.per_channel, "activations": options.activations,
          "reduce_range": reduce_range, "recipe": options.recipe})}
-    qrec = quantize_model(src_onnx, tmp_q, reader, options, reduce_range=reduce_range, metadata=meta, warn=warn)
+    qrec = quantize_model(src_onnx, tmp_q, reader, options, reduce_range=reduce_range, metadata=meta, warn=warn,
+                          activation_ranges=activation_ranges)
     rec.update({k: qrec[k] for k in ("range_guard", "ort_arguments", "compact", "recipe")})
     rec["calibration"] = qrec["calibration"]
     n_cal = qrec["calibration"]["images"]
@@ -240,8 +247,13 @@ def quantize_file(
     check_relu6: bool = True,
     fold: int = 0,
     runtime: str = "onnxruntime",
+    activation_ranges=None,
 ) -> dict:
     """Quantize one fp32 ONNX file to ``dst_onnx`` and evaluate it; the core of :func:`quantize_bundle`.
+
+    ``activation_ranges``: :class:`~.qat_ranges.QatRanges` of the source QAT ``.tflite`` for the ``qat-ranges``
+    recipe (read by the build side: ``mobilenet_edge.build.weights.tflite_file.read_activation_ranges``);
+    nothing is calibrated then, and the evaluation uses ``eval_dir``, else all of ``calib``, else noise.
 
     ``runtime`` runs the fidelity report (both models): "onnxruntime" or "openvino" (:func:`~.fidelity.fidelity`).
 
@@ -257,11 +269,15 @@ def quantize_file(
     """
     warn = Warnings()
     input_name = _check_inputs(src_onnx, prep, options, calib, synthetic, fold)
-    images = None if synthetic else collect_images(calib, eval_dir, warn, fold)  # bad folders fail before any work
+    from_file = _from_file(options)
+    images = None if synthetic or from_file else collect_images(calib, eval_dir, warn, fold)  # fail before any work
     decision = _decide(options, weights_source, warn)
     rec = _record(options, decision, weights_source, synthetic)
     with progress_bar(_STDERR, enabled=progress) as prog:
-        if synthetic:
+        if from_file:
+            reader, eval_items, labels = _file_range_data(rec, prep, options, activation_ranges, calib=calib,
+                                                          eval_dir=eval_dir, labels_csv=labels_csv)
+        elif synthetic:
             reader, eval_items, labels = _synthetic_data(rec, prep, options, input_name, calib, warn)
         else:
             reader, eval_items, labels = _image_data(rec, images, prep, options, input_name, calib=calib,
@@ -271,7 +287,7 @@ def quantize_file(
         work = Path(tempfile.mkdtemp(prefix=".quantize-", dir=dst_onnx.parent))
         try:
             tmp_q = work / dst_onnx.name
-            _quantize_to(tmp_q, src_onnx, reader, options, rec, synthetic, warn)
+            _quantize_to(tmp_q, src_onnx, reader, options, rec, synthetic, warn, activation_ranges)
             rec["fidelity"] = fidelity(src_onnx, tmp_q, eval_items, prep, labels=labels, warn=warn, progress=prog,
                                        runtime=runtime)
             _check_layers(src_onnx, tmp_q, eval_items, prep, input_name, rec, warn, check_relu6=check_relu6,
@@ -296,13 +312,15 @@ def quantize_bundle(
     progress: bool = True,
     fold: int = 0,
     runtime: str = "onnxruntime",
+    activation_ranges=None,
 ) -> dict:
     """Write ``model.int8.onnx`` into a bundle and record it in ``manifest.json``.
 
     Args:
         bundle_dir: folder with ``manifest.json`` and ``model.onnx`` (docs/bundle-format.md).
         calib: calibration image folder. Required when ``manifest["weights"]["source"]`` is not
-            ``"random"``; with random weights synthetic data is the default (``synthetic`` forces it).
+            ``"random"`` and the recipe is not ``qat-ranges``; with random weights synthetic data is the
+            default (``synthetic`` forces it). With ``qat-ranges`` it is only evaluated on (without ``eval_dir``).
         eval_dir: evaluation folder (disjoint from ``calib``); default: the other half of ``calib``.
         options: :class:`~.options.QuantOptions`.
         labels_csv: ``file,imagenet_index`` csv for top-1/top-5 of the evaluation images.
@@ -311,6 +329,7 @@ def quantize_bundle(
         fold: which half of a split ``calib`` folder calibrates (0: even positions, 1: odd), for
             2-fold cross evaluation.
         runtime: where the fidelity report runs both models: "onnxruntime" or "openvino".
+        activation_ranges: the ``qat-ranges`` recipe's source ranges (:func:`quantize_file`); no ``calib`` needed.
     Returns:
         The manifest's new ``quantization`` record.
     Raises:
@@ -324,14 +343,18 @@ def quantize_bundle(
         raise UsageError(f"{dst} exists; use --force to replace it")
     prep = manifest.prep()
     source = manifest.weights_source
-    if calib is None and not synthetic and source == "random":
+    if _from_file(options):
+        if activation_ranges is None:
+            raise UsageError(f"recipe {options.recipe} needs the source QAT .tflite's activation ranges; "
+                             f"{bundle_dir.name} has weights from {source or 'an unknown source'}")
+    elif calib is None and not synthetic and source == "random":
         synthetic = True
-    if (calib is None or synthetic) and source != "random":
+    if (calib is None or synthetic) and source != "random" and not _from_file(options):
         raise UsageError(f"--calib DIR is required: {bundle_dir.name} has weights from {source or 'an unknown source'} "
                          "and int8 ranges must come from real images (synthetic calibration is for random weights)")
     rec = quantize_file(src, dst, prep, calib=calib, eval_dir=eval_dir, options=options, synthetic=synthetic,
                         labels_csv=labels_csv, debug_layers_=debug_layers, weights_source=source, progress=progress,
-                        fold=fold, runtime=runtime)
+                        fold=fold, runtime=runtime, activation_ranges=activation_ranges)
     _record_int8_file(manifest, dst, rec)
     manifest.write(bundle_dir)
     return rec

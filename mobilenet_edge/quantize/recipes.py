@@ -19,6 +19,12 @@ on imagenet-calib):
   most logits SQNR (each later tensor costs < 0.3 dB). On x86 the float stem is not slower: ORT's
   int8 stem (3 input channels) gains nothing over fp32.
 
+- ``qat-ranges`` (the default for Google's quantization-aware-trained ``.tflite`` weights when no
+  calibration images are given): no calibration at all. Every activation's scale and zero point is the
+  one the source ``.tflite`` learned during training (:mod:`~.qat_ranges`: mapped layer by layer, given
+  to ORT as ``TensorQuantOverrides``), weights on their grid as in ``grid``, logits in float. No bias
+  correction (it needs images). Measured against ``fidelity`` in benchmarks/qat_ranges.md (issue #22).
+
 Not kept (measured, see the benchmark table): Entropy and Percentile calibration, fewer calibration
 images, int8 activations, uint8 per-tensor weights on Google's own grid (exact, but ORT's U8U8 kernels
 are ~2x slower on x86), cross-layer equalization, empirical bias correction of activation errors.
@@ -28,7 +34,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-RECIPE_NAMES = ("plain", "grid", "fidelity")
+RECIPE_NAMES = ("plain", "grid", "fidelity", "qat-ranges")
+#: recipes whose activation ranges come from the weights file instead of calibration images
+FILE_RANGE_RECIPES = ("qat-ranges",)
 DEFAULT_RECIPE = "fidelity"
 
 
@@ -37,12 +45,14 @@ class Recipe:
     """One recipe; every field is recorded in manifest.json.
 
     Attributes:
-        name: ``plain`` | ``grid`` | ``fidelity``.
+        name: ``plain`` | ``grid`` | ``fidelity`` | ``qat-ranges``.
         weight_grid: align per-channel weight scales to the weights' grid when they lie on one.
         float_logits: do not quantize the output of the node producing the model's output (logits).
         float_first: number of Conv nodes, in graph order from the input, kept in float.
         weight_bias_correction: correct biases for the weight rounding error (needs calibration
             inputs: :func:`apply`).
+        activation_ranges: ``calibration`` (ORT's calibrator on images) or ``qat-file`` (the scales and
+            zero points stored in the source QAT ``.tflite``, :mod:`~.qat_ranges`; no images).
     """
 
     name: str
@@ -50,6 +60,7 @@ class Recipe:
     float_logits: bool
     float_first: int
     weight_bias_correction: bool = False
+    activation_ranges: str = "calibration"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,6 +70,7 @@ RECIPES = {
     "plain": Recipe("plain", weight_grid=False, float_logits=False, float_first=0),
     "grid": Recipe("grid", weight_grid=True, float_logits=True, float_first=0),
     "fidelity": Recipe("fidelity", weight_grid=True, float_logits=True, float_first=2, weight_bias_correction=True),
+    "qat-ranges": Recipe("qat-ranges", weight_grid=True, float_logits=True, float_first=2, activation_ranges="qat-file"),
 }
 
 
@@ -156,4 +168,4 @@ def apply(model, recipe: Recipe | str, calib, *, reduce_range: bool = False) -> 
     return corrected, p
 
 
-__all__ = ["DEFAULT_RECIPE", "Plan", "RECIPES", "RECIPE_NAMES", "Recipe", "apply", "get_recipe", "plan"]
+__all__ = ["DEFAULT_RECIPE", "FILE_RANGE_RECIPES", "Plan", "RECIPES", "RECIPE_NAMES", "Recipe", "apply", "get_recipe", "plan"]

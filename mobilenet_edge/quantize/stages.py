@@ -32,7 +32,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from io import StringIO
 from pathlib import Path
@@ -52,13 +52,9 @@ from ..core.onnx_graph import (
 )
 from ..core.sessions import PROVIDERS
 from . import recipes
-from .calibration import make_array_reader
+from .calibration import CALIB_CHUNK, ChunkReplay, ChunkTake, make_array_reader, reader_batches
 from .compact import BOOKKEEPING_META, compact
 from .options import QuantOptions
-
-#: Calibration images fed to ORT's calibrator per ``collect_data`` call (bounds memory: the
-#: calibrators keep every intermediate tensor of a call until it ends).
-CALIB_CHUNK = 16
 
 CalibSource = Union[np.ndarray, Sequence[np.ndarray], Any]
 
@@ -83,54 +79,6 @@ def calibration_method(method: str):
     """ORT's ``CalibrationMethod`` for ``minmax`` | ``entropy`` | ``percentile``."""
     cm = ort_tools().CalibrationMethod
     return {"minmax": cm.MinMax, "entropy": cm.Entropy, "percentile": cm.Percentile}[method]
-
-
-# ----------------------------------------------------------------------------------------------
-# calibration readers
-# ----------------------------------------------------------------------------------------------
-
-
-class _Take:
-    """At most ``n`` items from a reader, then None (one chunk of calibration)."""
-
-    def __init__(self, reader, n: int) -> None:
-        self.reader, self.n, self.got, self.exhausted = reader, n, 0, False
-
-    def get_next(self):
-        if self.got >= self.n:
-            return None
-        item = self.reader.get_next()
-        if item is None:
-            self.exhausted = True
-            return None
-        self.got += 1
-        return item
-
-
-class _Replay:
-    """Yields ``first`` then the rest of ``take`` (a chunk whose first item was peeked)."""
-
-    def __init__(self, first, take: _Take) -> None:
-        self.pending, self.take = [first], take
-
-    def get_next(self):
-        return self.pending.pop() if self.pending else self.take.get_next()
-
-
-def _reader_batches(reader, limit: int, batch: int = CALIB_CHUNK) -> Iterator[np.ndarray]:
-    """(n, 3, H, W) float32 batches of at most ``limit`` inputs pulled from an ORT calibration reader."""
-    got, buf = 0, []
-    while got < limit:
-        item = reader.get_next()
-        if item is None:
-            break
-        buf.append(next(iter(item.values())))
-        got += 1
-        if len(buf) == batch:
-            yield np.concatenate(buf)
-            buf = []
-    if buf:
-        yield np.concatenate(buf)
 
 
 def _no_calibration_input(reader) -> UsageError:
@@ -191,7 +139,7 @@ def apply_recipe(pre: Path, reader, options: QuantOptions, reduce_range: bool, l
         plan = recipes.plan(model, r, reduce_range=reduce_range)
         plan.record["recipe"] = {**plan.record["recipe"], "requested": options.recipe}
         return plan
-    batches = _reader_batches(reader, limit)
+    batches = reader_batches(reader, limit)
     first = next(batches, None)
     if first is None:  # nothing decodable: say so here, not as "no input for the channel means"
         raise _no_calibration_input(reader)
@@ -224,11 +172,11 @@ def calibrate(pre: Path, reader, options: QuantOptions, limit: int, work: Path) 
     fed, chunks = 0, 0
     with _calibrator_prints():  # "Collecting tensor data and making histogram ..." etc.
         while fed < limit:
-            take = _Take(reader, min(CALIB_CHUNK, limit - fed))
+            take = ChunkTake(reader, min(CALIB_CHUNK, limit - fed))
             first = take.get_next()
             if first is None:
                 break
-            calibrator.collect_data(_Replay(first, take))
+            calibrator.collect_data(ChunkReplay(first, take))
             fed += take.got
             chunks += 1
             if take.exhausted:
@@ -239,6 +187,43 @@ def calibrate(pre: Path, reader, options: QuantOptions, limit: int, work: Path) 
     seconds = time.perf_counter() - tc
     del calibrator
     return ranges, {"images": fed, "chunks": chunks, "seconds": seconds}
+
+
+def calibrated_tensors(pre: Path, work: Path) -> set[str]:
+    """The activation tensors ORT's calibrator would collect on ``pre`` (its own ``select_tensors_to_calibrate``:
+    inputs and outputs of the operators ``quantize_static`` quantizes); no data is run."""
+    import onnx
+
+    ort = ort_tools()
+    calibrator = ort.create_calibrator(
+        pre, ort.op_types, augmented_model_path=str(work / "augmented.onnx"),
+        calibrate_method=calibration_method("minmax"), use_external_data_format=False, providers=PROVIDERS,
+    )
+    tensors, _ = calibrator.select_tensors_to_calibrate(onnx.load(str(pre)))
+    del calibrator
+    return set(tensors)
+
+
+def file_ranges(pre: Path, qat, options: QuantOptions, work: Path) -> tuple[Any, dict, dict]:
+    """The ``qat-ranges`` stage instead of :func:`calibrate`: the source file's activation ranges
+    (:class:`~.qat_ranges.QatRanges`) mapped onto ``pre``, as ORT's calibration cache and tensor overrides.
+
+    Returns:
+        (ORT ``TensorsData``, activation ``TensorQuantOverrides``, record with the mapping).
+    Raises:
+        UsageError: no ranges given, or a tensor ORT quantizes without a source in the file.
+    """
+    import onnx
+
+    from .qat_ranges import map_ranges, mapping_record, ort_inputs
+
+    if qat is None:
+        raise UsageError(f"recipe {options.recipe} needs the activation ranges of the source QAT .tflite "
+                         "(export from Google's quantized weights, or give --calib DIR for a calibrated recipe)")
+    tensors = calibrated_tensors(pre, work)
+    mapping = map_ranges(onnx.load(str(pre)), qat, tensors)
+    ranges, overrides = ort_inputs(mapping, options.activations, tensors)
+    return ranges, overrides, mapping_record(qat, [m for m in mapping if m.tensor in tensors])
 
 
 def guard_ranges(model, ranges, enabled: bool = True) -> dict:
@@ -288,8 +273,8 @@ def static_arguments(options: QuantOptions, rplan: recipes.Plan, reduce_range: b
 
 def arguments_record(kwargs: dict, rplan: recipes.Plan) -> dict:
     """JSON-ready record of :func:`static_arguments` (the recipe's weight overrides summarised)."""
-    extra = {k: (f"{len(v)} tensors (recipe weight grid; see quantization.recipe)"
-                 if k == "TensorQuantOverrides" and rplan.tensor_quant_overrides else v)
+    extra = {k: (f"{len(v)} tensors (recipe weight grid and file activation ranges; see quantization.recipe)"
+                 if k == "TensorQuantOverrides" and v else v)
              for k, v in kwargs["extra_options"].items()}
     return {
         "quant_format": "QDQ", "op_types_to_quantize": kwargs["op_types_to_quantize"],
@@ -336,8 +321,10 @@ def quantize_model(
     reduce_range: bool | None = None,
     metadata: dict[str, str] | None = None,
     warn: Callable[[str], None] | None = None,
+    activation_ranges=None,
 ) -> dict:
-    """fp32 ONNX -> QDQ int8 ONNX with ORT: the stages of this module, in order.
+    """fp32 ONNX -> QDQ int8 ONNX with ORT: the stages of this module, in order (``qat-ranges``:
+    :func:`file_ranges` instead of :func:`calibrate` and :func:`guard_ranges`; ``calib`` may be None).
 
     Args:
         src_onnx: fp32 model with one (N, 3, H, W) float32 input.
@@ -349,9 +336,11 @@ def quantize_model(
             False if that is None too).
         metadata: extra ``metadata_props`` for the int8 model (the fp32 model's are copied first).
         warn: called with one-line warnings.
+        activation_ranges: :class:`~.qat_ranges.QatRanges` of the source file (``qat-ranges`` recipe only).
     Returns:
         Record: ``{"calibration": {"images", "skipped", "chunks", "chunk_size", "seconds"}, "range_guard": {...},
-        "ort_arguments": {...}, "recipe": {...}, "compact": {...} | None, "seconds": float}``.
+        "ort_arguments": {...}, "recipe": {...}, "compact": {...} | None, "seconds": float}``; with
+        ``qat-ranges`` the recipe record has ``activation_ranges`` (source file, sha256, per-tensor mapping).
     Raises:
         UsageError: no calibration input could be read (nothing is written).
     """
@@ -364,12 +353,20 @@ def quantize_model(
     reader = make_array_reader(calib, input_name=input_name) if is_arrays else calib
     reduce_range = bool(options.reduce_range) if reduce_range is None else bool(reduce_range)
     limit = options.samples if options.samples is not None else 1 << 62
+    from_file = recipes.get_recipe(options.recipe).activation_ranges == "qat-file"
     with tempfile.TemporaryDirectory(prefix="mobilenet-edge-quant-") as td, quiet_ort_logging():
         work = Path(td)
         pre = pre_process(src_onnx, work / "pre.onnx")
         rplan = apply_recipe(pre, reader, options, reduce_range, limit, warn)  # issue #10
-        ranges, cal = calibrate(pre, reader, options, limit, work)
-        guard = guard_ranges(onnx.load(str(pre)), ranges, options.activation_range_guard)
+        if from_file:  # issue #22: no calibration, the file's ranges for every activation
+            t1 = time.perf_counter()
+            ranges, act_overrides, rplan.record["activation_ranges"] = file_ranges(pre, activation_ranges, options, work)
+            rplan.tensor_quant_overrides.update(act_overrides)
+            cal = {"images": 0, "chunks": 0, "seconds": time.perf_counter() - t1}
+            guard = {"enabled": False, "reason": "qat-ranges: the file's ranges are used as they are"}
+        else:
+            ranges, cal = calibrate(pre, reader, options, limit, work)
+            guard = guard_ranges(onnx.load(str(pre)), ranges, options.activation_range_guard)
         kwargs = static_arguments(options, rplan, reduce_range)
         qpath = run_quantize_static(pre, work / "model.int8.onnx", ranges, kwargs, work)
         q = finish_model(qpath, src_onnx, metadata)

@@ -187,3 +187,52 @@ def default_res(tflite_path: str | Path) -> int:
     """
     interp = open_tflite(tflite_path)
     return int(interp.get_input_details()[0]["shape"][1])
+
+
+def read_activation_ranges(path: str | Path):
+    """The activation quantization parameters of a TF-slim MobileNet V1 QAT ``.tflite``, in network order.
+
+    Read from the interpreter's tensor details (no op is run): the model input; for each layer of
+    :data:`TFLITE_LAYERS` but the logits, the fused Conv+ReLU6 output (first name segment
+    ``.../<layer>/Relu6``); the average pool (``.../AvgPool_1a/AvgPool``); the logits before the squeeze
+    (``.../Conv2d_1c_1x1/BiasAdd``, 4-D).
+
+    Returns:
+        :class:`mobilenet_edge.quantize.qat_ranges.QatRanges`, or None when the file's activations are
+        not quantized (a float ``.tflite``: no ranges to take).
+    Raises:
+        WeightsError: bad file, or a quantized file where a layer's activation tensor is missing (named).
+    """
+    from ...core.bundle import sha256_file
+    from ...quantize.qat_ranges import QatRanges, SourceRange
+
+    p = Path(path)
+    interp = open_tflite(p)
+    details = interp.get_tensor_details()
+    inp = interp.get_input_details()[0]
+    if not inp.get("quantization", (0.0, 0))[0]:
+        return None
+    found: dict[str, dict] = {"input": inp}
+    pool = re.compile(r"/AvgPool_1a/AvgPool$")
+    for d in details:
+        first = d["name"].split(";")[0]
+        if len(d["shape"]) != 4:
+            continue
+        if (m := re.search(_LAYER + r"/Relu6$", first)) or (m := re.search(r"(Conv2d_1c_1x1)/BiasAdd$", first)):
+            found.setdefault(m.group(1), d)
+        elif pool.search(first):
+            found.setdefault("pool", d)
+    roles = [("input", "input")] + [("conv", layer) for layer in TFLITE_LAYERS[:-1]]
+    roles += [("pool", "pool"), ("logits", TFLITE_LAYERS[-1])]
+    out = []
+    for role, layer in roles:
+        d = found.get(layer)
+        if d is None:
+            raise WeightsError(f"{p.name}: quantized input but no quantized activation tensor for {layer}")
+        scale, zp = d["quantization"]
+        dtype = np.dtype(d["dtype"]).name
+        if not scale or dtype not in ("uint8", "int8"):
+            raise WeightsError(f"{p.name}: the activation tensor {d['name']!r} is {dtype} without a scale")
+        out.append(SourceRange(role, layer if role in ("conv", "logits") else role, d["name"], float(scale), int(zp),
+                               dtype, int(d["shape"][-1])))
+    return QatRanges(p.name, sha256_file(p), tuple(out))
