@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import MobilenetEdgeError, UsageError
 from .images import is_image_path
 
 _DATA = Path(__file__).with_name("data")
@@ -28,6 +28,58 @@ def read_labels(path: str | Path) -> list[str]:
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
+
+
+def check_labels(labels, *, source: str = "labels") -> tuple[str, ...]:
+    """Validate class labels (one per output index): each a non-empty single line, no label twice.
+
+    Args:
+        labels: a sequence of strings (a bare string is refused: it would be one label per character).
+        source: where they come from, for messages (e.g. the file name).
+    Returns:
+        the labels as a tuple of str, surrounding whitespace kept as given.
+    Raises:
+        MobilenetEdgeError: no label, an empty or blank label, a label with a line break, a duplicated label
+            (first one named with both positions, 1-based lines).
+    """
+    if isinstance(labels, (str, bytes)):
+        raise UsageError(f"{source}: labels must be a list of strings, got a single string")
+    out = tuple(labels)
+    if not out:
+        raise MobilenetEdgeError(f"{source}: no labels")
+    seen: dict[str, int] = {}
+    for i, lab in enumerate(out, 1):
+        if not isinstance(lab, str):
+            raise UsageError(f"{source}: label {i} must be a string, got {type(lab).__name__}")
+        if not lab.strip():
+            raise MobilenetEdgeError(f"{source}: label {i} (line {i}) is empty; expected one non-empty label per line")
+        if "\n" in lab or "\r" in lab:
+            raise MobilenetEdgeError(f"{source}: label {i} contains a line break")
+        if lab in seen:
+            raise MobilenetEdgeError(f"{source}: label {lab!r} appears twice (lines {seen[lab]} and {i}); "
+                                     "each class needs its own label")
+        seen[lab] = i
+    return out
+
+
+def read_labels_file(path: str | Path) -> tuple[str, ...]:
+    """A user's labels file (one label per line, UTF-8, blank trailing lines dropped), checked by
+    :func:`check_labels`.
+
+    Raises:
+        UsageError: no such file, or a folder.
+        MobilenetEdgeError: unreadable (not UTF-8), or labels that :func:`check_labels` refuses.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{p} is a folder, expected a labels file (one label per line)")
+    if not p.is_file():
+        raise UsageError(f"no such labels file: {p}")
+    try:
+        labels = read_labels(p)
+    except (UnicodeDecodeError, OSError) as e:
+        raise MobilenetEdgeError(f"cannot read labels file {p}: {e}") from None
+    return check_labels(labels, source=p.name)
 
 
 def imagenet_labels(num_classes: int = 1000) -> list[str]:
