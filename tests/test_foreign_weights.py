@@ -228,12 +228,16 @@ def test_alpha_given_that_does_not_fit_is_a_usage_error(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_conventions_refused_for_files_that_carry_their_own(tmp_path):
+def test_conventions_refused_for_checkpoints_that_carry_a_config(tmp_path):
     from mobilenet_edge.build.model import MobileNetV1
+    from mobilenet_edge.build.weights import save_checkpoint
 
-    torch.save(MobileNetV1(alpha=0.25, num_classes=3).state_dict(), tmp_path / "ours.pt")
-    with pytest.raises(UsageError, match="--activation/--padding/--bn-eps apply to state dicts of other"):
-        load_weights(tmp_path / "ours.pt", activation="relu")
+    model = MobileNetV1(alpha=0.25, num_classes=3).eval()
+    save_checkpoint(model, tmp_path / "ours.safetensors")
+    with pytest.raises(UsageError, match="carries its own config"):
+        load_weights(tmp_path / "ours.safetensors", activation="relu")
+    torch.save(model.state_dict(), tmp_path / "plain.pt")  # no config: the conventions are the user's to give
+    assert load_weights(tmp_path / "plain.pt", padding="tf_same").config["padding"] == "tf_same"
 
 
 class _Evil:
