@@ -37,6 +37,9 @@ from .memory import check_memory
 from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset, export_onnx
 from .parity import check_parity
 
+#: the :class:`~mobilenet_edge.core.images.Preprocessing` fields :attr:`ExportOptions.preprocessing` may set
+PREPROCESSING_OVERRIDES = ("mean", "std", "crop", "resize")
+
 
 @dataclass
 class ExportOptions:
@@ -74,6 +77,9 @@ class ExportOptions:
     #: number of leading convs kept in float (None: the recipe's)
     recipe: str = "fidelity"
     float_first: int | None = None
+    #: Preprocessing fields (:data:`PREPROCESSING_OVERRIDES`: ``mean``, ``std``, ``crop``, ``resize``) replacing the weights'
+    #: (e.g. torchvision's mean/std for a model fine-tuned with them); None: the weights' own, else TF-slim's
+    preprocessing: dict | None = None
     extra_manifest: dict = field(default_factory=dict)
 
 
@@ -98,12 +104,14 @@ class BuiltModel:
     path: Path | None = None
 
 
-def build_model(opts: ExportOptions, *, progress=None, warn=None) -> BuiltModel:
-    """The model to export: from ``opts.weights`` (a path or a registry name), the pretrained default
-    (``opts.pretrained`` and no weights, :func:`~mobilenet_edge.build.weights.resolve.resolve_weights`),
-    else seeded random weights.
+def build_model(opts: ExportOptions, *, progress=None, warn=None, model=None) -> BuiltModel:
+    """The model to export: ``model`` (in memory), else from ``opts.weights`` (a path or a registry name), the
+    pretrained default (``opts.pretrained`` and no weights,
+    :func:`~mobilenet_edge.build.weights.resolve.resolve_weights`), else seeded random weights.
 
     Args:
+        model: an in-memory ``MobileNetV1`` (:func:`~mobilenet_edge.build.weights.module.module_weights`: a
+            copy is exported; ``opts.weights`` must then be None).
         progress: download progress callback (bytes done, total) when weights are downloaded.
         warn: one-line notes for stderr (weights trained at another res, trust on first use).
     Raises:
@@ -113,6 +121,8 @@ def build_model(opts: ExportOptions, *, progress=None, warn=None) -> BuiltModel:
     """
     from .model import random_model
 
+    if model is not None:
+        return _built_from_module(opts, model)
     warn = warn or (lambda m: None)
     registry = None
     path = None if opts.weights is None else opts.weights
@@ -148,6 +158,20 @@ def build_model(opts: ExportOptions, *, progress=None, warn=None) -> BuiltModel:
     return BuiltModel(model, {"source": "random", "seed": opts.seed})
 
 
+def _built_from_module(opts: ExportOptions, model) -> BuiltModel:
+    """:func:`build_model` for an in-memory model (its alpha and class count are checked against ``opts``)."""
+    from .weights.module import module_weights
+
+    if opts.weights is not None:
+        raise UsageError("give either an in-memory model or weights, not both")
+    copied, info = module_weights(model)
+    if opts.alpha is not None and abs(opts.alpha - copied.alpha) > 1e-9:
+        raise UsageError(f"alpha {opts.alpha:g} does not match the model's alpha {copied.alpha:g}")
+    if opts.num_classes is not None and opts.num_classes != copied.num_classes:
+        raise UsageError(f"--classes {opts.num_classes} does not match the model ({copied.num_classes} classes)")
+    return BuiltModel(copied, info)
+
+
 @dataclass
 class _Target:
     """What the bundle of one export is: variant, folder, preprocessing, labels, ONNX metadata."""
@@ -160,12 +184,12 @@ class _Target:
     metadata: dict
 
 
-def export_bundle(opts: ExportOptions, *, log=None, progress=None, warn=None) -> dict:
+def export_bundle(opts: ExportOptions, *, log=None, progress=None, warn=None, model=None) -> dict:
     """Build the model, export ``model.onnx``, check parity, write ``labels.txt`` and ``manifest.json``
     (with ``opts.formats`` holding "tflite" the ``.tflite`` files too; with ``opts.int8`` model.int8.onnx).
 
-    Returns ``{"bundle": Path, "manifest": dict, "seconds": float}``. ``progress``/``warn``: see
-    :func:`build_model`.
+    Returns ``{"bundle": Path, "manifest": dict, "seconds": float}``. ``progress``/``warn``/``model`` (an
+    in-memory ``MobileNetV1`` instead of ``opts.weights``): see :func:`build_model`.
 
     Raises:
         UsageError: bad variant/opset/paths, or an existing bundle without ``force``.
@@ -175,7 +199,7 @@ def export_bundle(opts: ExportOptions, *, log=None, progress=None, warn=None) ->
     t0 = time.perf_counter()
     log = log or (lambda msg: None)
     images = _check_early(opts)
-    built = build_model(opts, progress=progress, warn=warn)
+    built = build_model(opts, progress=progress, warn=warn, model=model)
     target = _target(opts, built)
     with staged_dir(target.dst, force=opts.force) as stage:
         reg = built.weights.get("registry") or {}
@@ -233,11 +257,26 @@ def _check_early(opts: ExportOptions) -> list[Path] | None:
         from ..quantize.pipeline import collect_images
 
         collect_images(opts.calib, opts.eval_dir, warn=lambda m: None)  # too few images: fail now, not after export
+    _check_preprocessing(opts)
     images = expand_paths([opts.parity_images]) if opts.parity_images else None
     for folder in (opts.calib, opts.eval_dir):
         if folder is not None:
             expand_paths([folder])  # fail now (no such folder / no image), before any work or replacement
     return images
+
+
+def _check_preprocessing(opts: ExportOptions) -> None:
+    """``opts.preprocessing``: known fields, valid values (a Preprocessing is built from them), no ``res``.
+
+    Raises:
+        UsageError: naming the unknown field or the bad value.
+    """
+    extra = dict(opts.preprocessing or {})
+    bad = sorted(k for k in extra if k not in PREPROCESSING_OVERRIDES)
+    if bad:
+        raise UsageError(f"preprocessing: cannot set {', '.join(bad)}; fields: {', '.join(PREPROCESSING_OVERRIDES)} "
+                         "(res is the export's, layout NCHW float32 the model's)")
+    Preprocessing(**{**extra, "res": opts.res})
 
 
 def _target(opts: ExportOptions, built: BuiltModel) -> _Target:
@@ -249,7 +288,7 @@ def _target(opts: ExportOptions, built: BuiltModel) -> _Target:
     model = built.model
     variant = Variant(model.alpha, opts.res, model.num_classes)
     name = opts.name or variant.name
-    prep = Preprocessing(**{**(built.preprocessing or {}), "res": opts.res})
+    prep = Preprocessing(**{**(built.preprocessing or {}), **(opts.preprocessing or {}), "res": opts.res})
     labels = built.labels
     if labels is None:
         labels = imagenet_labels(model.num_classes)
