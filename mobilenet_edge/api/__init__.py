@@ -1,4 +1,4 @@
-"""The Python API: ``export`` / ``quantize`` / ``load`` / ``bench`` (``import mobilenet_edge as me``; docs/api.md).
+"""The Python API: ``export`` / ``quantize_bundle`` / ``load`` / ``bench`` (``import mobilenet_edge as me``; docs/api.md).
 
 A thin layer over the pipeline's public entries, like ``cli/``: ``export`` imports the torch side
 (``build/``) inside the call; everything else here is torch-free, so ``load`` and ``bench`` run on a Pi.
@@ -9,6 +9,6 @@ from __future__ import annotations
 from .benchmark import BenchResult, bench
 from .bundle import Bundle
 from .classifier import Classifier, Prediction, load
-from .exporting import export, quantize
+from .exporting import export, quantize_bundle
 
-__all__ = ["BenchResult", "Bundle", "Classifier", "Prediction", "bench", "export", "load", "quantize"]
+__all__ = ["BenchResult", "Bundle", "Classifier", "Prediction", "bench", "export", "load", "quantize_bundle"]

@@ -1,5 +1,5 @@
-"""``export`` (a model, a checkpoint or a weights name -> a :class:`~.bundle.Bundle`) and ``quantize``
-(a bundle's int8 model). Thin layers over the pipeline's public entries:
+"""``export`` (a model, a checkpoint or a weights name -> a :class:`~.bundle.Bundle`) and ``quantize_bundle``
+(a bundle's int8 model; not ``quantize``: that name is the package's ``quantize/`` layer). Thin layers over the pipeline's public entries:
 :func:`mobilenet_edge.build.export.export_bundle` (imported inside :func:`export`: the only torch side) and
 :func:`mobilenet_edge.quantize.pipeline.quantize_bundle` (torch-free)."""
 
@@ -129,7 +129,7 @@ def _path(p: Optional[str | os.PathLike]) -> Optional[Path]:
     return None if p is None else Path(p)
 
 
-def quantize(
+def quantize_bundle(
     bundle: Bundle | str | os.PathLike,
     *,
     calib: str | os.PathLike,
@@ -154,12 +154,12 @@ def quantize(
         MobilenetEdgeError: not a bundle; the int8 model too large. The bundle is then left untouched.
     """
     from ..quantize.options import QuantOptions
-    from ..quantize.pipeline import quantize_bundle
+    from ..quantize.pipeline import quantize_bundle as write_int8
 
     try:
         options = QuantOptions(recipe=recipe, float_first=float_first)
     except ValueError as e:
         raise UsageError(str(e)) from None
     path = Path(bundle)
-    quantize_bundle(path, calib=calib, eval_dir=eval_dir, options=options, progress=False)
+    write_int8(path, calib=calib, eval_dir=eval_dir, options=options, progress=False)
     return Bundle.open(path)
