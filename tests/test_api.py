@@ -158,8 +158,7 @@ def test_export_an_in_memory_model_matches_pytorch(tmp_path):
     b = me.export(model, res=64, out=tmp_path, preprocessing=TORCHVISION)
     assert model.training
     w = b.manifest.weights
-    assert w["source"] == "module" and w["class"] == "mobilenet_edge.build.model.MobileNetV1"
-    assert len(w["state_dict_sha256"]) == 64
+    assert w["source"] == "module" and w["file"] == "MobileNetV1" and len(w["sha256"]) == 64
     assert b.manifest.variant["num_classes"] == 5 and b.name == "mobilenet_v1_0.25_64"
     clf = me.load(b)
     assert clf.preprocessing.mean == TORCHVISION["mean"] and clf.preprocessing.std == TORCHVISION["std"]
@@ -176,11 +175,11 @@ def test_the_same_weights_give_the_same_hash(tmp_path):
     a = MobileNetV1(alpha=0.25, num_classes=3)
     b = MobileNetV1(alpha=0.25, num_classes=3)
     b.load_state_dict(a.state_dict())
-    ha = me.export(a, res=32, out=tmp_path / "a").manifest.weights["state_dict_sha256"]
-    hb = me.export(b, res=32, out=tmp_path / "b").manifest.weights["state_dict_sha256"]
+    ha = me.export(a, res=32, out=tmp_path / "a").manifest.weights["sha256"]
+    hb = me.export(b, res=32, out=tmp_path / "b").manifest.weights["sha256"]
     with torch.no_grad():
         b.classifier.bias[0] += 1
-    hc = me.export(b, res=32, out=tmp_path / "c").manifest.weights["state_dict_sha256"]
+    hc = me.export(b, res=32, out=tmp_path / "c").manifest.weights["sha256"]
     assert ha == hb != hc
 
 
@@ -202,7 +201,7 @@ def test_quantize_an_exported_bundle(tmp_path, calib_dir):
 @pytest.mark.parametrize("model, error, needles", [
     ("google-quantt", UsageError, ["google-quantt"]),
     ("no/such/weights.pt", UsageError, ["weights.pt"]),
-    (42, UsageError, ["int", "MobileNetV1"]),
+    (42, UsageError, ["got int", "MobileNet V1"]),
 ])
 def test_export_bad_model_arguments(tmp_path, offline, model, error, needles):
     with pytest.raises(error) as e:

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -33,6 +34,7 @@ def export(
     *,
     res: int = 224,
     alpha: Optional[float] = None,
+    labels: Optional[Sequence[str] | str | os.PathLike] = None,
     int8: bool = False,
     calib: Optional[str | os.PathLike] = None,
     eval_dir: Optional[str | os.PathLike] = None,
@@ -42,6 +44,9 @@ def export(
     recipe: str = "fidelity",
     float_first: Optional[int] = None,
     preprocessing: Optional[dict] = None,
+    activation: Optional[str] = None,
+    padding: Optional[str] = None,
+    bn_eps: Optional[float] = None,
     parity_images: Optional[str | os.PathLike] = None,
     opset: int = 13,
     force: bool = False,
@@ -62,10 +67,15 @@ def export(
               see ``mobilenet-edge weights list``) or ``"random"`` (seeded random weights);
             * a weights file (``.tflite``, ``.h5``, ``.safetensors``, ``.pt`` / ``.pth``; ``.pt`` loads with
               ``torch.load(weights_only=True)`` only);
-            * an in-memory ``torch.nn.Module``: a :class:`mobilenet_edge.build.model.MobileNetV1` (any mode,
-              device, dtype: a float32 CPU copy in eval mode is exported, the caller's module is untouched).
+            * an in-memory ``torch.nn.Module`` that is a MobileNet V1: ours
+              (:class:`mobilenet_edge.build.model.MobileNetV1`, copied in eval mode), or another code's, mapped
+              onto it by layer order and tensor shapes (:mod:`mobilenet_edge.build.weights.module`); the
+              caller's module is left unchanged.
         res: input resolution in pixels (>= 32).
         alpha: width multiplier; default from the weights (1.0 for the pretrained default and random).
+        labels: one label per class (a list of str, or a labels file with one per line); their count must
+            match the model's classes. Written to ``labels.txt``, the manifest and the ONNX metadata; ``load``
+            and ``predict`` then use them. Default: the weights' own, else ImageNet's (1000/1001 classes).
         int8: also write ``model.int8.onnx`` (``model.int8.tflite`` too with ``format="tflite"``).
         calib: calibration image folder, required with ``int8`` unless ``model="random"``.
         eval_dir: images for the int8 fidelity report (default: the other half of ``calib``).
@@ -78,51 +88,67 @@ def export(
             1 or 3 values), ``crop`` (0, 1], ``resize``), e.g. torchvision's ``{"mean": (123.675, 116.28,
             103.53), "std": (58.395, 57.12, 57.375)}`` for a model fine-tuned with them. Default: the
             weights' own, else TF-slim's (``x / 127.5 - 1``, crop 0.875).
+        activation, padding, bn_eps: conventions of random weights ("relu6" | "relu", "symmetric" |
+            "tf_same", BN eps) and of other code's MobileNet modules and state dicts (None: found or
+            PyTorch's defaults; recorded in the manifest); files carrying their own refuse them.
         parity_images: a folder of real images for the parity check (added to the random inputs).
         opset: ONNX opset (>= 13).
         force: replace an existing bundle (only once the new one is complete).
     Returns:
         :class:`~.bundle.Bundle` (folder, :class:`~mobilenet_edge.core.manifest.Manifest`, seconds).
     Raises:
-        UsageError: an unknown weights name (close names listed), a missing file, a module that is not a
-            MobileNet V1, a bad option, an existing bundle without ``force``, ``int8`` without ``calib``.
-        WeightsError: a weights file that cannot be loaded, or pretrained weights not reachable offline.
+        UsageError: an unknown weights name (close names listed), a missing file, a model of another type,
+            a bad option, an existing bundle without ``force``, ``int8`` without ``calib``, a labels count
+            that differs from the model's classes.
+        WeightsError: weights (a file or a module) that are not a MobileNet V1 (the first tensor that does
+            not fit named) or cannot be loaded; pretrained weights not reachable offline.
         ParityError: ONNX Runtime disagrees with PyTorch (nothing written).
         MobilenetEdgeError: any other failure the message names (e.g. litert-torch missing).
     """
-    weights, module = _split_model(model)
+    weights = _weights(model)
     if format not in ("onnx", "tflite"):
         raise UsageError(f"format must be onnx or tflite, got {format!r}")
     if int8 and calib is None and (weights != "random" or format == "tflite"):
         raise UsageError("int8=True needs calib=DIR (calibration images) unless model='random': "
                          "int8 ranges of real weights must come from real images")
+    label_names = _labels(labels)
     from ..build.export import ExportOptions, export_bundle  # the torch side, only now
 
     opts = ExportOptions(
-        alpha=alpha, res=res, weights=weights, pretrained=True, out=Path(out), opset=opset, force=force,
+        alpha=alpha, res=res, weights=weights, labels=label_names, activation=activation, padding=padding,
+        bn_eps=bn_eps, pretrained=True, out=Path(out), opset=opset, force=force,
         parity_images=_path(parity_images), formats=("onnx", "tflite") if format == "tflite" else ("onnx",),
         tflite_int8=int8 and format == "tflite", int8=int8, calib=_path(calib), eval_dir=_path(eval_dir),
         recipe=recipe, float_first=float_first, name=name, preprocessing=preprocessing,
     )
-    res_ = export_bundle(opts, model=module, log=log.info,
+    res_ = export_bundle(opts, log=log.info,
                          warn=lambda m: warnings.warn(m, UserWarning, stacklevel=3))
     return Bundle(Path(res_["bundle"]), Manifest.from_dict(res_["manifest"]), res_["seconds"])
 
 
-def _split_model(model: ModelSource) -> tuple[Optional[str], Any]:
-    """(weights name or path, None) or (None, an in-memory module).
+def _weights(model: ModelSource) -> Any:
+    """``ExportOptions.weights`` of ``model``: None, a name or path (str), or the module itself.
 
     Raises:
         UsageError: anything else (naming its type).
     """
-    if model is None:
-        return None, None
+    if model is None or _is_torch_module(model):
+        return model
     if isinstance(model, (str, os.PathLike)):
-        return os.fspath(model), None
-    if _is_torch_module(model):
-        return None, model
-    raise UsageError("model must be None (pretrained), a weights name, a weights file or a MobileNetV1 "
+        return os.fspath(model)
+    raise UsageError("model must be None (pretrained), a weights name, a weights file or a MobileNet V1 "
                      f"torch.nn.Module, got {type(model).__name__}")
+
+
+def _labels(labels: Optional[Sequence[str] | str | os.PathLike]) -> Optional[tuple[str, ...]]:
+    """A list of labels, or a labels file (one per line), checked (:mod:`mobilenet_edge.core.labels`)."""
+    from ..core.labels import check_labels, read_labels_file
+
+    if labels is None:
+        return None
+    if isinstance(labels, (str, os.PathLike)):
+        return read_labels_file(labels)
+    return check_labels(labels, source="labels")
 
 
 def _path(p: Optional[str | os.PathLike]) -> Optional[Path]:

@@ -46,14 +46,17 @@ class ExportOptions:
     """What :func:`export_bundle` builds.
 
     ``alpha``/``num_classes`` default to what the weights file says (or 1.0/1000 for random
-    weights). ``activation``/``padding`` apply to random weights only (imported weights carry theirs).
+    weights, or the number of ``labels``). ``activation``/``padding``/``bn_eps``: for random weights (None:
+    relu6, symmetric, 1e-3) and for state dicts or modules of other MobileNet V1 code (None: the known
+    layout's, else found or PyTorch's defaults; :mod:`mobilenet_edge.build.weights.foreign`); files that
+    carry their own conventions refuse them.
     """
 
     alpha: float | None = None
     res: int = 224
     num_classes: int | None = None
-    #: a weights file, a registry name (``google-quant``, ``google-float``, ``keras``, ``SOURCE/ALPHA/RES``) or
-    #: ``"random"``; None: random weights, unless ``pretrained`` (the CLI's default: Google's weights for
+    #: a weights file, a registry name (``google-quant``, ``google-float``, ``keras``, ``SOURCE/ALPHA/RES``),
+    #: an in-memory ``torch.nn.Module`` that is a MobileNet V1 (ours or other code's), or ``"random"``; None: random weights, unless ``pretrained`` (the CLI's default: Google's weights for
     #: (alpha, res), shipped / cached / downloaded, see :mod:`mobilenet_edge.build.weights.resolve`)
     weights: Path | str | None = None
     pretrained: bool = False
@@ -63,8 +66,12 @@ class ExportOptions:
     parity_images: Path | None = None
     tolerance: float = 1e-4
     seed: int = 0
-    activation: str = "relu6"
-    padding: str = "symmetric"
+    activation: str | None = None
+    padding: str | None = None
+    bn_eps: float | None = None
+    #: one label per class (None: the weights' labels, else ImageNet's for 1000/1001 classes); the count must
+    #: match the model's classes; written to labels.txt, the manifest and the ONNX metadata
+    labels: tuple[str, ...] | None = None
     name: str | None = None
     #: "onnx" always; "tflite" adds model.tflite (and model.int8.tflite when tflite_int8) via litert-torch
     formats: tuple[str, ...] = ("onnx",)
@@ -104,26 +111,27 @@ class BuiltModel:
     path: Path | None = None
 
 
-def build_model(opts: ExportOptions, *, progress=None, warn=None, model=None) -> BuiltModel:
-    """The model to export: ``model`` (in memory), else from ``opts.weights`` (a path or a registry name), the
-    pretrained default (``opts.pretrained`` and no weights,
-    :func:`~mobilenet_edge.build.weights.resolve.resolve_weights`), else seeded random weights.
+def build_model(opts: ExportOptions, *, progress=None, warn=None) -> BuiltModel:
+    """The model to export: ``opts.weights`` (an in-memory module, a path or a registry name), the pretrained
+    default (``opts.pretrained`` and no weights, :func:`~mobilenet_edge.build.weights.resolve.resolve_weights`),
+    else seeded random weights.
 
     Args:
-        model: an in-memory ``MobileNetV1`` (:func:`~mobilenet_edge.build.weights.module.module_weights`: a
-            copy is exported; ``opts.weights`` must then be None).
         progress: download progress callback (bytes done, total) when weights are downloaded.
-        warn: one-line notes for stderr (weights trained at another res, trust on first use).
+        warn: one-line notes for stderr (weights trained at another res, trust on first use, assumed conventions).
     Raises:
         UsageError: a missing weights file, an unknown name, ``--classes`` not matching the weights,
-            alpha mismatch.
-        WeightsError: the weights file cannot be loaded or downloaded.
+            alpha mismatch, conventions given for a file that carries its own.
+        WeightsError: the weights cannot be loaded, downloaded or mapped onto MobileNetV1.
     """
     from .model import random_model
 
-    if model is not None:
-        return _built_from_module(opts, model)
     warn = warn or (lambda m: None)
+    conventions = {"activation": opts.activation, "padding": opts.padding, "bn_eps": opts.bn_eps}
+    if _is_module(opts.weights):
+        from .weights.module import load_module
+
+        return _built(opts, load_module(opts.weights, alpha=opts.alpha, **conventions), None, None, warn)
     registry = None
     path = None if opts.weights is None else opts.weights
     if opts.weights is not None or opts.pretrained:
@@ -139,37 +147,42 @@ def build_model(opts: ExportOptions, *, progress=None, warn=None, model=None) ->
             raise UsageError(f"--weights {path}: no such file")
         from .weights import load_weights
 
-        lw = load_weights(path, alpha=opts.alpha)
-        if opts.num_classes is not None and opts.num_classes != lw.config["num_classes"]:
-            raise UsageError(
-                f"--classes {opts.num_classes} does not match the weights ({lw.config['num_classes']} classes)"
-            )
-        info = lw.source_info()
-        if registry:
-            info["registry"] = registry
-        return BuiltModel(lw.model.eval(), info, lw.preprocessing, lw.labels, path)
+        return _built(opts, load_weights(path, alpha=opts.alpha, **conventions), path, registry, warn)
+    n_labels = len(opts.labels) if opts.labels is not None else None
     cfg = {
         "alpha": 1.0 if opts.alpha is None else opts.alpha,
-        "num_classes": 1000 if opts.num_classes is None else opts.num_classes,
-        "activation": opts.activation,
-        "padding": opts.padding,
+        "num_classes": opts.num_classes or n_labels or 1000,
+        "activation": opts.activation or "relu6",
+        "padding": opts.padding or "symmetric",
+        "bn_eps": 1e-3 if opts.bn_eps is None else opts.bn_eps,
     }
     model = random_model(cfg, opts.res, seed=opts.seed)
     return BuiltModel(model, {"source": "random", "seed": opts.seed})
 
 
-def _built_from_module(opts: ExportOptions, model) -> BuiltModel:
-    """:func:`build_model` for an in-memory model (its alpha and class count are checked against ``opts``)."""
-    from .weights.module import module_weights
+def _is_module(obj) -> bool:
+    """True for a ``torch.nn.Module`` (checked without importing torch for the other cases)."""
+    if obj is None or isinstance(obj, (str, Path)):
+        return False
+    import torch
 
-    if opts.weights is not None:
-        raise UsageError("give either an in-memory model or weights, not both")
-    copied, info = module_weights(model)
-    if opts.alpha is not None and abs(opts.alpha - copied.alpha) > 1e-9:
-        raise UsageError(f"alpha {opts.alpha:g} does not match the model's alpha {copied.alpha:g}")
-    if opts.num_classes is not None and opts.num_classes != copied.num_classes:
-        raise UsageError(f"--classes {opts.num_classes} does not match the model ({copied.num_classes} classes)")
-    return BuiltModel(copied, info)
+    return isinstance(obj, torch.nn.Module)
+
+
+def _built(opts: ExportOptions, lw, path: Path | None, registry: dict | None, warn) -> BuiltModel:
+    """:class:`BuiltModel` of loaded weights; ``--classes`` checked, assumed conventions said once."""
+    if opts.num_classes is not None and opts.num_classes != lw.config["num_classes"]:
+        raise UsageError(f"--classes {opts.num_classes} does not match the weights ({lw.config['num_classes']} classes)")
+    if lw.mapping:
+        m = lw.mapping
+        assumed = [k for k, v in m.get("sources", {}).items() if "assumed" in v]
+        warn(f"weights: {lw.file} mapped from {m['layout']}: {m['activation']}, {m['padding']} padding, "
+             f"BN eps {m['bn_eps']:g}" + (f" ({', '.join(assumed)} assumed: PyTorch defaults; --activation, "
+                                            "--padding, --bn-eps change them)" if assumed else ""))
+    info = lw.source_info()
+    if registry:
+        info["registry"] = registry
+    return BuiltModel(lw.model.eval(), info, lw.preprocessing, lw.labels, path)
 
 
 @dataclass
@@ -184,12 +197,12 @@ class _Target:
     metadata: dict
 
 
-def export_bundle(opts: ExportOptions, *, log=None, progress=None, warn=None, model=None) -> dict:
+def export_bundle(opts: ExportOptions, *, log=None, progress=None, warn=None) -> dict:
     """Build the model, export ``model.onnx``, check parity, write ``labels.txt`` and ``manifest.json``
     (with ``opts.formats`` holding "tflite" the ``.tflite`` files too; with ``opts.int8`` model.int8.onnx).
 
-    Returns ``{"bundle": Path, "manifest": dict, "seconds": float}``. ``progress``/``warn``/``model`` (an
-    in-memory ``MobileNetV1`` instead of ``opts.weights``): see :func:`build_model`.
+    Returns ``{"bundle": Path, "manifest": dict, "seconds": float}``. ``progress``/``warn``: see
+    :func:`build_model`.
 
     Raises:
         UsageError: bad variant/opset/paths, or an existing bundle without ``force``.
@@ -199,7 +212,7 @@ def export_bundle(opts: ExportOptions, *, log=None, progress=None, warn=None, mo
     t0 = time.perf_counter()
     log = log or (lambda msg: None)
     images = _check_early(opts)
-    built = build_model(opts, progress=progress, warn=warn, model=model)
+    built = build_model(opts, progress=progress, warn=warn)
     target = _target(opts, built)
     with staged_dir(target.dst, force=opts.force) as stage:
         reg = built.weights.get("registry") or {}
@@ -233,6 +246,10 @@ def _check_early(opts: ExportOptions) -> list[Path] | None:
         MobilenetEdgeError: --format tflite without litert-torch; too few calibration images.
     """
     check_opset(opts.opset)
+    if opts.labels is not None:
+        from ..core.labels import check_labels
+
+        opts.labels = check_labels(opts.labels, source="labels")
     from ..quantize.recipes import get_recipe
 
     try:
@@ -289,11 +306,12 @@ def _target(opts: ExportOptions, built: BuiltModel) -> _Target:
     variant = Variant(model.alpha, opts.res, model.num_classes)
     name = opts.name or variant.name
     prep = Preprocessing(**{**(built.preprocessing or {}), **(opts.preprocessing or {}), "res": opts.res})
-    labels = built.labels
+    labels = list(opts.labels) if opts.labels is not None else built.labels
     if labels is None:
         labels = imagenet_labels(model.num_classes)
     if len(labels) != model.num_classes:
-        raise UsageError(f"{len(labels)} labels for a model with {model.num_classes} classes")
+        given = "--labels gives" if opts.labels is not None else "the weights carry"
+        raise UsageError(f"{given} {len(labels)} labels but the model has {model.num_classes} classes")
     if built.weights.get("file") and built.path is not None:
         built.weights["path"] = str(built.path)
     metadata = {
@@ -325,7 +343,9 @@ def _manifest(opts: ExportOptions, built: BuiltModel, target: _Target, stage: Pa
         "weights": built.weights,
         "preprocessing": target.prep.to_dict(),
         "labels": {"file": LABELS, "count": len(labels),
-                   "background_index": 0 if labels and labels[0] == "background" else None},
+                   "background_index": 0 if labels and labels[0] == "background" else None,
+                   "source": "given" if opts.labels is not None else "weights" if built.labels
+                   else "imagenet" if len(labels) in (1000, 1001) else "class_<i>"},
         "files": {
             FILE_FP32: {
                 **file_record(stage / FILE_FP32),

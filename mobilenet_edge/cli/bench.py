@@ -220,9 +220,9 @@ def run_targets(targets, thread_list, *, runs, warmup, env, json_path=None, csv_
 def _top1_for(targets, eval_dir: Path) -> dict:
     """Top-1 of each (file, runtime) target on ``eval_dir``; one warning per bundle (or lone file) with random weights."""
     from ..core.manifest import MANIFEST, Manifest
-    from ..runtime.evaluate import evaluate, random_weights_warning, weights_source
+    from ..runtime.evaluate import POSITION_WARNING, evaluate, random_weights_warning, weights_source
 
-    res, warned = {}, set()
+    res, warned, rules = {}, set(), set()
     for t in targets:
         err.print(f"top-1 of {t.label} on {eval_dir}", style="dim")
         folder = t.path.parent
@@ -233,10 +233,14 @@ def _top1_for(targets, eval_dir: Path) -> dict:
         warned.add(key)
 
         def warn(m, t=t, lone=manifest is None):
-            if lone:  # a lone file: its own metadata decides (evaluate calls this when random)
+            if lone or m == POSITION_WARNING:  # random weights of a lone file: its own metadata decides
                 err.print(f"warning: {t.label}: {m}", markup=False)
 
-        res[t.path, t.runtime] = evaluate(t.path, eval_dir, warn=warn, runtime=t.runtime)["top1"]
+        r = evaluate(t.path, eval_dir, warn=warn, runtime=t.runtime)
+        res[t.path, t.runtime] = r["top1"]
+        if r["ground_truth"] not in rules:  # the rule that mapped files to classes, said once per rule
+            rules.add(r["ground_truth"])
+            err.print(f"top-1 ground truth: {r['ground_truth']}", markup=False)
     return res
 
 

@@ -35,10 +35,12 @@ EVAL_EPILOG = (
     "  mobilenet-edge eval export/mobilenet_v1_0.50_160 ../shared/data/imagenet-calib --int8\n\n"
     "  mobilenet-edge eval ../shared/data/reference/mobilenet_v1_0.5_160_quant.tflite val/ --json\n\n"
     "  mobilenet-edge eval export/mobilenet_v1_0.50_160 ../shared/data/imagenet-calib --int8 --runtime openvino\n\n"
-    "Ground truth (ImageNet index 0-999), first that applies: --labels CSV (columns file,imagenet_index); "
-    "DIR/labels.csv; class folders (nXXXXXXXX synset names mapped through the standard sorted synset "
-    "order; all names integers: the name is the ImageNet index; other names: class = position of the "
-    "folder in sorted order); files named nXXXXXXXX_*. The JSON field ground_truth names the rule used. "
+    "Ground truth (class index), first that applies: --labels CSV (columns file,imagenet_index); "
+    "DIR/labels.csv; class folders, torchvision's ImageFolder layout (nXXXXXXXX synset names mapped through the "
+    "standard sorted synset order; names that are the model's labels: that label's class; all names integers: "
+    "the name is the index; other names: class = position of the folder in sorted order, with a warning); "
+    "files named nXXXXXXXX_*. The table's caption and the JSON field ground_truth name the rule used; an image "
+    "reached twice through a symlink counts once. "
     "A 1001-class model's index 0 is background: prediction i counts as ImageNet class i-1."
 )
 
@@ -247,12 +249,12 @@ def eval_cmd(
         return
     ran = f", {res['execution']['inference_precision']} hint" if res.get("execution") else ""
     out.print(f"{res['model']} ({res['precision']}, {res['backend']} {res['backend_version']}{ran}) on {folder}")
-    t = Table()
+    t = Table(caption=f"ground truth: {source}", caption_justify="left")
     for col in ("n", "top-1", "top-5", "images/s", "errors"):
         t.add_column(col, justify="right")
     t.add_row(str(n), f"{100 * c1 / n:.1f}% ({c1})", f"{100 * c5 / n:.1f}% ({c5})", f"{res['images_per_s']:.1f}", str(len(errors)))
     out.print(t)
     out.print(
         f"preprocessing: crop {prep['crop']}, {prep['resize']}, mean {prep['mean']}, std {prep['std']}, "
-        f"res {prep['res']}, {prep['layout']}; ground truth: {source}"
+        f"res {prep['res']}, {prep['layout']}"
     )

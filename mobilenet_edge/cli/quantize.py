@@ -147,7 +147,11 @@ def print_record(rec: dict, dst) -> None:
     title = (f"{dst}: int8 (recipe {rec['options']['recipe']}, {rec['method']}, "
              f"{'per-channel' if rec['per_channel'] else 'per-tensor'}, "
              f"{rec['activation_type']} activations) vs fp32")
-    out.print(fidelity_table(fid, title))
+    table = fidelity_table(fid, title)
+    gt = (rec.get("evaluation_source") or {}).get("labels")
+    if gt:  # which rule mapped evaluation images to classes ("none": no top-1 rows)
+        table.caption, table.caption_justify = f"ground truth: {gt}", "left"
+    out.print(table)
     if "layers" in rec:
         out.print(layers_table(rec["layers"]))
     size = rec["size"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import MobilenetEdgeError, UsageError
 from .images import is_image_path
 
 _DATA = Path(__file__).with_name("data")
@@ -28,6 +28,58 @@ def read_labels(path: str | Path) -> list[str]:
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
+
+
+def check_labels(labels, *, source: str = "labels") -> tuple[str, ...]:
+    """Validate class labels (one per output index): each a non-empty single line, no label twice.
+
+    Args:
+        labels: a sequence of strings (a bare string is refused: it would be one label per character).
+        source: where they come from, for messages (e.g. the file name).
+    Returns:
+        the labels as a tuple of str, surrounding whitespace kept as given.
+    Raises:
+        MobilenetEdgeError: no label, an empty or blank label, a label with a line break, a duplicated label
+            (first one named with both positions, 1-based lines).
+    """
+    if isinstance(labels, (str, bytes)):
+        raise UsageError(f"{source}: labels must be a list of strings, got a single string")
+    out = tuple(labels)
+    if not out:
+        raise MobilenetEdgeError(f"{source}: no labels")
+    seen: dict[str, int] = {}
+    for i, lab in enumerate(out, 1):
+        if not isinstance(lab, str):
+            raise UsageError(f"{source}: label {i} must be a string, got {type(lab).__name__}")
+        if not lab.strip():
+            raise MobilenetEdgeError(f"{source}: label {i} (line {i}) is empty; expected one non-empty label per line")
+        if "\n" in lab or "\r" in lab:
+            raise MobilenetEdgeError(f"{source}: label {i} contains a line break")
+        if lab in seen:
+            raise MobilenetEdgeError(f"{source}: label {lab!r} appears twice (lines {seen[lab]} and {i}); "
+                                     "each class needs its own label")
+        seen[lab] = i
+    return out
+
+
+def read_labels_file(path: str | Path) -> tuple[str, ...]:
+    """A user's labels file (one label per line, UTF-8, blank trailing lines dropped), checked by
+    :func:`check_labels`.
+
+    Raises:
+        UsageError: no such file, or a folder.
+        MobilenetEdgeError: unreadable (not UTF-8), or labels that :func:`check_labels` refuses.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{p} is a folder, expected a labels file (one label per line)")
+    if not p.is_file():
+        raise UsageError(f"no such labels file: {p}")
+    try:
+        labels = read_labels(p)
+    except (UnicodeDecodeError, OSError) as e:
+        raise MobilenetEdgeError(f"cannot read labels file {p}: {e}") from None
+    return check_labels(labels, source=p.name)
 
 
 def imagenet_labels(num_classes: int = 1000) -> list[str]:
@@ -67,6 +119,7 @@ def _is_index(name: str) -> bool:
 GT_SYNSET_FOLDERS = "synset folders (standard sorted synset order)"
 GT_INDEX_FOLDERS = "index folders (folder name = ImageNet index)"
 GT_POSITION_FOLDERS = "class folders (sorted position)"
+GT_LABEL_FOLDERS = "class folders named by the model's labels"
 GT_SYNSET_FILES = "nXXXXXXXX_ file names (standard sorted synset order)"
 
 
@@ -80,24 +133,31 @@ def _csv_file(csv_path: Path, row: dict, n: int, folder: Path) -> Path:
     return folder / rel
 
 
-def ground_truth(folder: Path, labels_csv: Path | None, *, classes: int = 1000) -> tuple[dict[Path, int], str]:
-    """Map each labelled image under ``folder`` to its ImageNet index (0 .. ``classes`` - 1).
+def ground_truth(folder: Path, labels_csv: Path | None, *, classes: int = 1000,
+                 labels: list[str] | tuple[str, ...] | None = None) -> tuple[dict[Path, int], str]:
+    """Map each labelled image under ``folder`` to its class index (0 .. ``classes`` - 1).
 
     Rules, first that applies: ``labels_csv`` or ``folder/labels.csv`` (columns ``file,imagenet_index``,
-    UTF-8 with or without a BOM, paths relative to ``folder`` and inside it); class folders: all named
-    ``nXXXXXXXX`` synsets -> the standard sorted synset order, all named by integers -> the integer is
-    the ImageNet index, otherwise the folder's position in sorted order; files named ``nXXXXXXXX_*``.
+    UTF-8 with or without a BOM, paths relative to ``folder`` and inside it); class folders (torchvision's
+    ImageFolder layout): all named ``nXXXXXXXX`` synsets -> the standard sorted synset order, all named by
+    the model's ``labels`` -> that label's index, all named by integers -> the integer is the index,
+    otherwise the folder's position in sorted order; files named ``nXXXXXXXX_*``. Some but not all folders
+    named by labels is an error (a typo would silently shift classes). Each image counts once (by real
+    path): a symlink to the folder itself or to one of its parents is skipped, a second link to a file is
+    ignored.
 
     Args:
         folder: image folder.
         labels_csv: explicit CSV, or None for ``folder/labels.csv`` if present.
-        classes: number of ImageNet classes the model scores (1000; a 1001-class model's background
+        classes: number of classes the model scores (1000 for ImageNet; a 1001-class model's background
             is not a class here). Every index must lie in ``0 .. classes - 1``.
+        labels: the model's class names in index order (background excluded), or None.
     Returns:
         (mapping, source description: one of the ``GT_*`` strings or the CSV path).
     Raises:
         UsageError: unreadable CSV, missing columns, an index out of range, a path leaving ``folder``,
-            no image in ``folder``, no labelled image.
+            no image in ``folder``, no labelled image, folders partly named by labels, a folder named
+            by a label that occurs twice.
     """
     csv_path = labels_csv if labels_csv is not None else (folder / "labels.csv")
     if labels_csv is not None and labels_csv.is_dir():
@@ -106,9 +166,9 @@ def ground_truth(folder: Path, labels_csv: Path | None, *, classes: int = 1000) 
         raise UsageError(f"no such labels file: {labels_csv}")
     if csv_path.is_file():
         return _csv_truth(csv_path, folder, classes - 1), f"{csv_path}"
-    subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and not _loops(d))
     if subdirs:
-        return _folder_truth(folder, subdirs, classes)
+        return _folder_truth(folder, subdirs, classes, labels)
     return _file_name_truth(folder, classes - 1), GT_SYNSET_FILES
 
 
@@ -137,19 +197,54 @@ def _csv_truth(csv_path: Path, folder: Path, top: int) -> dict[Path, int]:
     return gt
 
 
-def _folder_truth(folder: Path, subdirs: list[Path], classes: int) -> tuple[dict[Path, int], str]:
-    """Rule 2: class folders (synsets, ImageNet indices, or sorted position)."""
+def _loops(d: Path) -> bool:
+    """True for a symlinked folder that points at its own parent or above (it would list every image again)."""
+    if not d.is_symlink():
+        return False
+    real, parent = d.resolve(), d.parent.resolve()
+    return real == parent or real in parent.parents
+
+
+def _label_index(folder: Path, subdirs: list[Path], labels) -> dict[Path, int] | None:
+    """Rule 2b: every sub-folder named by one of the model's labels -> its index; None when none is."""
+    if not labels:
+        return None
+    index: dict[str, int] = {}
+    for i, name in enumerate(labels):
+        index.setdefault(name, i)
+    named = [d for d in subdirs if d.name in index]
+    if not named:
+        return None
+    if len(named) < len(subdirs):
+        other = next(d for d in subdirs if d.name not in index)
+        shown = ", ".join(list(labels)[:5]) + (", ..." if len(labels) > 5 else "")
+        raise UsageError(f"{folder}: sub-folder {other.name!r} is none of the model's {len(labels)} labels ({shown}), "
+                         f"while {len(named)} other sub-folder(s) are; rename or remove it")
+    for d in named:
+        dup = [i for i, name in enumerate(labels) if name == d.name]
+        if len(dup) > 1:
+            raise UsageError(f"{folder}: sub-folder {d.name!r} matches {len(dup)} of the model's labels "
+                             f"(indices {', '.join(map(str, dup))}); give --labels labels.csv (file,imagenet_index)")
+    return {d: index[d.name] for d in subdirs}
+
+
+def _folder_truth(folder: Path, subdirs: list[Path], classes: int, labels=None) -> tuple[dict[Path, int], str]:
+    """Rule 2: class folders (synsets, the model's labels, indices, or sorted position)."""
     top = classes - 1
     synsets = {s: i for i, s in enumerate(imagenet_synsets())}
-    if all(d.name in synsets for d in subdirs):
+    by_label = None if all(d.name in synsets for d in subdirs) else _label_index(folder, subdirs, labels)
+    if by_label is None and all(d.name in synsets for d in subdirs):
         how, classes_of = GT_SYNSET_FOLDERS, {d: synsets[d.name] for d in subdirs}
+    elif by_label is not None:
+        how, classes_of = GT_LABEL_FOLDERS, by_label
     elif all(_is_index(d.name) for d in subdirs):
         how, classes_of = GT_INDEX_FOLDERS, {d: int(d.name) for d in subdirs}
     else:
         how, classes_of = GT_POSITION_FOLDERS, {d: pos for pos, d in enumerate(subdirs)}
-    gt = {}
+    gt: dict[Path, int] = {}
+    seen: set[Path] = set()
     for d in subdirs:
-        files = [f for f in sorted(d.rglob("*")) if f.is_file() and is_image_path(f)]
+        files = _unique([f for f in sorted(d.rglob("*")) if f.is_file() and is_image_path(f)], seen)
         if files and not 0 <= classes_of[d] <= top:
             if how == GT_POSITION_FOLDERS:
                 raise UsageError(f"{folder}: {len(subdirs)} class folders (sorted position = class) but "
@@ -167,7 +262,7 @@ def _file_name_truth(folder: Path, top: int) -> dict[Path, int]:
     synsets = {s: i for i, s in enumerate(imagenet_synsets())}
     gt = {}
     any_image = False
-    for f in sorted(folder.iterdir()):
+    for f in _unique(sorted(folder.iterdir()), set()):
         if f.is_file() and is_image_path(f):
             any_image = True
             head = f.name.split("_", 1)[0]
@@ -184,3 +279,14 @@ def _file_name_truth(folder: Path, top: int) -> dict[Path, int]:
             "or files named nXXXXXXXX_*"
         )
     return gt
+
+
+def _unique(paths: list[Path], seen: set[Path]) -> list[Path]:
+    """``paths`` without those whose real path is in ``seen`` (updated): a symlinked image counts once."""
+    out = []
+    for p in paths:
+        real = p.resolve()
+        if real not in seen:
+            seen.add(real)
+            out.append(p)
+    return out

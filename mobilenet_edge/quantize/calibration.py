@@ -151,28 +151,36 @@ def split_paths(paths: Sequence[Path], *, fold: int = 0) -> tuple[list[Path], li
 # ----------------------------------------------------------------------------------------------
 
 def resolve_labels(
-    paths: Sequence[Path], root: Path | None, labels_csv: str | Path | None = None
+    paths: Sequence[Path], root: Path | None, labels_csv: str | Path | None = None, *,
+    classes: int | None = None, class_labels: Sequence[str] | None = None,
 ) -> tuple[dict[Path, int], str]:
-    """ImageNet index (0..999) of each evaluation image when it can be known.
+    """Class index of each evaluation image when it can be known.
 
     Delegates to :func:`mobilenet_edge.core.labels.ground_truth` (shared with ``eval``): ``labels_csv``
     or a ``labels.csv`` in ``root`` (``file,imagenet_index``), class folders (synset folders in the
-    standard sorted synset order, else sorted position), or ``nXXXXXXXX_*`` file names.
+    standard sorted synset order, folders named by the model's labels, else sorted position), or
+    ``nXXXXXXXX_*`` file names.
 
+    Args:
+        classes: classes the model scores, background excluded (None: 1000, ImageNet).
+        class_labels: the model's labels in index order, background excluded, or None.
     Returns:
         (path -> index for the labelled images among ``paths``, description of the source or "none").
     Raises:
-        UsageError: an explicit ``labels_csv``, or ``root``'s own ``labels.csv``, that is missing or
-            malformed (e.g. an index out of range).
+        UsageError: an explicit ``labels_csv``, or for an ImageNet model ``root``'s own ``labels.csv``, that is
+            missing or malformed (e.g. an index out of range). A ``labels.csv`` beside the images of a model of
+            other classes (e.g. ImageNet indices for a 5-class model) is not its ground truth: "none".
     """
     from ..core.labels import ground_truth
 
     if root is None:
         return {}, "none"
+    imagenet = classes in (None, 1000)
     try:
-        gt, source = ground_truth(Path(root), Path(labels_csv) if labels_csv is not None else None)
+        gt, source = ground_truth(Path(root), Path(labels_csv) if labels_csv is not None else None,
+                                  classes=classes or 1000, labels=class_labels)
     except UsageError:
-        if labels_csv is not None or (Path(root) / "labels.csv").is_file():
+        if labels_csv is not None or (imagenet and (Path(root) / "labels.csv").is_file()):
             raise  # labels were given (or a labels.csv is there) but are wrong: say so, do not drop them
         return {}, "none"
     by_path = {p.resolve(): i for p, i in gt.items()}

@@ -154,14 +154,31 @@ def _synthetic_data(rec: dict, prep: Preprocessing, options: QuantOptions, input
     return make_array_reader(cal_x, input_name=input_name), eval_items, {}
 
 
+def _class_labels(src_onnx) -> tuple[int | None, list[str] | None]:
+    """(classes the model scores, their labels), background excluded; from the ONNX output and our metadata."""
+    from ..core.labels import background_offset
+
+    io = model_io(src_onnx)
+    n = io["output"]["shape"][-1] if io["output"]["shape"] else None
+    if not isinstance(n, int) or n <= 0:
+        return None, None
+    off = background_offset(n)
+    try:
+        labels = [str(v) for v in json.loads(io["metadata"]["labels"])] if "labels" in io["metadata"] else None
+    except (ValueError, TypeError):
+        labels = None
+    return n - off, (labels[off:] if labels is not None and len(labels) == n else None)
+
+
 def _image_data(rec: dict, images, prep: Preprocessing, options: QuantOptions, input_name: str, *,
-                calib, eval_dir, labels_csv, fold: int, warn, prog):
+                calib, eval_dir, labels_csv, fold: int, warn, prog, model_classes=(None, None)):
     """(calibration reader streaming files, evaluation paths, labels) from :func:`collect_images`'s split."""
     cal_paths, eval_items, _cal_root, eval_root, split = images
     if options.samples is not None and len(cal_paths) > options.samples:
         cal_paths = cal_paths[: options.samples]
     reader = make_image_reader(cal_paths, prep, input_name=input_name, warn=warn, progress=prog)
-    labels, label_desc = resolve_labels(eval_items, eval_root, labels_csv)
+    classes, class_labels = model_classes
+    labels, label_desc = resolve_labels(eval_items, eval_root, labels_csv, classes=classes, class_labels=class_labels)
     rec["calibration_source"] = {"kind": "images", "folder": str(calib), "files": len(cal_paths),
                                  "split": split, "fold": fold if eval_dir is None else None}
     rec["evaluation_source"] = {"kind": "images", "folder": str(eval_root), "files": len(eval_items),
@@ -266,7 +283,7 @@ def quantize_file(
         else:
             reader, eval_items, labels = _image_data(rec, images, prep, options, input_name, calib=calib,
                                                      eval_dir=eval_dir, labels_csv=labels_csv, fold=fold,
-                                                     warn=warn, prog=prog)
+                                                     warn=warn, prog=prog, model_classes=_class_labels(src_onnx))
         dst_onnx = Path(dst_onnx)
         work = Path(tempfile.mkdtemp(prefix=".quantize-", dir=dst_onnx.parent))
         try:

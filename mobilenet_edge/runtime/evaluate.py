@@ -14,13 +14,16 @@ import numpy as np
 
 from ..core import images as imglib
 from ..core.errors import MobilenetEdgeError, UsageError
-from ..core.labels import background_offset, ground_truth
+from ..core.labels import GT_POSITION_FOLDERS, background_offset, ground_truth
 from ..core.manifest import Manifest
 from .scores import top_k
 
 #: the stderr warning (after "warning: ") of predict/eval on a bundle whose manifest says the weights
 #: are random; ``(model metadata)`` replaces ``(manifest)`` for a lone .onnx (see :func:`random_weights_warning`)
 RANDOM_WEIGHTS_WARNING = "random weights (manifest): predictions and accuracy are meaningless"
+#: the stderr warning when class folders are matched to classes by their sorted position (a guess)
+POSITION_WARNING = ("class folders matched to classes by sorted position (folder k = class k): their names are "
+                    "not the model's labels, ImageNet synsets or indices; top-1 is only right if that order is the model's")
 
 
 def random_weights_warning(manifest) -> str:
@@ -77,7 +80,9 @@ def evaluate(
 
     Ground truth from :func:`ground_truth`. A 1001-class model's index 0 is background: prediction i
     counts as ImageNet class i-1. Undecodable images are skipped (listed under ``errors``).
-    ``warn(msg)`` gets :func:`random_weights_warning` before any image is run when the weights are random.
+    ``warn(msg)`` gets :func:`random_weights_warning` before any image is run when the weights are random,
+    and :data:`POSITION_WARNING` when class folders are matched by position. Class folders named by the model's
+    labels (torchvision's ImageFolder layout) map to those labels.
     ``runtime``: as :func:`~.load.open_model` (None: the file's default runtime).
 
     Returns:
@@ -99,9 +104,11 @@ def evaluate(
         raise UsageError(f"{folder} is a file, expected a folder of images")
     if not folder.is_dir():
         raise UsageError(f"no such folder: {folder}")
-    runner, prep, _, manifest = open_model(model, int8=int8, fmt=fmt, threads=threads, prep_overrides=prep_overrides,
-                                           runtime=runtime)
-    gt, source = _truth(runner, folder, labels_csv)
+    runner, prep, labels, manifest = open_model(model, int8=int8, fmt=fmt, threads=threads,
+                                                prep_overrides=prep_overrides, runtime=runtime)
+    gt, source = _truth(runner, folder, labels_csv, labels)
+    if source == GT_POSITION_FOLDERS and warn is not None:
+        warn(POSITION_WARNING)
     weights = weights_source(runner, manifest)
     if weights == "random" and warn is not None:
         warn(random_weights_warning(manifest))
@@ -134,11 +141,12 @@ def evaluate(
     }
 
 
-def _truth(runner, folder: Path, labels_csv: str | Path | None) -> tuple[dict[Path, int], str]:
-    """:func:`ground_truth` for the model's classes (background excluded); every labelled file must exist."""
+def _truth(runner, folder: Path, labels_csv: str | Path | None, labels=None) -> tuple[dict[Path, int], str]:
+    """:func:`ground_truth` for the model's classes and labels (background excluded); every labelled file must exist."""
     off = background_offset(runner.num_classes)
     gt, source = ground_truth(
-        folder, Path(labels_csv) if labels_csv is not None else None, classes=runner.num_classes - off
+        folder, Path(labels_csv) if labels_csv is not None else None, classes=runner.num_classes - off,
+        labels=list(labels)[off:] if labels is not None else None,
     )
     missing = [p for p in gt if not p.is_file()]
     if missing:

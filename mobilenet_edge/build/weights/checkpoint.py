@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from ...core.bundle import atomic_path, sha256_file
 from ...core.errors import UsageError, WeightsError
 from ...core.variants import BLOCKS
-from .load import LoadedWeights, check_weights_path
+from .foreign import is_own_layout, map_state_dict
+from .load import LoadedWeights, check_weights_path, model_from_arrays
 from .tfslim import infer_alpha
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -203,12 +204,15 @@ def validate_state_dict(sd: dict, model: MobileNetV1, *, name: str, alpha: float
             raise WeightsError(f"{name}: tensor {k} has non-finite values (NaN or inf)")
 
 
-def load_checkpoint(path: str | Path, *, alpha: float | None = None) -> LoadedWeights:
+def load_checkpoint(path: str | Path, *, alpha: float | None = None, activation: str | None = None,
+                    padding: str | None = None, bn_eps: float | None = None) -> LoadedWeights:
     """Load a ``.safetensors`` checkpoint (as :func:`save_checkpoint` writes) or a ``.pt``/``.pth``
     state dict (``torch.load(weights_only=True)``; pickles needing code execution are refused).
 
     Config, preprocessing, labels and origin come from the metadata; a checkpoint without a config
-    gets alpha and num_classes from its tensor shapes and the model's other defaults.
+    gets alpha and num_classes from its tensor shapes and the model's other defaults. A state dict of
+    other MobileNet V1 code (keys not ours, no config) is mapped by layer order and shapes
+    (:func:`~.foreign.map_state_dict`; ``activation``, ``padding``, ``bn_eps`` override its conventions).
 
     Args:
         path: the checkpoint.
@@ -231,6 +235,11 @@ def load_checkpoint(path: str | Path, *, alpha: float | None = None) -> LoadedWe
         source = "torch"
     else:
         raise UsageError(f"not a checkpoint file: {p.name} (expected .safetensors, .pt or .pth)")
+    if not meta.get("config") and not is_own_layout(sd):
+        return _load_foreign(p, sd, meta, source, alpha=alpha, activation=activation, padding=padding, bn_eps=bn_eps)
+    if any(v is not None for v in (activation, padding, bn_eps)):
+        raise UsageError(f"--activation/--padding/--bn-eps apply to state dicts of other MobileNet V1 code; "
+                         f"{p.name} is in our own layout and carries its config")
     config = dict(meta.get("config") or _config_from_state_dict(sd, p))
     if alpha is not None:
         config["alpha"] = float(alpha)
@@ -252,3 +261,17 @@ def load_checkpoint(path: str | Path, *, alpha: float | None = None) -> LoadedWe
         labels=meta.get("labels"),
         origin=origin if isinstance(origin, dict) else None,
     )
+
+
+def _load_foreign(p: Path, sd: dict, meta: dict, source: str, **kw) -> LoadedWeights:
+    """A state dict of other MobileNet V1 code (:mod:`.foreign`), values checked as ours are."""
+    mapped = map_state_dict(sd, name=p.name, **kw)
+    try:
+        model = model_from_arrays(mapped.state_dict, mapped.config)
+    except ValueError as e:  # an activation / padding the model does not know
+        raise UsageError(str(e)) from None
+    validate_state_dict(model.state_dict(), model, name=p.name)  # NaN / negative running_var, non-finite
+    labels = meta.get("labels")
+    return LoadedWeights(model=model, config=model.config(), source=source, file=p.name, sha256=sha256_file(p),
+                         preprocessing=meta.get("preprocessing"), labels=labels if isinstance(labels, list) else None,
+                         mapping=mapped.record)

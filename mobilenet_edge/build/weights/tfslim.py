@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from ...core.errors import UsageError, WeightsError
 from ...core.images import Preprocessing
 from ...core.labels import imagenet_labels
 from ...core.variants import BLOCKS, STEM_CHANNELS, make_channels
-from .load import LoadedWeights, model_from_arrays
+from .load import LoadedWeights, model_from_arrays, passthrough_bn
 from .tflite_file import TFLITE_LAYERS, RawTensor, read_tflite_tensors
 
 
@@ -170,14 +169,9 @@ def _state_dict(w: dict[str, np.ndarray], b: dict[str, np.ndarray], *, bn_eps: f
             conv = wt.transpose(3, 0, 1, 2)  # 1HWC -> (C, 1, H, W)
         else:
             conv = wt.transpose(0, 3, 1, 2)  # OHWI -> OIHW
-        c = conv.shape[0]
         sd[f"{prefix}.0.weight"] = np.ascontiguousarray(conv, np.float32)
         # pass-through BN that adds the folded bias (module docstring)
-        sd[f"{prefix}.1.weight"] = np.full(c, math.sqrt(1.0 + bn_eps), np.float32)
-        sd[f"{prefix}.1.bias"] = b[layer].astype(np.float32)
-        sd[f"{prefix}.1.running_mean"] = np.zeros(c, np.float32)
-        sd[f"{prefix}.1.running_var"] = np.ones(c, np.float32)
-        sd[f"{prefix}.1.num_batches_tracked"] = np.zeros((), np.int64)
+        sd.update({f"{prefix}.1.{k}": v for k, v in passthrough_bn(b[layer], bn_eps).items()})
     logits = w["Conv2d_1c_1x1"]
     sd["classifier.weight"] = np.ascontiguousarray(logits.reshape(logits.shape[0], -1), np.float32)
     sd["classifier.bias"] = b["Conv2d_1c_1x1"].astype(np.float32)
