@@ -105,6 +105,7 @@ def export(
         ParityError: ONNX Runtime disagrees with PyTorch (nothing written).
         MobilenetEdgeError: any other failure the message names (e.g. litert-torch missing).
     """
+    # long: the docstring documents every keyword argument (the CLI's options); the body is ~20 lines
     weights = _weights(model)
     if format not in ("onnx", "tflite"):
         raise UsageError(f"format must be onnx or tflite, got {format!r}")
