@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 #: the public API, resolved on first use from mobilenet_edge.api
-__all__ = ["BenchResult", "Bundle", "Classifier", "Prediction", "bench", "export", "load", "quantize_bundle"]
+__all__ = ["BenchResult", "Bundle", "Classifier", "Prediction", "bench", "create_model", "export", "load", "quantize_bundle"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .api import BenchResult, Bundle, Classifier, Prediction, bench, export, load, quantize_bundle  # noqa: F401
+    from .api import BenchResult, Bundle, Classifier, Prediction, bench, create_model, export, load, quantize_bundle  # noqa: F401
 
 
 def __getattr__(name: str):

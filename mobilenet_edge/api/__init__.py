@@ -9,6 +9,6 @@ from __future__ import annotations
 from .benchmark import BenchResult, bench
 from .bundle import Bundle
 from .classifier import Classifier, Prediction, load
-from .exporting import export, quantize_bundle
+from .exporting import create_model, export, quantize_bundle
 
-__all__ = ["BenchResult", "Bundle", "Classifier", "Prediction", "bench", "export", "load", "quantize_bundle"]
+__all__ = ["BenchResult", "Bundle", "Classifier", "Prediction", "bench", "create_model", "export", "load", "quantize_bundle"]

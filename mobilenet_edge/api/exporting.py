@@ -127,6 +127,28 @@ def export(
     return Bundle(Path(res_["bundle"]), Manifest.from_dict(res_["manifest"]), res_["seconds"])
 
 
+def create_model(weights: Optional[str | os.PathLike] = None, *, alpha: Optional[float] = None, res: int = 224) -> Any:
+    """A PyTorch :class:`mobilenet_edge.build.model.MobileNetV1` with weights, e.g. to fine-tune on your classes
+    (as ``timm.create_model(name, pretrained=True)``); needs torch.
+
+    Args:
+        weights: as :func:`export`'s ``model`` (None: Google's pretrained weights for ``alpha``/``res``,
+            shipped / cached / downloaded; a name; ``"random"``; a weights file).
+        alpha: width multiplier (default: the weights', 1.0 for None and random).
+        res: the resolution the weights are picked for (Google's grid: 128, 160, 192, 224).
+    Returns:
+        ``MobileNetV1`` in eval mode: (N, 3, H, W) float32 -> (N, num_classes) float32 logits; Google's files
+        have 1001 classes (index 0 background), TF 'SAME' padding and ReLU6. Replace ``model.classifier``
+        (``torch.nn.Linear(model.num_features, n)``) for n classes of your own.
+    Raises:
+        UsageError / WeightsError: as :func:`export`.
+    """
+    from ..build.export import ExportOptions, build_model  # the torch side, only now
+
+    opts = ExportOptions(alpha=alpha, res=res, weights=_weights(weights), pretrained=True)
+    return build_model(opts, warn=lambda m: warnings.warn(m, UserWarning, stacklevel=3)).model
+
+
 def _weights(model: ModelSource) -> Any:
     """``ExportOptions.weights`` of ``model``: None, a name or path (str), or the module itself.
 
