@@ -229,3 +229,61 @@ def test_export_bad_options_write_nothing(tmp_path, offline, kwargs, needle):
     with pytest.raises(UsageError, match=needle):
         me.export("random", alpha=0.25, res=64, out=tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+# -- issue #18 part 4: the user's story in a few lines -------------------------------------------------
+
+FIVE = {"parrot": "parrot.jpg", "cat": "cat.bmp", "owl": "owl.jpg", "hot dog": "hot_dog.jpg", "dragonfly": "dragonfly.bmp"}
+
+
+def test_fine_tuned_five_classes_export_load_predict(offline, tmp_path, images_dir, calib_dir):
+    """Google's 0.25/128 (shipped) gets a 5-class head, trains a few steps on one image per class, and is
+    exported from memory with the five labels and int8. Expected: the labels it was trained with, and the
+    trained torch model's own probabilities (computed here)."""
+    from mobilenet_edge.core.images import Preprocessing, load
+
+    model = me.create_model(alpha=0.25, res=128)
+    assert (model.alpha, model.num_classes, model.padding) == (0.25, 1001, "tf_same")  # Google's TF-slim file
+    model.classifier = torch.nn.Linear(model.num_features, len(FIVE))
+    x = torch.from_numpy(np.stack([load(images_dir / f, Preprocessing(res=128)) for f in FIVE.values()]))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.eval()  # BN keeps Google's statistics
+    torch.manual_seed(0)
+    for _ in range(15):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), torch.arange(len(FIVE))).backward()
+        opt.step()
+    with torch.no_grad():
+        want = torch.softmax(model(x), 1).numpy()
+    assert list(want.argmax(1)) == list(range(len(FIVE)))  # trained on these: each image is its own class
+
+    b = me.export(model, res=128, labels=list(FIVE), int8=True, calib=calib_dir, out=tmp_path)
+    assert b.labels == list(FIVE) and b.manifest.labels["count"] == 5 and b.manifest.variant["num_classes"] == 5
+    clf = me.load(b)
+    paths = [images_dir / f for f in FIVE.values()]
+    np.testing.assert_allclose(clf.scores(paths), want, atol=1e-4)
+    assert [p[0].label for p in clf.predict_batch(paths, top_k=1)] == list(FIVE)
+    top = me.load(b, int8=True).predict(images_dir / "parrot.jpg", top_k=5)
+    assert sorted(label for label, _ in top) == sorted(FIVE) and top[0].label in FIVE
+
+
+@pytest.mark.parametrize("labels, error, needle", [
+    (["a", "b", "c"], UsageError, "3 labels but the model has 5 classes"),
+    (["a", "b", "", "d", "e"], MobilenetEdgeError, "label 3"),
+    (["a", "b", "a", "d", "e"], MobilenetEdgeError, "'a' appears twice"),
+    ("a,b,c,d,e", UsageError, "no such labels file"),
+])
+def test_bad_labels_write_nothing(tmp_path, labels, error, needle):
+    from mobilenet_edge.build.model import MobileNetV1
+
+    with pytest.raises(error, match=needle):
+        me.export(MobileNetV1(alpha=0.25, num_classes=5), res=32, labels=labels, out=tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_labels_from_a_file(tmp_path):
+    from mobilenet_edge.build.model import MobileNetV1
+
+    (tmp_path / "five.txt").write_text("\n".join(FIVE) + "\n", encoding="utf-8")
+    b = me.export(MobileNetV1(alpha=0.25, num_classes=5), res=32, labels=tmp_path / "five.txt", out=tmp_path)
+    assert b.labels == me.load(b).labels == list(FIVE)
