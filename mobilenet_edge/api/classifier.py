@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Union
@@ -120,10 +120,11 @@ class Classifier:
         """
         return self.predict_batch([image], top_k=top_k)[0]
 
-    def predict_batch(self, images: Sequence[ImageLike], top_k: int = 5) -> list[list[Prediction]]:
+    def predict_batch(self, images: Iterable[ImageLike], top_k: int = 5) -> list[list[Prediction]]:
         """:meth:`predict` for several images (run in batches): one list of predictions per image."""
         self._check_top_k(top_k)
-        idx, val = _top_k(self.scores(images), top_k) if len(images) else ([], [])
+        images = list(images)
+        idx, val = _top_k(self.scores(images), top_k) if images else ([], [])
         return [[Prediction(self.labels[int(i)], float(v)) for i, v in zip(ii, vv)] for ii, vv in zip(idx, val)]
 
     def _check_top_k(self, k: Any) -> None:
