@@ -177,8 +177,8 @@ def _built(opts: ExportOptions, lw, path: Path | None, registry: dict | None, wa
         m = lw.mapping
         assumed = [k for k, v in m.get("sources", {}).items() if "assumed" in v]
         warn(f"weights: {lw.file} mapped from {m['layout']}: {m['activation']}, {m['padding']} padding, "
-             f"BN eps {m['bn_eps']:g}" + (f" ({', '.join(assumed)} assumed: PyTorch defaults; --activation, "
-                                            "--padding, --bn-eps change them)" if assumed else ""))
+             f"BN eps {m['bn_eps']:g}" + (f" ({', '.join(assumed)} assumed, as {m['sources'][assumed[0]].split(' (')[0]}; "
+                                            "--activation, --padding, --bn-eps change them)" if assumed else ""))
     info = lw.source_info()
     if registry:
         info["registry"] = registry

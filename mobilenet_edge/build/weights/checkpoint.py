@@ -210,7 +210,8 @@ def load_checkpoint(path: str | Path, *, alpha: float | None = None, activation:
     state dict (``torch.load(weights_only=True)``; pickles needing code execution are refused).
 
     Config, preprocessing, labels and origin come from the metadata; a checkpoint without a config
-    gets alpha and num_classes from its tensor shapes and the model's other defaults. A state dict of
+    gets alpha and num_classes from its tensor shapes, ``activation``/``padding``/``bn_eps`` if given, and the
+    model's other defaults (relu6, symmetric, 1e-3: a fine-tuned Google model needs ``padding="tf_same"``). A state dict of
     other MobileNet V1 code (keys not ours, no config) is mapped by layer order and shapes
     (:func:`~.foreign.map_state_dict`; ``activation``, ``padding``, ``bn_eps`` override its conventions).
 
@@ -237,10 +238,11 @@ def load_checkpoint(path: str | Path, *, alpha: float | None = None, activation:
         raise UsageError(f"not a checkpoint file: {p.name} (expected .safetensors, .pt or .pth)")
     if not meta.get("config") and not is_own_layout(sd):
         return _load_foreign(p, sd, meta, source, alpha=alpha, activation=activation, padding=padding, bn_eps=bn_eps)
-    if any(v is not None for v in (activation, padding, bn_eps)):
-        raise UsageError(f"--activation/--padding/--bn-eps apply to state dicts of other MobileNet V1 code; "
-                         f"{p.name} is in our own layout and carries its config")
-    config = dict(meta.get("config") or _config_from_state_dict(sd, p))
+    given = {k: v for k, v in (("activation", activation), ("padding", padding), ("bn_eps", bn_eps)) if v is not None}
+    if given and meta.get("config"):
+        raise UsageError(f"--activation/--padding/--bn-eps apply to state dicts without a config; "
+                         f"{p.name} carries its own config ({meta['config']})")
+    config = dict(meta.get("config") or {**_config_from_state_dict(sd, p), **given})
     if alpha is not None:
         config["alpha"] = float(alpha)
     try:
@@ -260,7 +262,16 @@ def load_checkpoint(path: str | Path, *, alpha: float | None = None, activation:
         preprocessing=meta.get("preprocessing"),
         labels=meta.get("labels"),
         origin=origin if isinstance(origin, dict) else None,
+        mapping=None if meta.get("config") else _no_config_record(model.config(), given),
     )
+
+
+def _no_config_record(config: dict, given: dict) -> dict:
+    """The ``weights.mapping`` record of our own keys saved without a config (what was assumed)."""
+    return {"layout": "mobilenet-edge keys without a config", "activation": config["activation"],
+            "padding": config["padding"], "bn_eps": config["bn_eps"],
+            "sources": {k: "given" if k in given else "MobileNetV1 default (assumed)"
+                        for k in ("activation", "padding", "bn_eps")}}
 
 
 def _load_foreign(p: Path, sd: dict, meta: dict, source: str, **kw) -> LoadedWeights:

@@ -60,8 +60,7 @@ class Layout:
 #: dw_s8 of Sequential(dw conv, BN, ReLU, pw conv, BN, ReLU) with conv biases, one block dw_x5 applied five
 #: times for the five 512 -> 512 layers, ReLU, padding 1 on every side, BN eps 1e-5, fc).
 LAYOUTS: tuple[Layout, ...] = (
-    Layout("blog-dw_x5", keys=("conv1.weight", "bn1.running_mean", "dw_x5.depthwise_layer.0.weight",
-                               "dw_s8.depthwise_layer.3.weight", "fc.weight"),
+    Layout("blog-dw_x5", keys=("dw_x5.depthwise_layer.0.weight", "dw_x5.depthwise_layer.3.weight"),
            repeats={"dw_x5": 5}, source="blog implementation (dw_s1..dw_s8 + dw_x5 shared by the 512-channel layers)"),
 )
 
