@@ -9,24 +9,29 @@ The Python API (docs/api.md)::
     me.bench([bundle], threads=[1, 4]).rows                                            # bench --json rows
 
 Importing this package (and its runtime half) never imports torch: the API names resolve lazily
-(PEP 562) from :mod:`mobilenet_edge.api`, whose ``export`` imports the torch side inside the call.
+(PEP 562) from :mod:`mobilenet_edge.api`, whose ``export`` imports the torch side inside the call. The
+error types (:mod:`mobilenet_edge.core.errors`) are here too: ``except me.MobilenetEdgeError``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .core.errors import MobilenetEdgeError, ParityError, UsageError, WeightsError
+
 __version__ = "0.1.0"
 
 #: the public API, resolved on first use from mobilenet_edge.api
-__all__ = ["BenchResult", "Bundle", "Classifier", "Prediction", "bench", "create_model", "export", "load", "quantize_bundle"]
+_API = ("BenchResult", "Bundle", "Classifier", "Prediction", "bench", "create_model", "export", "load",
+        "quantize_bundle")
+__all__ = [*_API, "MobilenetEdgeError", "ParityError", "UsageError", "WeightsError"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .api import BenchResult, Bundle, Classifier, Prediction, bench, create_model, export, load, quantize_bundle  # noqa: F401
 
 
 def __getattr__(name: str):
-    if name in __all__:
+    if name in _API:
         from . import api
 
         value = getattr(api, name)

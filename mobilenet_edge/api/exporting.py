@@ -1,6 +1,9 @@
-"""``export`` (a model, a checkpoint or a weights name -> a :class:`~.bundle.Bundle`) and ``quantize_bundle``
-(a bundle's int8 model; not ``quantize``: that name is the package's ``quantize/`` layer). Thin layers over the pipeline's public entries:
-:func:`mobilenet_edge.build.export.export_bundle` (imported inside :func:`export`: the only torch side) and
+"""``export`` (a model, a checkpoint or a weights name -> a :class:`~.bundle.Bundle`), ``create_model`` (a
+PyTorch MobileNetV1 with weights) and ``quantize_bundle`` (a bundle's int8 model; not ``quantize``: that name
+is the package's ``quantize/`` layer).
+
+Thin layers over the pipeline's public entries: :func:`mobilenet_edge.build.export.export_bundle` and
+``build_model`` (imported inside the calls: the only torch side) and
 :func:`mobilenet_edge.quantize.pipeline.quantize_bundle` (torch-free)."""
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..core.errors import UsageError
+from ..core.errors import MobilenetEdgeError, UsageError
 from ..core.manifest import Manifest
 from .bundle import Bundle
 
@@ -27,6 +30,27 @@ def _is_torch_module(obj: Any) -> bool:
     """True for a ``torch.nn.Module`` (without importing torch: a module instance means torch is loaded)."""
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(obj, torch.nn.Module)
+
+
+def _require(*modules: str, what: str) -> None:
+    """Raise one line with the pip command when the torch side is not installed (before any work).
+
+    Raises:
+        MobilenetEdgeError: naming the missing modules.
+    """
+    import importlib.util
+
+    missing = []
+    for m in modules:
+        try:
+            found = importlib.util.find_spec(m) is not None
+        except ImportError:  # an import hook refusing it (tests block torch this way)
+            found = False
+        if not found:
+            missing.append(m)
+    if missing:
+        raise MobilenetEdgeError(f"{what} needs {' and '.join(missing)} (the export extra): "
+                                 "pip install 'mobilenet-edge[export]' torch==2.13.0")
 
 
 def export(
@@ -103,7 +127,8 @@ def export(
         WeightsError: weights (a file or a module) that are not a MobileNet V1 (the first tensor that does
             not fit named) or cannot be loaded; pretrained weights not reachable offline.
         ParityError: ONNX Runtime disagrees with PyTorch (nothing written).
-        MobilenetEdgeError: any other failure the message names (e.g. litert-torch missing).
+        MobilenetEdgeError: torch / onnxsim not installed (the pip command named), or any other failure the
+            message names (e.g. litert-torch missing for ``format="tflite"``).
     """
     # long: the docstring documents every keyword argument (the CLI's options); the body is ~20 lines
     weights = _weights(model)
@@ -113,6 +138,7 @@ def export(
         raise UsageError("int8=True needs calib=DIR (calibration images) unless model='random': "
                          "int8 ranges of real weights must come from real images")
     label_names = _labels(labels)
+    _require("torch", "onnxsim", what="export")
     from ..build.export import ExportOptions, export_bundle  # the torch side, only now
 
     opts = ExportOptions(
@@ -143,6 +169,7 @@ def create_model(weights: Optional[str | os.PathLike] = None, *, alpha: Optional
     Raises:
         UsageError / WeightsError: as :func:`export`.
     """
+    _require("torch", what="create_model")
     from ..build.export import ExportOptions, build_model  # the torch side, only now
 
     opts = ExportOptions(alpha=alpha, res=res, weights=_weights(weights), pretrained=True)
