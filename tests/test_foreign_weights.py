@@ -249,3 +249,29 @@ def test_pt_with_code_is_refused_before_mapping(tmp_path):
     torch.save({"conv1.weight": _Evil()}, tmp_path / "evil.pt")
     with pytest.raises(WeightsError, match="refusing to load evil.pt"):
         load_weights(Path(tmp_path / "evil.pt"))
+
+
+def test_export_bundle_takes_an_in_memory_module_and_labels(tmp_path):
+    """What the Python API passes through: ``ExportOptions(weights=module, labels=[...])``."""
+    pytest.importorskip("onnxsim")
+    import json
+
+    from mobilenet_edge.build.export import ExportOptions, export_bundle
+
+    blog = _randomize(BlogMobileNet(alpha=0.25, classes=3, act=nn.ReLU6), seed=3)
+    res = export_bundle(ExportOptions(weights=blog, res=64, labels=["a", "b", "c"], out=tmp_path))
+    bundle = res["bundle"]
+    assert (bundle / "labels.txt").read_text().split() == ["a", "b", "c"]
+    m = json.loads((bundle / "manifest.json").read_text())
+    assert m["weights"]["source"] == "module" and m["model_config"]["activation"] == "relu6"
+    with pytest.raises(UsageError, match="--labels gives 2 labels but the model has 3 classes"):
+        export_bundle(ExportOptions(weights=blog, res=64, labels=["a", "b"], out=tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_classifier_registered_before_the_features_is_still_the_classifier(tmp_path):
+    folded = _randomize(FoldedMobileNet(alpha=0.25, classes=4))
+    sd = folded.state_dict()
+    first = {k: v for k, v in sd.items() if k.startswith("classifier.")}
+    torch.save({**first, **{k: v for k, v in sd.items() if k not in first}}, tmp_path / "fc_first.pt")
+    assert _max_diff(load_weights(tmp_path / "fc_first.pt").model, folded, 64) < 1e-4

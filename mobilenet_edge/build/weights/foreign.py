@@ -4,7 +4,8 @@ The mapping goes by layer order and tensor shapes, not by key names: the tensors
 layers by their module prefix (``conv1.weight`` + ``conv1.bias`` is one conv; a prefix holding
 ``running_mean``/``running_var`` is a batch norm; a 2-D ``weight`` is a linear layer), taken in the order
 the state dict holds them (the order the modules were registered, which is the forward order of every
-sequential MobileNet V1 we know), and laid onto the paper's Table 1 slots: the stem conv (C, 3, 3, 3),
+sequential MobileNet V1 we know; a lone linear layer registered before the features is still the
+classifier), and laid onto the paper's Table 1 slots: the stem conv (C, 3, 3, 3),
 13 depthwise (C, 1, 3, 3) / pointwise (C', C, 1, 1) pairs, then the classifier (a Linear (K, C) or a 1x1
 conv (K, C, 1, 1)). Every shape is checked against the model of the inferred (or given) alpha; the first
 tensor that does not fit is named with both shapes.
@@ -279,6 +280,9 @@ def map_state_dict(sd: dict, *, name: str = "checkpoint", alpha: float | None = 
             conventions[k], sources[k] = PYTORCH_DEFAULTS[k], "PyTorch default (assumed)"
     reps = dict(repeats if repeats is not None else (layout.repeats if layout else {}))
     layers = _unroll(_group(arrays, name), reps)
+    linears = [layer for layer in layers if layer.kind == "linear"]
+    if len(linears) == 1 and layers[-1] is not linears[0]:  # a classifier registered before the features
+        layers = [layer for layer in layers if layer is not linears[0]] + linears
     convs, rest = _pair(layers)
     a, inferred = _alpha(convs, name, alpha)
     cls = _check(convs, rest, name, a, inferred)
