@@ -236,6 +236,7 @@ def test_export_bad_options_write_nothing(tmp_path, offline, kwargs, needle):
 FIVE = {"parrot": "parrot.jpg", "cat": "cat.bmp", "owl": "owl.jpg", "hot dog": "hot_dog.jpg", "dragonfly": "dragonfly.bmp"}
 
 
+@pytest.mark.slow
 def test_fine_tuned_five_classes_export_load_predict(offline, tmp_path, images_dir, calib_dir):
     """Google's 0.25/128 (shipped) gets a 5-class head, trains a few steps on one image per class, and is
     exported from memory with the five labels and int8. Expected: the labels it was trained with, and the
