@@ -22,7 +22,7 @@ pytest.importorskip("onnxsim")
 from mobilenet_edge.cli.app import main  # noqa: E402
 from mobilenet_edge.core.images import Preprocessing, load  # noqa: E402
 
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]  # one export with --int8: ~20 s CPU, ~60 s on this shared 2-core box
 
 FIVE = {"parrot": "parrot.jpg", "cat": "cat.bmp", "owl": "owl.jpg", "hot dog": "hot_dog.jpg", "dragonfly": "dragonfly.bmp"}
 RES = 128

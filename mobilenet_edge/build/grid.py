@@ -145,7 +145,8 @@ def _grid_point(v: Variant, *, weights_dir, calib, eval_dir, bundles_dir: Path, 
     formats = ("onnx", "tflite") if tflite else ("onnx",)
     if not bundle_complete(bundle, tflite=tflite):
         export_bundle(ExportOptions(alpha=v.alpha, res=v.res, weights=weights, out=bundles_dir, force=True,
-                                    padding="tf_same", formats=formats, tflite_int8=tflite,
+                                    padding="tf_same" if weights is None else None,  # weights carry their own
+                                    formats=formats, tflite_int8=tflite,
                                     calib=calib if tflite else None))
         quantize_bundle(bundle, calib=calib, synthetic=calib is None)
     targets = B.targets_for(bundle, formats=formats, runtimes=runtimes)

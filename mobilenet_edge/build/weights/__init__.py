@@ -12,6 +12,9 @@ One module per job:
 - :mod:`.tflite_file`: open and check a ``.tflite`` (identifier, appended metadata zip), read its tensors.
 - :mod:`.tfslim`: TF-slim tensors -> ``MobileNetV1`` state dict and config, :func:`import_tflite`.
 - :mod:`.checkpoint`: ``.safetensors`` / ``.pt`` save, read, validate and load.
+- :mod:`.foreign`: state dicts of other PyTorch MobileNet V1 code mapped by layer order and shapes
+  (:func:`~.foreign.map_state_dict`, known layouts as data in :data:`~.foreign.LAYOUTS`).
+- :mod:`.module`: an in-memory ``torch.nn.Module`` (ours or other code's), :func:`~.module.load_module`.
 - :mod:`.verify`: the source ``.tflite`` (LiteRT) vs the imported model (torch), :func:`verify_import`.
 - :mod:`.keras`: Keras applications ``.h5`` weights (h5py, BN not folded), :func:`~.keras.import_keras_h5`.
 - :mod:`.registry`: Google's published files as data (48 entries: google-quant / google-float / keras x
@@ -30,15 +33,17 @@ from .checkpoint import (
     save_checkpoint,
     validate_state_dict,
 )
+from .foreign import LAYOUTS, map_state_dict
 from .load import SUFFIXES, LoadedWeights, check_weights_path, load_weights
+from .module import load_module
 from .tflite_file import TFLITE_LAYERS, RawTensor, check_appended_zip, default_res, open_tflite, read_tflite_tensors
 from .tfslim import import_tflite, infer_alpha, tflite_preprocessing, tflite_state_dict
 from .verify import read_imagenet_labels_csv, tflite_runner, verify_import
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "CHECKPOINT_FORMAT_VERSION", "SUFFIXES", "TFLITE_LAYERS", "LoadedWeights", "RawTensor",
+    "CHECKPOINT_FORMAT", "CHECKPOINT_FORMAT_VERSION", "LAYOUTS", "SUFFIXES", "TFLITE_LAYERS", "LoadedWeights", "RawTensor",
     "check_appended_zip", "check_weights_path", "default_res", "import_tflite", "infer_alpha",
-    "load_checkpoint", "load_weights", "open_tflite", "read_imagenet_labels_csv", "read_tflite_tensors",
+    "load_checkpoint", "load_module", "load_weights", "map_state_dict", "open_tflite", "read_imagenet_labels_csv", "read_tflite_tensors",
     "save_checkpoint", "tflite_preprocessing", "tflite_runner", "tflite_state_dict", "validate_state_dict",
     "verify_import",
 ]
