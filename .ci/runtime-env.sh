@@ -90,9 +90,11 @@ EOF
 env -u PYTHONPATH MOBILENET_EDGE_EXPECT_TFLITE=tflite-runtime \
     "$VENV/bin/python" -c 'import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))' \
     -q -p no:cacheprovider --rootdir "$ROOT" -c "$ROOT/pyproject.toml" \
-    "$ROOT/tests/test_runtime.py" "$ROOT/tests/test_images.py" "$ROOT/tests/test_predict.py"
-# The Pi story end to end (issues #17, #20): a bundle exported on the workstation from the weights shipped with
-# the package (no --weights, no network), then predicted in this torch-free venv by the wheel's console script. Expected top-1 from the data
+    "$ROOT/tests/test_runtime.py" "$ROOT/tests/test_images.py" "$ROOT/tests/test_predict.py" \
+    "$ROOT/tests/test_api_runtime.py"
+# The Pi story end to end (issues #17, #18, #20): a bundle exported on the workstation from the weights shipped
+# with the package (no --weights, no network), then predicted in this torch-free venv by the wheel's console
+# script and through the Python API. Expected top-1 from the data
 # README: Google's 0.5/160 file says "macaw" for parrot.jpg.
 HOST_BIN="${MOBILENET_EDGE_HOST_BIN:-$ROOT/.venv/bin}"
 DATA="${MOBILENET_EDGE_DATA:-$ROOT/../shared/data}"
@@ -103,6 +105,16 @@ if [ -x "$HOST_BIN/mobilenet-edge" ] && [ -f "$DATA/images/parrot.jpg" ]; then
     top=$(env -u PYTHONPATH "$VENV/bin/mobilenet-edge" predict "$out/mobilenet_v1_0.50_160" "$DATA/images/parrot.jpg" --json --top-k 1)
     echo "$top" | "$VENV/bin/python" -c 'import json, sys; r = json.load(sys.stdin); l = r[0]["top_k"][0]["label"]; print(f"runtime-env: torch-free predict on the shipped 0.5/160 weights: {l}"); sys.exit(l != "macaw")' \
         || { echo "runtime-env: expected macaw for parrot.jpg" >&2; exit 1; }
+    # the same through the Python API (issue #18): import mobilenet_edge as me; me.load(...).predict(...)
+    env -u PYTHONPATH "$VENV/bin/python" - "$out/mobilenet_v1_0.50_160" "$DATA/images/parrot.jpg" <<'PY' \
+        || { echo "runtime-env: the Python API did not say macaw for parrot.jpg" >&2; exit 1; }
+import sys
+import mobilenet_edge as me
+top = me.load(sys.argv[1]).predict(sys.argv[2], top_k=1)
+assert "torch" not in sys.modules
+print(f"runtime-env: torch-free me.load(...).predict(...): {top[0].label}")
+sys.exit(top[0].label != "macaw")
+PY
     rm -rf "$out"
 elif [ "${CI:-}" = "true" ]; then
     echo "runtime-env: no host venv or no shared data for the shipped-weights check" >&2; exit 1

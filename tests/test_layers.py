@@ -7,6 +7,8 @@
    no other layer; ``runtime`` and ``quantize`` import only ``core``; nothing but ``build`` and ``cli``
    imports ``build``; only ``build`` names torch, onnxsim or litert_torch.
 3. No module over 400 lines; no function over 80 lines unless a ``# long:`` comment in it says why.
+4. The Python API (``api/`` and the package root) imports ``build`` only inside functions, so
+   ``import mobilenet_edge; mobilenet_edge.load(...)`` runs with torch blocked.
 """
 
 from __future__ import annotations
@@ -21,15 +23,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "mobilenet_edge"
-LAYERS = ("core", "runtime", "quantize", "build", "cli")
+LAYERS = ("core", "runtime", "quantize", "build", "api", "cli")
 #: which layers each layer may import (docs/architecture.md); the package root may import none eagerly
 ALLOWED = {
     "core": {"core"},
     "runtime": {"core", "runtime"},
     "quantize": {"core", "quantize"},
     "build": {"core", "runtime", "quantize", "build"},
-    "cli": {"core", "runtime", "quantize", "build", "cli"},
+    "api": {"core", "runtime", "quantize", "build", "api"},  # build only inside functions (LAZY_BUILD)
+    "cli": {"core", "runtime", "quantize", "build", "api", "cli"},
 }
+#: layers (None: the package root) that may import ``build`` only inside a function body
+LAZY_BUILD = (None, "api")
 TORCH_SIDE = ("torch", "onnxsim", "litert_torch", "torchao", "ai_edge_torch")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
@@ -75,7 +80,7 @@ def _imports(path: Path) -> list[tuple[str, int]]:
 def test_the_tree_has_the_layers():
     for layer in LAYERS:
         assert (PKG / layer / "__init__.py").is_file(), layer
-    flat = [p.name for p in PKG.glob("*.py") if p.name not in ("__init__.py", "__main__.py", "api.py")]
+    flat = [p.name for p in PKG.glob("*.py") if p.name not in ("__init__.py", "__main__.py")]
     assert flat == [], f"modules outside the layers: {flat}"
 
 
@@ -100,6 +105,67 @@ def test_import_direction():
             if other not in ALLOWED[me]:
                 bad.append(f"{where} ({me} may import {sorted(ALLOWED[me])})")
     assert not bad, "layer rule broken:\n" + "\n".join(bad)
+
+
+def _module_level_imports(path: Path) -> list[tuple[str, int]]:
+    """:func:`_imports` minus those inside a function body or an ``if TYPE_CHECKING:`` block."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    lazy = set()
+    for node in ast.walk(tree):
+        in_function = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        if in_function or (isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)):
+            lazy |= {n.lineno for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    return [(mod, line) for mod, line in _imports(path) if line not in lazy]
+
+
+def test_the_api_imports_build_only_inside_functions():
+    """``import mobilenet_edge`` (and ``mobilenet_edge.api``) never loads the torch side: ``export``
+    imports ``build`` inside the call."""
+    bad = []
+    for path in _modules():
+        if _layer(_dotted(path)) not in LAZY_BUILD:
+            continue
+        for mod, line in _module_level_imports(path):
+            if mod.startswith("mobilenet_edge.build") or mod.split(".")[0] in TORCH_SIDE:
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {mod} at module level")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_api_loads_and_predicts_with_torch_blocked(tmp_path):
+    """The Pi side of the Python API: ``import mobilenet_edge as me; me.load(bundle).predict(image)`` (and the
+    int8 model) in an interpreter where torch, onnxsim and litert_torch cannot be imported."""
+    from _tiny_models import tiny_bundle
+    from PIL import Image
+
+    bundle = tiny_bundle(tmp_path / "b", res=32, classes=10, int8=True)
+    Image.new("RGB", (40, 30), (200, 30, 90)).save(tmp_path / "red.png")
+    blocked = ", ".join(repr(m) for m in TORCH_SIDE)
+    code = (
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in ({blocked},):\n"
+        "            raise ImportError(f'{name} is blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import mobilenet_edge as me\n"
+        f"for int8 in (False, True):\n"
+        f"    clf = me.load({str(bundle)!r}, int8=int8)\n"
+        f"    top = clf.predict({str(tmp_path / 'red.png')!r}, top_k=3)\n"
+        "    assert len(top) == 3 and all(isinstance(lbl, str) and 0 <= p <= 1 for lbl, p in top), top\n"
+        "assert me.Bundle.open(" + repr(str(bundle)) + ").int8_onnx is not None\n"
+        "try:\n"
+        "    me.export('random', res=32)\n"
+        "except me.MobilenetEdgeError as e:\n"
+        "    assert 'needs torch and onnxsim' in str(e) and 'pip install' in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('export ran without torch')\n"
+        f"bad = [m for m in sys.modules if m.split('.')[0] in ({blocked},) or m.startswith('mobilenet_edge.build')]\n"
+        "assert not bad, bad\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.split()[-1] == "ok", r.stderr[-3000:]
 
 
 def test_every_module_outside_build_imports_without_torch():

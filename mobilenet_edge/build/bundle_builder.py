@@ -37,6 +37,9 @@ from .memory import check_memory
 from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset, export_onnx
 from .parity import check_parity
 
+#: the :class:`~mobilenet_edge.core.images.Preprocessing` fields :attr:`ExportOptions.preprocessing` may set
+PREPROCESSING_OVERRIDES = ("mean", "std", "crop", "resize")
+
 
 @dataclass
 class ExportOptions:
@@ -82,6 +85,9 @@ class ExportOptions:
     #: else fidelity), and the number of leading convs kept in float (None: the recipe's)
     recipe: str | None = None
     float_first: int | None = None
+    #: Preprocessing fields (:data:`PREPROCESSING_OVERRIDES`: ``mean``, ``std``, ``crop``, ``resize``) replacing the weights'
+    #: (e.g. torchvision's mean/std for a model fine-tuned with them); None: the weights' own, else TF-slim's
+    preprocessing: dict | None = None
     extra_manifest: dict = field(default_factory=dict)
 
 
@@ -283,11 +289,26 @@ def _check_early(opts: ExportOptions) -> list[Path] | None:
         from ..quantize.pipeline import collect_images
 
         collect_images(opts.calib, opts.eval_dir, warn=lambda m: None)  # too few images: fail now, not after export
+    _check_preprocessing(opts)
     images = expand_paths([opts.parity_images]) if opts.parity_images else None
     for folder in (opts.calib, opts.eval_dir):
         if folder is not None:
             expand_paths([folder])  # fail now (no such folder / no image), before any work or replacement
     return images
+
+
+def _check_preprocessing(opts: ExportOptions) -> None:
+    """``opts.preprocessing``: known fields, valid values (a Preprocessing is built from them), no ``res``.
+
+    Raises:
+        UsageError: naming the unknown field or the bad value.
+    """
+    extra = dict(opts.preprocessing or {})
+    bad = sorted(k for k in extra if k not in PREPROCESSING_OVERRIDES)
+    if bad:
+        raise UsageError(f"preprocessing: cannot set {', '.join(bad)}; fields: {', '.join(PREPROCESSING_OVERRIDES)} "
+                         "(res is the export's, layout NCHW float32 the model's)")
+    Preprocessing(**{**extra, "res": opts.res})
 
 
 def _target(opts: ExportOptions, built: BuiltModel) -> _Target:
@@ -299,7 +320,7 @@ def _target(opts: ExportOptions, built: BuiltModel) -> _Target:
     model = built.model
     variant = Variant(model.alpha, opts.res, model.num_classes)
     name = opts.name or variant.name
-    prep = Preprocessing(**{**(built.preprocessing or {}), "res": opts.res})
+    prep = Preprocessing(**{**(built.preprocessing or {}), **(opts.preprocessing or {}), "res": opts.res})
     labels = list(opts.labels) if opts.labels is not None else built.labels
     if labels is None:
         labels = imagenet_labels(model.num_classes)

@@ -118,7 +118,6 @@ class MobileNetV1(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.alpha = alpha
-        self.num_classes = num_classes
         self.activation = activation
         self.padding = padding
         kw = {"activation": activation, "padding": padding, "bn_eps": bn_eps}
@@ -147,6 +146,12 @@ class MobileNetV1(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
+
+    @property
+    def num_classes(self) -> int:
+        """The classifier's outputs: follows a replaced head (fine-tuning's
+        ``model.classifier = nn.Linear(model.num_features, 5)``)."""
+        return self.classifier.out_features
 
     def config(self) -> dict:
         """Constructor arguments (JSON-ready), stored with checkpoints and bundles."""

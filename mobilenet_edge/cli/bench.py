@@ -188,34 +188,33 @@ def _require_grid_packages(*, tflite: bool = False) -> None:
 
 
 def run_targets(targets, thread_list, *, runs, warmup, env, json_path=None, csv_path=None, top1=None):
-    """Bench every (target, threads) in a worker process; write JSON/CSV after each row (Ctrl-C keeps them)."""
+    """Bench every (target, threads) in a worker process (:func:`~mobilenet_edge.runtime.bench.bench_targets`)
+    with a progress bar; write JSON/CSV after each job (Ctrl-C keeps them)."""
     from ..core.progress import progress_bar
     from ..runtime import bench as B
     from ..runtime import report as R
 
-    rows: list[dict] = []
-    failures: list[dict] = []
-    jobs = [(t, n) for t in targets for n in thread_list]
+    targets = list(targets)
     with progress_bar(err) as prog:
-        task = prog.add_task("bench", total=len(jobs))
-        for t, n in jobs:
+        task = prog.add_task("bench", total=len(targets) * len(thread_list))
+
+        def start(t, n):
             prog.update(task, description=f"{t.label} x{n} thread{'s' if n > 1 else ''}")
-            try:
-                m = B.measure_in_subprocess(t, threads=n, runs=runs, warmup=warmup)
-            except Exception as e:  # noqa: BLE001 - listed, the others still run
-                failures.append({"model": t.label, "threads": n, "error": str(e)})
-                err.print(f"failed {t.label}: {e}", style="red")
-            else:
-                row = B.result_row(t, m, threads=n, runs=runs)
-                if top1 and (t.path, t.runtime) in top1:
-                    row["top1"] = top1[t.path, t.runtime]
-                rows.append(row)
-                if csv_path is not None:
-                    R.write_csv(csv_path, rows)
+
+        shown = 0
+
+        def done(rows, failures):
+            nonlocal shown
+            for f in failures[shown:]:
+                err.print(f"failed {f['model']}: {f['error']}", style="red")
+            shown = len(failures)
+            if csv_path is not None and rows:
+                R.write_csv(csv_path, rows)
             if json_path is not None and str(json_path) != "-":  # the same document as --json -
                 R.write_results(json_path, env, rows, failures, fastest_rows=R.fastest(rows))
             prog.advance(task)
-    return rows, failures
+
+        return B.bench_targets(targets, thread_list, runs=runs, warmup=warmup, top1=top1, on_start=start, on_done=done)
 
 
 def _top1_for(targets, eval_dir: Path) -> dict:

@@ -314,6 +314,43 @@ def result_row(target: Target, m: dict, *, threads: int, runs: int) -> dict:
                                                 "timestamp": row["timestamp"]} | extra
 
 
+def bench_targets(targets: Iterable[Target], threads: Iterable[int], *, runs: int = 100, warmup: int = 10,
+                  top1: dict | None = None, on_start=None, on_done=None) -> tuple[list[dict], list[dict]]:
+    """Bench every (target, thread count) in a worker process (:func:`measure_in_subprocess`), targets outer.
+
+    The one loop behind ``bench`` and ``mobilenet_edge.bench``: a job that fails is listed and the others
+    still run.
+
+    Args:
+        targets: from :func:`targets_for`.
+        threads: thread counts (>= 1).
+        top1: ``{(path, runtime): top-1 fraction}`` filled into the rows' ``top1``.
+        on_start: ``on_start(target, threads)`` before each job (progress text).
+        on_done: ``on_done(rows, failures)`` after each job (rows and failures so far: incremental files).
+    Returns:
+        (rows (:func:`result_row`, the :data:`COLUMNS` plus ``runtime_version``, ``timestamp``),
+        failures (``[{"model", "threads", "error"}]``)).
+    """
+    rows: list[dict] = []
+    failures: list[dict] = []
+    for t in targets:
+        for n in threads:
+            if on_start is not None:
+                on_start(t, n)
+            try:
+                m = measure_in_subprocess(t, threads=n, runs=runs, warmup=warmup)
+            except Exception as e:  # noqa: BLE001 - listed, the others still run
+                failures.append({"model": t.label, "threads": n, "error": str(e)})
+            else:
+                row = result_row(t, m, threads=n, runs=runs)
+                if top1 and (t.path, t.runtime) in top1:
+                    row["top1"] = top1[t.path, t.runtime]
+                rows.append(row)
+            if on_done is not None:
+                on_done(rows, failures)
+    return rows, failures
+
+
 def _worker(argv: list[str]) -> int:
     path, runtime, threads, runs, warmup = argv
     try:
