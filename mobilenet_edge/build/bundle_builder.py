@@ -33,12 +33,9 @@ from ..core.images import Preprocessing, expand_paths
 from ..core.labels import imagenet_labels
 from ..core.variants import Variant
 from ..core.versions import export_versions
-from .memory import check_memory
-from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset, export_onnx
+from .export_checks import check_early
+from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_onnx
 from .parity import check_parity
-
-#: the :class:`~mobilenet_edge.core.images.Preprocessing` fields :attr:`ExportOptions.preprocessing` may set
-PREPROCESSING_OVERRIDES = ("mean", "std", "crop", "resize")
 
 
 @dataclass
@@ -85,7 +82,7 @@ class ExportOptions:
     #: else fidelity), and the number of leading convs kept in float (None: the recipe's)
     recipe: str | None = None
     float_first: int | None = None
-    #: Preprocessing fields (:data:`PREPROCESSING_OVERRIDES`: ``mean``, ``std``, ``crop``, ``resize``) replacing the weights'
+    #: Preprocessing fields (:data:`.export_checks.PREPROCESSING_OVERRIDES`: ``mean``, ``std``, ``crop``, ``resize``) replacing the weights'
     #: (e.g. torchvision's mean/std for a model fine-tuned with them); None: the weights' own, else TF-slim's
     preprocessing: dict | None = None
     extra_manifest: dict = field(default_factory=dict)
@@ -212,7 +209,7 @@ def export_bundle(opts: ExportOptions, *, log=None, progress=None, warn=None) ->
     """
     t0 = time.perf_counter()
     log = log or (lambda msg: None)
-    images = _check_early(opts)
+    images = check_early(opts)
     built = build_model(opts, progress=progress, warn=warn)
     choice = None
     if opts.int8:  # before any file is written: real weights without ranges and without --calib fail here
@@ -247,68 +244,6 @@ def export_bundle(opts: ExportOptions, *, log=None, progress=None, warn=None) ->
                             activation_ranges=choice.activation_ranges)
             manifest = read_manifest(stage)
     return {"bundle": target.dst, "manifest": manifest, "seconds": time.perf_counter() - t0}
-
-
-def _check_early(opts: ExportOptions) -> list[Path] | None:
-    """Every check that needs no model, before any work or replacement; returns the parity images.
-
-    Raises:
-        UsageError: bad opset, recipe, --float-first, variant, too little memory, missing folders.
-        MobilenetEdgeError: --format tflite without litert-torch; too few calibration images.
-    """
-    check_opset(opts.opset)
-    if opts.labels is not None:
-        from ..core.labels import check_labels
-
-        opts.labels = check_labels(opts.labels, source="labels")
-    from ..quantize.recipes import FILE_RANGE_RECIPES, get_recipe
-
-    try:
-        if opts.recipe is not None:
-            get_recipe(opts.recipe)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if opts.recipe in FILE_RANGE_RECIPES and opts.tflite_int8:
-        raise UsageError(f"--recipe {opts.recipe} makes model.int8.onnx only; the int8 .tflite is calibrated "
-                         "(PT2E): use --recipe fidelity, grid or plain with --format tflite --int8 --calib DIR")
-    if opts.float_first is not None and opts.float_first < 0:
-        raise UsageError(f"--float-first must be >= 0, got {opts.float_first}")
-    v0 = Variant(1.0 if opts.alpha is None else opts.alpha, opts.res)  # validate early, before loading anything
-    check_memory(v0)
-    n_convs = sum(layer.kind in ("conv", "dw", "pw") for layer in v0.layers())  # paper Table 1: 27
-    if opts.float_first is not None and opts.float_first > n_convs:
-        raise UsageError(f"--float-first {opts.float_first} exceeds the model's {n_convs} Conv nodes")
-    if "tflite" in opts.formats:
-        import importlib.util
-
-        if importlib.util.find_spec("litert_torch") is None:
-            from .tflite.litert import import_litert_torch
-
-            import_litert_torch()  # raises the install hint (exit 1) before any work
-    if opts.int8 and opts.calib is not None:
-        from ..quantize.pipeline import collect_images
-
-        collect_images(opts.calib, opts.eval_dir, warn=lambda m: None)  # too few images: fail now, not after export
-    _check_preprocessing(opts)
-    images = expand_paths([opts.parity_images]) if opts.parity_images else None
-    for folder in (opts.calib, opts.eval_dir):
-        if folder is not None:
-            expand_paths([folder])  # fail now (no such folder / no image), before any work or replacement
-    return images
-
-
-def _check_preprocessing(opts: ExportOptions) -> None:
-    """``opts.preprocessing``: known fields, valid values (a Preprocessing is built from them), no ``res``.
-
-    Raises:
-        UsageError: naming the unknown field or the bad value.
-    """
-    extra = dict(opts.preprocessing or {})
-    bad = sorted(k for k in extra if k not in PREPROCESSING_OVERRIDES)
-    if bad:
-        raise UsageError(f"preprocessing: cannot set {', '.join(bad)}; fields: {', '.join(PREPROCESSING_OVERRIDES)} "
-                         "(res is the export's, layout NCHW float32 the model's)")
-    Preprocessing(**{**extra, "res": opts.res})
 
 
 def _target(opts: ExportOptions, built: BuiltModel) -> _Target:
