@@ -22,7 +22,7 @@ from conftest import DATA, ROOT, _need
 #: an example that predicts images/parrot.jpg with Google's weights must print macaw in any file
 FILES = {
     "docs/api.md": ["label='macaw'", "Prediction(label='"],
-    "README.md": [],
+    "README.md": ["Prediction(label='macaw'", "ms p50"],
 }
 FIVE = ("parrot", "cat", "owl", "hot dog", "dragonfly")
 

@@ -65,7 +65,7 @@ def export(
     out: str | os.PathLike = "export",
     name: Optional[str] = None,
     format: str = "onnx",
-    recipe: str = "fidelity",
+    recipe: Optional[str] = None,
     float_first: Optional[int] = None,
     preprocessing: Optional[dict] = None,
     activation: Optional[str] = None,
@@ -101,12 +101,15 @@ def export(
             match the model's classes. Written to ``labels.txt``, the manifest and the ONNX metadata; ``load``
             and ``predict`` then use them. Default: the weights' own, else ImageNet's (1000/1001 classes).
         int8: also write ``model.int8.onnx`` (``model.int8.tflite`` too with ``format="tflite"``).
-        calib: calibration image folder, required with ``int8`` unless ``model="random"``.
+        calib: calibration image folder. Without it, ``int8`` takes the activation ranges of Google's QAT
+            ``.tflite`` weights (recipe ``qat-ranges``, no images) or noise images for ``"random"``; other
+            weights (float, checkpoints, modules) need it.
         eval_dir: images for the int8 fidelity report (default: the other half of ``calib``).
         out: parent folder of the bundle.
         name: bundle name (default ``mobilenet_v1_{alpha:.2f}_{res}``).
         format: "onnx", or "tflite" (adds ``model.tflite`` via litert-torch).
-        recipe, float_first: the int8 recipe ("fidelity" | "grid" | "plain", docs/fidelity.md) and the
+        recipe, float_first: the int8 recipe ("fidelity" | "grid" | "plain" | "qat-ranges", docs/quantize.md;
+            None: ``qat-ranges`` for QAT ``.tflite`` weights without ``calib``, else ``fidelity``) and the
             number of leading convs kept in float (None: the recipe's).
         preprocessing: Preprocessing fields replacing the weights' (``mean``, ``std`` (0..255 pixel units,
             1 or 3 values), ``crop`` (0, 1], ``resize``), e.g. torchvision's ``{"mean": (123.675, 116.28,
@@ -122,7 +125,8 @@ def export(
         :class:`~.bundle.Bundle` (folder, :class:`~mobilenet_edge.core.manifest.Manifest`, seconds).
     Raises:
         UsageError: an unknown weights name (close names listed), a missing file, a model of another type,
-            a bad option, an existing bundle without ``force``, ``int8`` without ``calib``, a labels count
+            a bad option, an existing bundle without ``force``, ``int8`` without ``calib`` for weights
+            that carry no int8 ranges (anything but a QAT ``.tflite``; ``random`` uses noise images), a labels count
             that differs from the model's classes.
         WeightsError: weights (a file or a module) that are not a MobileNet V1 (the first tensor that does
             not fit named) or cannot be loaded; pretrained weights not reachable offline.
@@ -134,9 +138,8 @@ def export(
     weights = _weights(model)
     if format not in ("onnx", "tflite"):
         raise UsageError(f"format must be onnx or tflite, got {format!r}")
-    if int8 and calib is None and (weights != "random" or format == "tflite"):
-        raise UsageError("int8=True needs calib=DIR (calibration images) unless model='random': "
-                         "int8 ranges of real weights must come from real images")
+    if int8 and calib is None and format == "tflite":
+        raise UsageError("format='tflite' with int8=True needs calib=DIR (calibration images for the int8 .tflite)")
     label_names = _labels(labels)
     _require("torch", "onnxsim", what="export")
     from ..build.export import ExportOptions, export_bundle  # the torch side, only now
