@@ -103,6 +103,8 @@ def bench(
     runtimes: Annotated[Optional[str], typer.Option("--runtimes", help="Runtimes to bench, comma-separated: ort, "
                                                     "openvino, litert (default: every one that runs here; "
                                                     "--grid: ort and litert).")] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Every column (init, first run, p90, std, inf/s, GMAC/s, "
+                                       "RSS, size) and full file names; the default fits 80 columns.")] = False,
 ) -> None:
     """Latency of .onnx (ONNX Runtime, OpenVINO) and .tflite (LiteRT) models: init, first run, p50/p90/p99, inf/s, RSS."""
     from ..core.platform_info import environment
@@ -146,7 +148,7 @@ def bench(
     rows, failures = run_targets(targets, thread_list, runs=runs, warmup=warmup, env=env, json_path=json_path,
                                  csv_path=csv_path, top1=top1)
     to_stdout = json_path is not None and str(json_path) == "-"
-    _print(rows, failures, env, console=err if to_stdout else out)  # stdout carries only JSON with --json -
+    _print(rows, failures, env, console=err if to_stdout else out, wide=wide)  # stdout carries only JSON with --json -
     if to_stdout:
         from ..core import jsonio
         from ..runtime.report import fastest
@@ -241,12 +243,12 @@ def _top1_for(targets, eval_dir: Path) -> dict:
     return res
 
 
-def _print(rows, failures, env, console=out) -> None:
+def _print(rows, failures, env, console=out, *, wide: bool = False) -> None:
     from ..runtime import report as R
     from ..runtime.names import ENV_VERSION_KEYS
 
     versions = ", ".join(f"{k.replace('_', '-')} {env[k]}" for k in ENV_VERSION_KEYS if env.get(k))
-    console.print(R.table(rows, title=f"{R.device_name(env)} — {versions}"))
+    console.print(R.table(rows, title=f"{R.device_name(env)} — {versions}", wide=wide))
     for line in R.ratio_lines(rows):
         console.print(line)
     for line in R.fastest_lines(R.fastest(rows)):
@@ -260,6 +262,8 @@ def report(
     files: Annotated[list[Path], typer.Argument(help="Result JSON files from bench (several machines welcome).")],
     plot: Annotated[Optional[Path], typer.Option(help="Write a latency-vs-MACs plot here (.png, .pdf or .svg).")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write the merged rows as CSV.")] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Every column and full file names; the default fits 80 "
+                                       "columns.")] = False,
 ) -> None:
     """Merge bench result files (e.g. a workstation and a Pi) into one table keyed by variant, precision, device."""
     from ..runtime import report as R
@@ -273,7 +277,12 @@ def report(
     if plot is not None:
         R.require_matplotlib()  # before the table, not after it
     rows.sort(key=lambda r: (str(r.get("variant")), r["precision"], r["device"], r["runtime"], r["threads"]))
-    out.print(R.table(rows, title=f"{len(rows)} results from {len(files)} file(s)", show_device=True))
+    groups = R.by_device(rows)  # one table per machine: a device column would not fit 80 columns
+    for device, device_rows in groups.items():
+        sources = ", ".join(dict.fromkeys(str(r.get("source")) for r in device_rows))
+        out.print(R.table(device_rows, title=f"{device}: {len(device_rows)} results ({sources})", wide=wide))
+    if len(groups) > 1:
+        out.print(f"{len(rows)} results from {len(files)} file(s) on {len(groups)} devices")
     for r in R.ratio_rows(rows):
         if "int8_speedup" in r:
             out.print(f"{r['device']}: {r['variant']} x{r['threads']}: int8 {r['int8_speedup']:.2f}x faster than fp32")

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from ..core import jsonio
 from ..core.errors import UsageError
+from ..core.tables import add_columns, compact_table
 from .app import PROG, app, err, out
 
 PREDICT_EPILOG = (
@@ -138,7 +138,7 @@ def predict(
     import numpy as np
 
     from ..core import images as imglib
-    from ..runtime.evaluate import random_weights_warning, weights_source
+    from ..runtime.evaluate import random_weights_warning, run_info, weights_source
     from ..runtime.load import open_model
     from ..runtime.scores import top_k as topk_fn
 
@@ -159,6 +159,7 @@ def predict(
     runner, prep, names, manifest = loaded.runner, loaded.prep, loaded.labels, loaded.manifest
     if top_k > runner.num_classes:
         raise UsageError(f"--top-k must be between 1 and the class count {runner.num_classes}, got {top_k}")
+    info = run_info(model, runner, manifest, int8=int8, threads=threads, prep=prep)
     random_weights = weights_source(runner, manifest) == "random"
     if random_weights:
         _warn(random_weights_warning(manifest))
@@ -182,7 +183,8 @@ def predict(
                     continue
                 results.append(
                     {"image": str(p), "random_weights": random_weights,
-                     "top_k": [{"index": int(i), "label": names[i], "score": float(v)} for i, v in zip(ii, vv)]}
+                     "top_k": [{"index": int(i), "label": names[i], "score": float(v)} for i, v in zip(ii, vv)],
+                     **info}  # what ran, in eval's keys (per image: the JSON stays a list, as before)
                 )
             bar.advance(task, len(ps))
     if as_json:
@@ -193,14 +195,28 @@ def predict(
         raise typer.Exit(1)
 
 
+def ran_lines(info: dict) -> list[str]:
+    """What ran, in the words predict and eval share: the model, its file, precision, runtime and
+    threads, then the preprocessing (``info``: :func:`~mobilenet_edge.runtime.evaluate.run_info`'s keys)."""
+    hint = f", {info['execution']['inference_precision']} hint" if info.get("execution") else ""
+    n = info.get("threads")
+    threads = f", {n} thread{'s' if n != 1 else ''}" if n else ""
+    prep = info["preprocessing"]
+    what = info["file"] if Path(info["file"]).name == info["model"] else f"{info['model']}: {info['file']}"
+    return [f"{what} ({info['precision']}, {info['backend']} {info['backend_version']}"
+            f"{hint}{threads})",
+            f"preprocessing: crop {prep['crop']}, {prep['resize']}, mean {prep['mean']}, std {prep['std']}, "
+            f"res {prep['res']}, {prep['layout']}"]
+
+
 def _print_predictions(results: list[dict]) -> None:
-    """One table per image: rank, label, index, probability."""
+    """What ran (:func:`ran_lines`, once), then one table per image: rank, label, index, probability."""
+    if results and "file" in results[0]:  # a device's older mobilenet-edge (predict --on) may not say
+        for line in ran_lines(results[0]):
+            out.print(line, markup=False, soft_wrap=True)
     for r in results:
-        t = Table(title=r["image"], title_justify="left")
-        t.add_column("Rank", justify="right")
-        t.add_column("Label")
-        t.add_column("Index", justify="right")
-        t.add_column("Probability", justify="right")
+        t = compact_table(r["image"])
+        add_columns(t, ("Rank", "Label", "Index", "Probability"), left=("Label",), fold=("Label",))
         for rank, e in enumerate(r["top_k"], 1):
             t.add_row(str(rank), e["label"], str(e["index"]), f"{e['score']:.4f}")
         out.print(t)
@@ -241,18 +257,14 @@ def eval_cmd(
             progress=lambda done, total: bar.update(task, completed=done, total=total), warn=_warn, runtime=runtime,
         )
     n, c1, c5, errors = res["n"], res["top1_correct"], res["top5_correct"], res["errors"]
-    prep, source = res["preprocessing"], res["ground_truth"]
+    source = res["ground_truth"]
     if as_json:
         out.print_json(jsonio.dumps(res))
         return
-    ran = f", {res['execution']['inference_precision']} hint" if res.get("execution") else ""
-    out.print(f"{res['model']} ({res['precision']}, {res['backend']} {res['backend_version']}{ran}) on {folder}")
-    t = Table()
-    for col in ("n", "top-1", "top-5", "images/s", "errors"):
-        t.add_column(col, justify="right")
+    ran, prep_line = ran_lines(res)
+    out.print(f"{ran} on {folder}", markup=False, soft_wrap=True)
+    t = compact_table()
+    add_columns(t, ("n", "top-1", "top-5", "images/s", "errors"))
     t.add_row(str(n), f"{100 * c1 / n:.1f}% ({c1})", f"{100 * c5 / n:.1f}% ({c5})", f"{res['images_per_s']:.1f}", str(len(errors)))
     out.print(t)
-    out.print(
-        f"preprocessing: crop {prep['crop']}, {prep['resize']}, mean {prep['mean']}, std {prep['std']}, "
-        f"res {prep['res']}, {prep['layout']}; ground truth: {source}"
-    )
+    out.print(f"{prep_line}; ground truth: {source}", markup=False, soft_wrap=True)

@@ -102,18 +102,21 @@ def _rows(data, source: str, device: str | None) -> list[dict]:
 
 def device_table(rows: list[dict], *, title: str = "", value: str = "p50_ms"):
     """A rich Table with one row per (model, precision, runtime, threads) and one column per device
-    (``value``, default p50 latency in ms; "-" where a device has no result)."""
-    from rich.table import Table
+    (``value``, default p50 latency in ms; "-" where a device has no result). A column is headed by the
+    device's host (``bench --on``: "HOST: board, CPU (arch)") and the caption spells each device out, so
+    that a few devices fit 80 columns."""
+    from ..core.tables import add_columns, compact_table
 
     devices = list(dict.fromkeys(r["device"] for r in rows))
+    heads = [d.split(": ", 1)[0] for d in devices]
+    if len(set(heads)) < len(heads):  # two devices with one host name: full names
+        heads = list(devices)
     keyed: dict[tuple, dict] = {}
     for r in rows:
-        keyed.setdefault((r["model"], r["precision"], r["runtime"], r["threads"]), {})[r["device"]] = r.get(value)
-    t = Table(title=title or None, title_justify="left")
-    for head in ("model", "prec", "runtime", "thr"):
-        t.add_column(head, justify="right" if head == "thr" else "left", overflow="fold")
-    for d in devices:
-        t.add_column(f"{d}\n{value.replace('_ms', ' ms')}", justify="right", overflow="fold")
+        keyed.setdefault((display_model(r), r["precision"], r["runtime"], r["threads"]), {})[r["device"]] = r.get(value)
+    legend = "; ".join(d for h, d in zip(heads, devices) if h != d)
+    t = compact_table(title, caption=f"{value.replace('_ms', ' ms')}: {legend}" if legend else None)
+    add_columns(t, ["model", "prec", "runtime", "thr", *heads], left=("model", "prec", "runtime"), fold=("model",))
     for key, per_device in keyed.items():
         t.add_row(*map(str, key), *[_fmt(value, per_device.get(d)) for d in devices])
     return t
@@ -141,25 +144,55 @@ def load_results(paths: Iterable[str | Path]) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict], *, title: str = "", show_device: bool = False):
-    """A rich Table of result rows (latency in ms, throughput, GMAC/s, RSS, top-1 when present)."""
-    from rich.table import Table
+#: bench/report table columns (row key, header): the default set fits 80 columns, ``wide`` adds the rest
+NARROW_COLUMNS = (("model", "model"), ("precision", "prec"), ("runtime", "runtime"), ("threads", "thr"),
+                  ("p50_ms", "p50"), ("p99_ms", "p99"))
+WIDE_COLUMNS = (("model", "model"), ("precision", "prec"), ("runtime", "runtime"), ("threads", "thr"),
+                ("init_ms", "init ms"), ("first_ms", "first ms"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
+                ("p99_ms", "p99 ms"), ("std_ms", "std"), ("throughput_ips", "inf/s"), ("gmacs_per_s", "GMAC/s"),
+                ("peak_rss_mb", "RSS MB"), ("size_mb", "MB"))
+#: the caption of a default table: what --wide adds
+WIDE_HINT = "latency in ms; --wide adds init, first run, p90, std, inf/s, RSS, MB, file names"
 
-    t = Table(title=title or None, title_justify="left")
-    cols = [("model", "model"), ("precision", "prec"), ("runtime", "runtime"), ("threads", "thr"),
-            ("init_ms", "init ms"), ("first_ms", "first ms"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
-            ("p99_ms", "p99 ms"), ("std_ms", "std"), ("throughput_ips", "inf/s"), ("gmacs_per_s", "GMAC/s"),
-            ("peak_rss_mb", "RSS MB"), ("size_mb", "MB")]
+
+def table(rows: list[dict], *, title: str = "", wide: bool = False, show_device: bool = False):
+    """A rich Table of result rows, one per (model, precision, runtime, threads).
+
+    The default columns (:data:`NARROW_COLUMNS`: p50/p99 latency in ms, top-1 when present) fit an
+    80-column terminal: a bundle's file shows as the bundle name (its precision and runtime name the
+    file: ``.onnx`` on onnxruntime/openvino, ``.tflite`` on litert). ``wide``: every column of
+    :data:`WIDE_COLUMNS` and full file names. ``show_device``: a device column first (several machines).
+    """
+    from ..core.tables import add_columns, compact_table
+
+    t = compact_table(title, caption=None if wide else WIDE_HINT)
+    cols = list(WIDE_COLUMNS if wide else NARROW_COLUMNS)
     if any(r.get("top1") is not None for r in rows):
         cols.append(("top1", "top-1"))
     if show_device:
         cols.insert(0, ("device", "device"))
-    for _, head in cols:
-        t.add_column(head, justify="left" if head in ("model", "prec", "runtime", "device") else "right",
-                     overflow="fold" if head in ("model", "device") else "ellipsis")
+    add_columns(t, [h for _, h in cols], left=("model", "prec", "runtime", "device"), fold=("model", "device"))
     for r in rows:
-        t.add_row(*[_fmt(k, r.get(k)) for k, _ in cols])
+        t.add_row(*[(r.get(k) if wide else display_model(r)) if k == "model" else _fmt(k, r.get(k)) for k, _ in cols])
     return t
+
+
+def display_model(row: dict) -> str:
+    """A row's model for a default table: ``"<bundle>/model.int8.onnx"`` -> ``"<bundle>"`` (a bundle's file
+    is named by the row's precision and runtime); other labels unchanged."""
+    from ..core.bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8
+
+    model = str(row.get("model", ""))
+    head, sep, tail = model.rpartition("/")
+    return head if sep and head and tail in (FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8) else model
+
+
+def by_device(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows grouped by their ``device`` (in first-seen order): one table per machine fits 80 columns."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(str(r.get("device") or "unknown device"), []).append(r)
+    return groups
 
 
 def _fmt(key: str, v) -> str:
