@@ -13,6 +13,7 @@ import traceback
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 from ..core.errors import MobilenetEdgeError, UsageError
 
@@ -26,8 +27,47 @@ _ABORT = tuple({typer.Abort, getattr(_cx, "Abort", typer.Abort)})
 
 PROG = "mobilenet-edge"
 
+
+def _plain_metavars(params):
+    """Arguments named in capitals, flags without a type (see :class:`Command`); returns ``params``."""
+    for p in params:
+        if getattr(p, "param_type_name", "") == "argument" and p.metavar is None:
+            p.metavar = p.name.upper()  # also the name in "Missing argument 'MODEL'"
+        elif getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""  # typer prints the metavar instead of its "<bool>"
+    return params
+
+
+class Group(TyperGroup):
+    """The app's and ``weights``' class: flags without ``<bool>`` (``--debug``, ``--version``, ``--help``)."""
+
+    def get_params(self, ctx):
+        return _plain_metavars(super().get_params(ctx))
+
+
+class Command(TyperCommand):
+    """Every command's class (set in ``_register``): help in the usual CLI conventions.
+
+    typer 0.29 writes a usage line as ``predict [OPTIONS] {model} {images}...`` and types every flag
+    ``<bool>``; here arguments read ``MODEL IMAGES...`` (optional ones in brackets, a metavar such as
+    eval's ``DIR`` kept as given) and flags show no type (``--int8``, ``--json``, ``--help``).
+    """
+
+    def get_params(self, ctx):
+        return _plain_metavars(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx):
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for p in self.get_params(ctx):
+            if getattr(p, "param_type_name", "") == "argument":
+                name = p.metavar + ("..." if p.nargs != 1 else "")
+                pieces.append(name if p.required else f"[{name}]")
+        return pieces
+
+
 app = typer.Typer(
     name=PROG,
+    cls=Group,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -60,7 +60,10 @@ MeanOpt = Annotated[
 ]
 StdOpt = Annotated[Optional[str], typer.Option("--std", help="Pixel std, one value or R,G,B in 0..255.")]
 CropOpt = Annotated[Optional[float], typer.Option("--crop", help="Central crop fraction per side, (0, 1]; 1.0 = plain resize.")]
-ResizeOpt = Annotated[Optional[str], typer.Option("--resize", help="Resize filter: bilinear, bicubic, nearest, lanczos.")]
+#: the --resize choices, from core.images.RESIZE_MODES (not imported here: Pillow stays out of `--help`)
+RESIZE_HELP = ("Resize filter: tf_bilinear (TF-slim's evaluation resize; the default for Google's weights), "
+               "bilinear, bicubic, nearest, lanczos.")
+ResizeOpt = Annotated[Optional[str], typer.Option("--resize", help=RESIZE_HELP)]
 
 
 def _floats(text: str | None, name: str):

@@ -13,10 +13,11 @@ import typer
 from ..core import jsonio
 from ..core.bundle import check_can_write
 from ..core.errors import MobilenetEdgeError, UsageError
-from .app import app, err, out
+from .app import Group, app, err, out
 
 weights_app = typer.Typer(
     name="weights",
+    cls=Group,
     no_args_is_help=True,
     help="Google's published MobileNet V1 weights by name (list, download) and import into a .safetensors checkpoint.",
 )
