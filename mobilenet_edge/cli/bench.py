@@ -266,16 +266,17 @@ def report(
                                        "columns.")] = False,
 ) -> None:
     """Merge bench result files (e.g. a workstation and a Pi) into one table keyed by variant, precision, device."""
+    from ..runtime import plots as P
     from ..runtime import report as R
 
     for name, path in (("--plot", plot), ("--csv", csv_path)):
         if path is not None:
             check_can_write(path, name)
     if plot is not None:
-        R.check_plot_path(plot, "--plot")
+        P.check_plot_path(plot, "--plot")
     rows = R.load_results(files)
     if plot is not None:
-        R.require_matplotlib()  # before the table, not after it
+        P.require_matplotlib()  # before the table, not after it
     rows.sort(key=lambda r: (str(r.get("variant")), r["precision"], r["device"], r["runtime"], r["threads"]))
     groups = R.by_device(rows)  # one table per machine: a device column would not fit 80 columns
     for device, device_rows in groups.items():
@@ -292,5 +293,5 @@ def report(
         R.write_csv(csv_path, rows, extra=("device",))
         err.print(f"wrote {csv_path}")
     if plot:
-        R.plot_latency_vs_macs(rows, plot)
+        P.plot_latency_vs_macs(rows, plot)
         err.print(f"wrote {plot}")
