@@ -29,7 +29,7 @@ from ..core.bundle import (
     write_text_atomic,
 )
 from ..core.errors import UsageError
-from ..core.images import Preprocessing, expand_paths
+from ..core.images import Preprocessing, expand_paths, image_folder
 from ..core.labels import imagenet_labels
 from ..core.variants import Variant
 from ..core.versions import export_versions
@@ -208,6 +208,9 @@ def _check_early(opts: ExportOptions) -> list[Path] | None:
         UsageError: bad opset, recipe, --float-first, variant, too little memory, missing folders.
         MobilenetEdgeError: --format tflite without litert-torch; too few calibration images.
     """
+    for option, folder in (("--calib", opts.calib), ("--eval", opts.eval_dir), ("--parity-images", opts.parity_images)):
+        if folder is not None:
+            image_folder(folder, option)  # quantize's words for the same mistake
     check_opset(opts.opset)
     from ..quantize.recipes import get_recipe
 

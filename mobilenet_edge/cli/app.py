@@ -128,6 +128,7 @@ def _usage_message(e: Exception, args: list[str]) -> str:
     """One line; for a bad option value, quote the value received."""
     msg = e.format_message().replace("\n", " ")
     param = getattr(e, "param", None)
+    msg = _range_message(msg, param)
     for opt in getattr(param, "opts", []) or []:
         for i, a in enumerate(args):
             if a == opt and i + 1 < len(args):
@@ -135,6 +136,21 @@ def _usage_message(e: Exception, args: list[str]) -> str:
             if a.startswith(opt + "="):
                 return f"{msg} (got {a.split('=', 1)[1]!r})"
     return msg
+
+
+def _range_message(msg: str, param) -> str:
+    """An option outside its ``min=``/``max=`` range, or not a number, in our words (``--threads must be >= 1``,
+    ``--threads must be an integer``) instead of the validation library's ("Input should be greater than or
+    equal to 1"); other messages unchanged."""
+    lo, hi = getattr(param, "min", None), getattr(param, "max", None)
+    opts = [o for o in getattr(param, "opts", None) or [] if o.startswith("--")]
+    for words, kind in (("valid integer", "an integer"), ("valid number", "a number"), ("valid float", "a number")):
+        if opts and f"Input should be a {words}" in msg:
+            return f"{opts[0]} must be {kind}"
+    if (lo is None and hi is None) or not opts or not any(w in msg for w in ("than", "range")):
+        return msg
+    bounds = [f">= {lo:g}" if lo is not None else "", f"<= {hi:g}" if hi is not None else ""]
+    return f"{opts[0]} must be {' and '.join(b for b in bounds if b)}"
 
 
 #: optional module -> the extra that provides it

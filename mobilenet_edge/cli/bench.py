@@ -39,8 +39,11 @@ def parse_int_list(text: str, name: str, *, minimum: int = 1) -> list[int]:
         vals = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise UsageError(f"{name} must be a comma-separated list of integers, got {text!r}") from None
-    if not vals or any(v < minimum for v in vals):
-        raise UsageError(f"{name} values must be >= {minimum}, got {text!r}")
+    if not vals:
+        raise UsageError(f"{name} needs at least one integer, got {text!r}")
+    bad = [v for v in vals if v < minimum]
+    if bad:  # name the item, not only the list
+        raise UsageError(f"{name} values must be >= {minimum}, got {bad[0]} in {text!r}")
     return list(dict.fromkeys(vals))  # '1,1' benches once
 
 
@@ -161,9 +164,13 @@ def bench(
 
 def _grid(*, weights_dir, calib, eval_dir, out_dir, tflite: bool, runtimes, **kwargs) -> None:
     """``bench --grid``: its folder checks before any work, then :func:`~mobilenet_edge.build.grid.run_grid`."""
-    for name, folder in (("--weights-dir", weights_dir), ("--calib", calib), ("--eval", eval_dir)):
-        if folder is not None and not folder.is_dir():
-            raise UsageError(f"{name} {folder}: no such folder")
+    from ..core.images import image_folder
+
+    if weights_dir is not None and not weights_dir.is_dir():
+        raise UsageError(f"--weights-dir {weights_dir}: no such folder")
+    for name, folder in (("--calib", calib), ("--eval", eval_dir)):
+        if folder is not None:
+            image_folder(folder, name)
     check_can_write(out_dir, "--out", folder=True)
     _require_grid_packages(tflite=tflite)
     if tflite and calib is None:

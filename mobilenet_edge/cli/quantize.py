@@ -80,9 +80,11 @@ def quantize(
     opts = QuantOptions(method=method, per_channel=not per_tensor, activations=activations,
                         reduce_range=reduce_range, samples=samples, extra=extra, recipe=recipe,
                         float_first=float_first)
+    from ..core.images import image_folder
+
     for name, path in (("--calib", calib), ("--eval", eval_dir)):
-        if path is not None and not path.is_dir():
-            raise UsageError(f"{name} {path} is not a folder")
+        if path is not None:
+            image_folder(path, name)  # export's words for the same mistake
     if target.is_dir():
         if any(v is not None for v in (mean, std, crop, resize, res)):
             raise UsageError("--mean/--std/--crop/--resize/--res apply to a lone .onnx file; a bundle has its preprocessing")

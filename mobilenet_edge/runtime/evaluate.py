@@ -112,11 +112,7 @@ def evaluate(
     """
     from .load import open_model
 
-    folder = Path(folder)
-    if folder.is_file():
-        raise UsageError(f"{folder} is a file, expected a folder of images")
-    if not folder.is_dir():
-        raise UsageError(f"no such folder: {folder}")
+    folder = imglib.image_folder(folder)
     runner, prep, _, manifest = open_model(model, int8=int8, fmt=fmt, threads=threads, prep_overrides=prep_overrides,
                                            runtime=runtime)
     gt, source = _truth(runner, folder, labels_csv)
