@@ -353,7 +353,7 @@ def test_verify_ok_and_problems(capsys, tiny, tmp_path):
     assert code == 1 and "model.onnx: does not load" in err and len(err_lines(err)) == 1
 
     code, _, err = run(capsys, "verify", tmp_path)
-    assert code == 1 and "not a bundle" in err
+    assert code == 2 and "not a bundle" in err  # a usage error in every command (issue #20 item 7)
 
 
 # -- bundles from the exporter (torch) -------------------------------------------------------------------------

@@ -26,6 +26,8 @@ _EXIT = tuple({typer.Exit, getattr(_cx, "Exit", typer.Exit)})
 _ABORT = tuple({typer.Abort, getattr(_cx, "Abort", typer.Abort)})
 
 PROG = "mobilenet-edge"
+#: exit code after Ctrl-C (128 + SIGINT), with the line "mobilenet-edge: error: interrupted"
+INTERRUPTED = 130
 
 
 def _plain_metavars(params):
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args or os.environ.get("MOBILENET_EDGE_DEBUG") == "1"
     if "--debug" in args[1:]:  # accepted anywhere, not only before the command
         args = [args[0]] + [a for a in args[1:] if a != "--debug"]
-    code = 0
+    code, interrupted = 0, False
     try:
         rv = app(args=args, prog_name=PROG, standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
@@ -188,10 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         code = 2
     except _ABORT:
         _error("aborted")
-        code = 130
+        code, interrupted = INTERRUPTED, True
     except KeyboardInterrupt:
         _error("interrupted")
-        code = 130
+        code, interrupted = INTERRUPTED, True
     except (ValueError, MobilenetEdgeError) as e:
         if debug:
             traceback.print_exc()
@@ -207,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _error(f"{type(e).__name__}: {' '.join(str(e).split())} (rerun with --debug for the traceback)")
         code = 1
+    if code == INTERRUPTED and not interrupted:  # typer turns Ctrl-C into a silent Exit(130)
+        _error("interrupted")
     return code
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import MobilenetEdgeError
+from .errors import MobilenetEdgeError, UsageError
 
 MANIFEST = "manifest.json"
 LABELS = "labels.txt"
@@ -86,13 +86,15 @@ class Manifest:
         """Parse ``bundle/manifest.json``.
 
         Raises:
-            MobilenetEdgeError: no manifest, unreadable or not JSON, or not our format.
+            UsageError: no manifest (the folder is not a bundle; exit 2).
+            MobilenetEdgeError: unreadable or not JSON, or not our format.
         """
         path = Path(bundle) / MANIFEST
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise MobilenetEdgeError(f"{bundle} is not a bundle: no {MANIFEST}") from None
+            # the user named a folder that is not a bundle: a usage error (exit 2) in every command
+            raise UsageError(f"{bundle} is not a bundle: no {MANIFEST}") from None
         except (OSError, ValueError) as e:
             raise MobilenetEdgeError(f"cannot read {path}: {e}") from None
         return cls.from_dict(data, where=str(path))
