@@ -156,15 +156,12 @@ def predict(
                                 predict_args=["--top-k", str(top_k), "--threads", str(threads), *(["--int8"] if int8 else []),
                                               *(["--format", fmt] if fmt else [])])
     paths = imglib.expand_paths(images)
-    overrides = _overrides(mean, std, crop, resize)
-    loaded = open_model(model, int8=int8, fmt=fmt, threads=threads, prep_overrides=overrides, labels_file=labels,
-                        runtime=runtime)
-    runner, prep, names, manifest = loaded.runner, loaded.prep, loaded.labels, loaded.manifest
+    runner, prep, names, manifest = open_model(model, int8=int8, fmt=fmt, threads=threads, labels_file=labels,
+                                               prep_overrides=_overrides(mean, std, crop, resize), runtime=runtime)
     if top_k > runner.num_classes:
         raise UsageError(f"--top-k must be between 1 and the class count {runner.num_classes}, got {top_k}")
     info = run_info(model, runner, manifest, int8=int8, threads=threads, prep=prep)
-    random_weights = weights_source(runner, manifest) == "random"
-    if random_weights:
+    if random_weights := weights_source(runner, manifest) == "random":
         _warn(random_weights_warning(manifest))
     results, bad = [], 0
     batch = 1 if runner.fixed_batch is None else runner.fixed_batch

@@ -68,6 +68,7 @@ def quantize(
     --mean/--std/--crop/--resize.
     """
     from ..core.errors import UsageError
+    from ..core.images import image_folder
     from ..core.onnx_graph import model_io
     from ..quantize.options import OrtExtraOptions, QuantOptions
     from ..quantize.pipeline import quantize_bundle, quantize_file
@@ -75,13 +76,9 @@ def quantize(
     mean, std = _floats(mean, "mean"), _floats(std, "std")  # same syntax as predict: 127.5 or R,G,B
     fidelity_runtime = _fidelity_runtime(runtime)
 
-    extra = OrtExtraOptions(activation_symmetric=symmetric_activations, calib_percentile=percentile,
-                            calib_num_bins=bins)
-    opts = QuantOptions(method=method, per_channel=not per_tensor, activations=activations,
-                        reduce_range=reduce_range, samples=samples, extra=extra, recipe=recipe,
-                        float_first=float_first)
-    from ..core.images import image_folder
-
+    extra = OrtExtraOptions(activation_symmetric=symmetric_activations, calib_percentile=percentile, calib_num_bins=bins)
+    opts = QuantOptions(method=method, per_channel=not per_tensor, activations=activations, reduce_range=reduce_range,
+                        samples=samples, extra=extra, recipe=recipe, float_first=float_first)
     for name, path in (("--calib", calib), ("--eval", eval_dir)):
         if path is not None:
             image_folder(path, name)  # export's words for the same mistake
