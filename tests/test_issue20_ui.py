@@ -112,6 +112,27 @@ def test_verify_table_fits_80_columns(tiny):
     assert_fits_80(table_rows(r.stdout, "File"), [f"onnxruntime {onnxruntime.__version__}", "model.int8.onnx"])
 
 
+def test_quantize_fidelity_table_fits_80_columns():
+    """Before: the worst image's name sat in the int8 column (a 94-column table): at 80 columns the SQNR and
+    near-ties rows wrapped onto two lines."""
+    from rich.console import Console
+
+    from mobilenet_edge.quantize.fidelity import fidelity_table
+
+    rep = {"images": 50, "agreement_top1": 1.0, "sqnr_db": {"mean": 32.6, "worst": 28.6,
+           "worst_image": "n02110185_Siberian_husky.JPEG"}, "near_ties": {"margin_logit": 0.1, "images": 1,
+           "disagreements": 0}, "disagreements": [], "labelled": 50, "fp32": {"top1": 0.76, "top5": 0.9},
+           "int8": {"top1": 0.76, "top5": 0.9}}
+    console = Console(width=80, record=True)
+    console.print(fidelity_table(rep, "model.int8.onnx: int8 vs fp32"))
+    text = console.export_text()
+    assert_fits_80(text, ["n02110185_Siberian_husky.JPEG"])
+    rows = [ln for ln in text.splitlines() if ln.startswith(("images evaluated", "top-1 ", "logits SQNR", "fp32 near",
+                                                             "top-5 "))]
+    assert len(rows) == 7, text  # one line a row: no metric wrapped onto a second line
+    assert rows[4].startswith("fp32 near-ties") and rows[4].endswith("0 of 0 disagreements"), text
+
+
 # ---------------------------------------------------------------- item 9: predict says what ran
 
 

@@ -103,6 +103,8 @@ def probe_tflite_runtime(path: Path) -> None:
         raise MobilenetEdgeError(f"cannot load TFLite model {path}: probe failed: {one_line(e)}") from None
     if proc.returncode != 0:
         why = f"signal {-proc.returncode}" if proc.returncode < 0 else _last_line(proc)
+        if any(m in proc.stderr for m in NEWER_RUNTIME_MARKERS):  # the file is fine; the runtime is too old
+            raise TfliteLoadError(path, why, "", "tflite-runtime")
         raise MobilenetEdgeError(
             f"cannot load TFLite model {path}: tflite-runtime fails on it ({why}); the file is corrupt or truncated"
         )
