@@ -152,13 +152,13 @@ WIDE_COLUMNS = (("model", "model"), ("precision", "prec"), ("runtime", "runtime"
 WIDE_HINT = "latency in ms; --wide adds init, first run, p90, std, inf/s, RSS, MB, file names"
 
 
-def table(rows: list[dict], *, title: str = "", wide: bool = False, show_device: bool = False):
+def table(rows: list[dict], *, title: str = "", wide: bool = False):
     """A rich Table of result rows, one per (model, precision, runtime, threads).
 
     The default columns (:data:`NARROW_COLUMNS`: p50/p99 latency in ms, top-1 when present) fit an
     80-column terminal: a bundle's file shows as the bundle name (its precision and runtime name the
     file: ``.onnx`` on onnxruntime/openvino, ``.tflite`` on litert). ``wide``: every column of
-    :data:`WIDE_COLUMNS` and full file names. ``show_device``: a device column first (several machines).
+    :data:`WIDE_COLUMNS` and full file names. Rows of several machines: one table each (:func:`by_device`).
     """
     from ..core.tables import add_columns, compact_table
 
@@ -166,9 +166,7 @@ def table(rows: list[dict], *, title: str = "", wide: bool = False, show_device:
     cols = list(WIDE_COLUMNS if wide else NARROW_COLUMNS)
     if any(r.get("top1") is not None for r in rows):
         cols.append(("top1", "top-1"))
-    if show_device:
-        cols.insert(0, ("device", "device"))
-    add_columns(t, [h for _, h in cols], left=("model", "prec", "runtime", "device"), fold=("model", "device"))
+    add_columns(t, [h for _, h in cols], left=("model", "prec", "runtime"), fold=("model",))
     for r in rows:
         t.add_row(*[(r.get(k) if wide else display_model(r)) if k == "model" else _fmt(k, r.get(k)) for k, _ in cols])
     return t
