@@ -9,7 +9,8 @@ import pytest
 
 from mobilenet_edge.core.errors import UsageError
 from mobilenet_edge.runtime.bench import COLUMNS, Target, result_row, stats_ms, targets_for
-from mobilenet_edge.runtime.report import load_results, pareto_front, ratio_rows
+from mobilenet_edge.runtime.plots import pareto_front
+from mobilenet_edge.runtime.report import load_results, ratio_rows
 
 
 def test_stats_ms_against_hand_computed_percentiles():

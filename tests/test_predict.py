@@ -81,7 +81,8 @@ def test_predict_json_matches_numpy(capsys, tiny):
         assert [e["index"] for e in r["top_k"]] == want.tolist()
         assert [e["label"] for e in r["top_k"]] == [labels[i] for i in want]
         np.testing.assert_allclose([e["score"] for e in r["top_k"]], p[want], rtol=1e-4)
-        assert set(r) == {"image", "random_weights", "top_k"} and set(r["top_k"][0]) == {"index", "label", "score"}
+        ran = {"model", "precision", "file", "backend", "backend_version", "threads", "runtime", "preprocessing"}
+        assert set(r) == {"image", "random_weights", "top_k", *ran} and set(r["top_k"][0]) == {"index", "label", "score"}
         assert r["random_weights"] is True  # the tiny bundle's manifest says weights: random
 
 
@@ -353,7 +354,7 @@ def test_verify_ok_and_problems(capsys, tiny, tmp_path):
     assert code == 1 and "model.onnx: does not load" in err and len(err_lines(err)) == 1
 
     code, _, err = run(capsys, "verify", tmp_path)
-    assert code == 1 and "not a bundle" in err
+    assert code == 2 and "not a bundle" in err  # a usage error in every command (issue #20 item 7)
 
 
 # -- bundles from the exporter (torch) -------------------------------------------------------------------------

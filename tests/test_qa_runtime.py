@@ -263,7 +263,7 @@ def test_verify_json_when_the_manifest_is_unusable(capsys, tmp_path, manifest):
     if manifest is not None:
         (d / "manifest.json").write_text(manifest)
     code, out, err = run(capsys, "verify", d, "--json")
-    assert code == 1
+    assert code == (2 if manifest is None else 1)  # no manifest: not a bundle, a usage error (issue #20 item 7)
     rep = strict_json(out)
     assert rep["ok"] is False and "manifest.json" in rep["error"] and rep["problems"] == [rep["error"]]
     assert rep["files"] == [] and len(lines(err)) == 1

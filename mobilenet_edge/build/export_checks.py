@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.errors import UsageError
-from ..core.images import Preprocessing, expand_paths
+from ..core.images import Preprocessing, expand_paths, image_folder
 from ..core.variants import Variant
 from .memory import check_memory
 from .onnx_export import check_opset
@@ -26,6 +26,9 @@ def check_early(opts: ExportOptions) -> list[Path] | None:
         UsageError: bad opset, recipe, --float-first, variant, too little memory, missing folders.
         MobilenetEdgeError: --format tflite without litert-torch; too few calibration images.
     """
+    for option, folder in (("--calib", opts.calib), ("--eval", opts.eval_dir), ("--parity-images", opts.parity_images)):
+        if folder is not None:
+            image_folder(folder, option)  # quantize's words for the same mistake
     check_opset(opts.opset)
     if opts.labels is not None:
         from ..core.labels import check_labels

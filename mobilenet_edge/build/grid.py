@@ -209,12 +209,13 @@ def _write_rows(json_path: Path, csv_path: Path, env: dict, rows: list[dict]) ->
 
 def _report(rows: list[dict], env: dict, out_dir: Path, json_path: Path, csv_path: Path, *, out, eval_dir) -> None:
     """The plots, the results table and the ratio lines, then what was written."""
+    from ..runtime import plots as P
     from ..runtime import report as R
 
     plots = [out_dir / "latency_vs_macs.png"] + ([out_dir / "top1_vs_latency.png"] if eval_dir is not None else [])
-    R.plot_latency_vs_macs(rows, plots[0])
+    P.plot_latency_vs_macs(rows, plots[0])
     if eval_dir is not None:
-        R.plot_top1_vs_latency(rows, plots[1])
+        P.plot_top1_vs_latency(rows, plots[1])
     out.print(R.table(rows, title=f"grid on {R.device_name(env)}"))
     for line in R.ratio_lines(rows) + R.fastest_lines(R.fastest(rows)):
         out.print(line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sys
 import time
 import warnings
@@ -30,8 +31,10 @@ OUTPUT_NAME = "logits"
 
 @contextlib.contextmanager
 def _quiet():
-    """Send chatty library prints (onnxsim's 'Checking 0/1...') and export warnings to stderr/nowhere."""
-    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+    """Silence chatty library prints (onnxsim's 'Checking 0/1...' on stdout) and export warnings; with
+    --debug (MOBILENET_EDGE_DEBUG=1) the prints go to stderr instead."""
+    sink = sys.stderr if os.environ.get("MOBILENET_EDGE_DEBUG") == "1" else io.StringIO()
+    with contextlib.redirect_stdout(sink), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
 

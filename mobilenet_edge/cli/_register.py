@@ -6,8 +6,10 @@ and later paragraphs, which made ``--help`` wrap mid-sentence at the source's li
 
 import inspect
 
+from typer.core import TyperCommand
+
 from . import bench, export, predict, push, quantize, summary, verify  # noqa: F401
-from .app import app
+from .app import Command, app
 from .weights import weights_app
 
 
@@ -19,5 +21,7 @@ def _reflow(doc: str) -> str:
 
 for _typer_app in (app, weights_app):
     for _cmd in _typer_app.registered_commands:
+        if _cmd.cls in (None, TyperCommand):  # typer fills in its own class
+            _cmd.cls = Command
         if _cmd.help is None and _cmd.callback is not None and _cmd.callback.__doc__:
             _cmd.help = _reflow(_cmd.callback.__doc__)

@@ -13,6 +13,7 @@ import traceback
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 from ..core.errors import MobilenetEdgeError, UsageError
 
@@ -25,9 +26,50 @@ _EXIT = tuple({typer.Exit, getattr(_cx, "Exit", typer.Exit)})
 _ABORT = tuple({typer.Abort, getattr(_cx, "Abort", typer.Abort)})
 
 PROG = "mobilenet-edge"
+#: exit code after Ctrl-C (128 + SIGINT), with the line "mobilenet-edge: error: interrupted"
+INTERRUPTED = 130
+
+
+def _plain_metavars(params):
+    """Arguments named in capitals, flags without a type (see :class:`Command`); returns ``params``."""
+    for p in params:
+        if getattr(p, "param_type_name", "") == "argument" and p.metavar is None:
+            p.metavar = p.name.upper()  # also the name in "Missing argument 'MODEL'"
+        elif getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""  # typer prints the metavar instead of its "<bool>"
+    return params
+
+
+class Group(TyperGroup):
+    """The app's and ``weights``' class: flags without ``<bool>`` (``--debug``, ``--version``, ``--help``)."""
+
+    def get_params(self, ctx):
+        return _plain_metavars(super().get_params(ctx))
+
+
+class Command(TyperCommand):
+    """Every command's class (set in ``_register``): help in the usual CLI conventions.
+
+    typer 0.29 writes a usage line as ``predict [OPTIONS] {model} {images}...`` and types every flag
+    ``<bool>``; here arguments read ``MODEL IMAGES...`` (optional ones in brackets, a metavar such as
+    eval's ``DIR`` kept as given) and flags show no type (``--int8``, ``--json``, ``--help``).
+    """
+
+    def get_params(self, ctx):
+        return _plain_metavars(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx):
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for p in self.get_params(ctx):
+            if getattr(p, "param_type_name", "") == "argument":
+                name = p.metavar + ("..." if p.nargs != 1 else "")
+                pieces.append(name if p.required else f"[{name}]")
+        return pieces
+
 
 app = typer.Typer(
     name=PROG,
+    cls=Group,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -88,6 +130,7 @@ def _usage_message(e: Exception, args: list[str]) -> str:
     """One line; for a bad option value, quote the value received."""
     msg = e.format_message().replace("\n", " ")
     param = getattr(e, "param", None)
+    msg = _range_message(msg, param)
     for opt in getattr(param, "opts", []) or []:
         for i, a in enumerate(args):
             if a == opt and i + 1 < len(args):
@@ -95,6 +138,21 @@ def _usage_message(e: Exception, args: list[str]) -> str:
             if a.startswith(opt + "="):
                 return f"{msg} (got {a.split('=', 1)[1]!r})"
     return msg
+
+
+def _range_message(msg: str, param) -> str:
+    """An option outside its ``min=``/``max=`` range, or not a number, in our words (``--threads must be >= 1``,
+    ``--threads must be an integer``) instead of the validation library's ("Input should be greater than or
+    equal to 1"); other messages unchanged."""
+    lo, hi = getattr(param, "min", None), getattr(param, "max", None)
+    opts = [o for o in getattr(param, "opts", None) or [] if o.startswith("--")]
+    for words, kind in (("valid integer", "an integer"), ("valid number", "a number"), ("valid float", "a number")):
+        if opts and f"Input should be a {words}" in msg:
+            return f"{opts[0]} must be {kind}"
+    if (lo is None and hi is None) or not opts or not any(w in msg for w in ("than", "range")):
+        return msg
+    bounds = [f">= {lo:g}" if lo is not None else "", f"<= {hi:g}" if hi is not None else ""]
+    return f"{opts[0]} must be {' and '.join(b for b in bounds if b)}"
 
 
 #: optional module -> the extra that provides it
@@ -118,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args or os.environ.get("MOBILENET_EDGE_DEBUG") == "1"
     if "--debug" in args[1:]:  # accepted anywhere, not only before the command
         args = [args[0]] + [a for a in args[1:] if a != "--debug"]
-    code = 0
+    code, interrupted = 0, False
     try:
         rv = app(args=args, prog_name=PROG, standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
@@ -132,10 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         code = 2
     except _ABORT:
         _error("aborted")
-        code = 130
+        code, interrupted = INTERRUPTED, True
     except KeyboardInterrupt:
         _error("interrupted")
-        code = 130
+        code, interrupted = INTERRUPTED, True
     except (ValueError, MobilenetEdgeError) as e:
         if debug:
             traceback.print_exc()
@@ -151,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _error(f"{type(e).__name__}: {' '.join(str(e).split())} (rerun with --debug for the traceback)")
         code = 1
+    if code == INTERRUPTED and not interrupted:  # typer turns Ctrl-C into a silent Exit(130)
+        _error("interrupted")
     return code
 
 

@@ -39,8 +39,11 @@ def parse_int_list(text: str, name: str, *, minimum: int = 1) -> list[int]:
         vals = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise UsageError(f"{name} must be a comma-separated list of integers, got {text!r}") from None
-    if not vals or any(v < minimum for v in vals):
-        raise UsageError(f"{name} values must be >= {minimum}, got {text!r}")
+    if not vals:
+        raise UsageError(f"{name} needs at least one integer, got {text!r}")
+    bad = [v for v in vals if v < minimum]
+    if bad:  # name the item, not only the list
+        raise UsageError(f"{name} values must be >= {minimum}, got {bad[0]} in {text!r}")
     return list(dict.fromkeys(vals))  # '1,1' benches once
 
 
@@ -103,6 +106,8 @@ def bench(
     runtimes: Annotated[Optional[str], typer.Option("--runtimes", help="Runtimes to bench, comma-separated: ort, "
                                                     "openvino, litert (default: every one that runs here; "
                                                     "--grid: ort and litert).")] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Every column (init, first run, p90, std, inf/s, GMAC/s, "
+                                       "RSS, size) and full file names; the default fits 80 columns.")] = False,
 ) -> None:
     """Latency of .onnx (ONNX Runtime, OpenVINO) and .tflite (LiteRT) models: init, first run, p50/p90/p99, inf/s, RSS."""
     from ..core.platform_info import environment
@@ -146,7 +151,7 @@ def bench(
     rows, failures = run_targets(targets, thread_list, runs=runs, warmup=warmup, env=env, json_path=json_path,
                                  csv_path=csv_path, top1=top1)
     to_stdout = json_path is not None and str(json_path) == "-"
-    _print(rows, failures, env, console=err if to_stdout else out)  # stdout carries only JSON with --json -
+    _print(rows, failures, env, console=err if to_stdout else out, wide=wide)  # stdout carries only JSON with --json -
     if to_stdout:
         from ..core import jsonio
         from ..runtime.report import fastest
@@ -159,9 +164,13 @@ def bench(
 
 def _grid(*, weights_dir, calib, eval_dir, out_dir, tflite: bool, runtimes, **kwargs) -> None:
     """``bench --grid``: its folder checks before any work, then :func:`~mobilenet_edge.build.grid.run_grid`."""
-    for name, folder in (("--weights-dir", weights_dir), ("--calib", calib), ("--eval", eval_dir)):
-        if folder is not None and not folder.is_dir():
-            raise UsageError(f"{name} {folder}: no such folder")
+    from ..core.images import image_folder
+
+    if weights_dir is not None and not weights_dir.is_dir():
+        raise UsageError(f"--weights-dir {weights_dir}: no such folder")
+    for name, folder in (("--calib", calib), ("--eval", eval_dir)):
+        if folder is not None:
+            image_folder(folder, name)
     check_can_write(out_dir, "--out", folder=True)
     _require_grid_packages(tflite=tflite)
     if tflite and calib is None:
@@ -244,12 +253,12 @@ def _top1_for(targets, eval_dir: Path) -> dict:
     return res
 
 
-def _print(rows, failures, env, console=out) -> None:
+def _print(rows, failures, env, console=out, *, wide: bool = False) -> None:
     from ..runtime import report as R
     from ..runtime.names import ENV_VERSION_KEYS
 
     versions = ", ".join(f"{k.replace('_', '-')} {env[k]}" for k in ENV_VERSION_KEYS if env.get(k))
-    console.print(R.table(rows, title=f"{R.device_name(env)} — {versions}"))
+    console.print(R.table(rows, title=f"{R.device_name(env)} — {versions}", wide=wide))
     for line in R.ratio_lines(rows):
         console.print(line)
     for line in R.fastest_lines(R.fastest(rows)):
@@ -263,20 +272,28 @@ def report(
     files: Annotated[list[Path], typer.Argument(help="Result JSON files from bench (several machines welcome).")],
     plot: Annotated[Optional[Path], typer.Option(help="Write a latency-vs-MACs plot here (.png, .pdf or .svg).")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write the merged rows as CSV.")] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Every column and full file names; the default fits 80 "
+                                       "columns.")] = False,
 ) -> None:
     """Merge bench result files (e.g. a workstation and a Pi) into one table keyed by variant, precision, device."""
+    from ..runtime import plots as P
     from ..runtime import report as R
 
     for name, path in (("--plot", plot), ("--csv", csv_path)):
         if path is not None:
             check_can_write(path, name)
     if plot is not None:
-        R.check_plot_path(plot, "--plot")
+        P.check_plot_path(plot, "--plot")
     rows = R.load_results(files)
     if plot is not None:
-        R.require_matplotlib()  # before the table, not after it
+        P.require_matplotlib()  # before the table, not after it
     rows.sort(key=lambda r: (str(r.get("variant")), r["precision"], r["device"], r["runtime"], r["threads"]))
-    out.print(R.table(rows, title=f"{len(rows)} results from {len(files)} file(s)", show_device=True))
+    groups = R.by_device(rows)  # one table per machine: a device column would not fit 80 columns
+    for device, device_rows in groups.items():
+        sources = ", ".join(dict.fromkeys(str(r.get("source")) for r in device_rows))
+        out.print(R.table(device_rows, title=f"{device}: {len(device_rows)} results ({sources})", wide=wide))
+    if len(groups) > 1:
+        out.print(f"{len(rows)} results from {len(files)} file(s) on {len(groups)} devices")
     for r in R.ratio_rows(rows):
         if "int8_speedup" in r:
             out.print(f"{r['device']}: {r['variant']} x{r['threads']}: int8 {r['int8_speedup']:.2f}x faster than fp32")
@@ -286,5 +303,5 @@ def report(
         R.write_csv(csv_path, rows, extra=("device",))
         err.print(f"wrote {csv_path}")
     if plot:
-        R.plot_latency_vs_macs(rows, plot)
+        P.plot_latency_vs_macs(rows, plot)
         err.print(f"wrote {plot}")

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from ..core import jsonio
 from ..core.errors import UsageError
+from ..core.tables import add_columns, compact_table
 from .app import PROG, app, err, out
 
 PREDICT_EPILOG = (
@@ -62,7 +62,10 @@ MeanOpt = Annotated[
 ]
 StdOpt = Annotated[Optional[str], typer.Option("--std", help="Pixel std, one value or R,G,B in 0..255.")]
 CropOpt = Annotated[Optional[float], typer.Option("--crop", help="Central crop fraction per side, (0, 1]; 1.0 = plain resize.")]
-ResizeOpt = Annotated[Optional[str], typer.Option("--resize", help="Resize filter: bilinear, bicubic, nearest, lanczos.")]
+#: the --resize choices, from core.images.RESIZE_MODES (not imported here: Pillow stays out of `--help`)
+RESIZE_HELP = ("Resize filter: tf_bilinear (TF-slim's evaluation resize; the default for Google's weights), "
+               "bilinear, bicubic, nearest, lanczos.")
+ResizeOpt = Annotated[Optional[str], typer.Option("--resize", help=RESIZE_HELP)]
 
 
 def _floats(text: str | None, name: str):
@@ -140,7 +143,7 @@ def predict(
     import numpy as np
 
     from ..core import images as imglib
-    from ..runtime.evaluate import random_weights_warning, weights_source
+    from ..runtime.evaluate import random_weights_warning, run_info, weights_source
     from ..runtime.load import open_model
     from ..runtime.scores import top_k as topk_fn
 
@@ -155,14 +158,12 @@ def predict(
                                 predict_args=["--top-k", str(top_k), "--threads", str(threads), *(["--int8"] if int8 else []),
                                               *(["--format", fmt] if fmt else [])])
     paths = imglib.expand_paths(images)
-    overrides = _overrides(mean, std, crop, resize)
-    loaded = open_model(model, int8=int8, fmt=fmt, threads=threads, prep_overrides=overrides, labels_file=labels,
-                        runtime=runtime)
-    runner, prep, names, manifest = loaded.runner, loaded.prep, loaded.labels, loaded.manifest
+    runner, prep, names, manifest = open_model(model, int8=int8, fmt=fmt, threads=threads, labels_file=labels,
+                                               prep_overrides=_overrides(mean, std, crop, resize), runtime=runtime)
     if top_k > runner.num_classes:
         raise UsageError(f"--top-k must be between 1 and the class count {runner.num_classes}, got {top_k}")
-    random_weights = weights_source(runner, manifest) == "random"
-    if random_weights:
+    info = run_info(model, runner, manifest, int8=int8, threads=threads, prep=prep)
+    if random_weights := weights_source(runner, manifest) == "random":
         _warn(random_weights_warning(manifest))
     results, bad = [], 0
     batch = 1 if runner.fixed_batch is None else runner.fixed_batch
@@ -184,7 +185,8 @@ def predict(
                     continue
                 results.append(
                     {"image": str(p), "random_weights": random_weights,
-                     "top_k": [{"index": int(i), "label": names[i], "score": float(v)} for i, v in zip(ii, vv)]}
+                     "top_k": [{"index": int(i), "label": names[i], "score": float(v)} for i, v in zip(ii, vv)],
+                     **info}  # what ran, in eval's keys (per image: the JSON stays a list, as before)
                 )
             bar.advance(task, len(ps))
     if as_json:
@@ -195,14 +197,28 @@ def predict(
         raise typer.Exit(1)
 
 
+def ran_lines(info: dict) -> list[str]:
+    """What ran, in the words predict and eval share: the model, its file, precision, runtime and
+    threads, then the preprocessing (``info``: :func:`~mobilenet_edge.runtime.evaluate.run_info`'s keys)."""
+    hint = f", {info['execution']['inference_precision']} hint" if info.get("execution") else ""
+    n = info.get("threads")
+    threads = f", {n} thread{'s' if n != 1 else ''}" if n else ""
+    prep = info["preprocessing"]
+    what = info["file"] if Path(info["file"]).name == info["model"] else f"{info['model']}: {info['file']}"
+    return [f"{what} ({info['precision']}, {info['backend']} {info['backend_version']}"
+            f"{hint}{threads})",
+            f"preprocessing: crop {prep['crop']}, {prep['resize']}, mean {prep['mean']}, std {prep['std']}, "
+            f"res {prep['res']}, {prep['layout']}"]
+
+
 def _print_predictions(results: list[dict]) -> None:
-    """One table per image: rank, label, index, probability."""
+    """What ran (:func:`ran_lines`, once), then one table per image: rank, label, index, probability."""
+    if results and "file" in results[0]:  # a device's older mobilenet-edge (predict --on) may not say
+        for line in ran_lines(results[0]):
+            out.print(line, markup=False, soft_wrap=True)
     for r in results:
-        t = Table(title=r["image"], title_justify="left")
-        t.add_column("Rank", justify="right")
-        t.add_column("Label")
-        t.add_column("Index", justify="right")
-        t.add_column("Probability", justify="right")
+        t = compact_table(r["image"])
+        add_columns(t, ("Rank", "Label", "Index", "Probability"), left=("Label",), fold=("Label",))
         for rank, e in enumerate(r["top_k"], 1):
             t.add_row(str(rank), e["label"], str(e["index"]), f"{e['score']:.4f}")
         out.print(t)
@@ -243,18 +259,14 @@ def eval_cmd(
             progress=lambda done, total: bar.update(task, completed=done, total=total), warn=_warn, runtime=runtime,
         )
     n, c1, c5, errors = res["n"], res["top1_correct"], res["top5_correct"], res["errors"]
-    prep, source = res["preprocessing"], res["ground_truth"]
+    source = res["ground_truth"]
     if as_json:
         out.print_json(jsonio.dumps(res))
         return
-    ran = f", {res['execution']['inference_precision']} hint" if res.get("execution") else ""
-    out.print(f"{res['model']} ({res['precision']}, {res['backend']} {res['backend_version']}{ran}) on {folder}")
-    t = Table(caption=f"ground truth: {source}", caption_justify="left")
-    for col in ("n", "top-1", "top-5", "images/s", "errors"):
-        t.add_column(col, justify="right")
+    ran, prep_line = ran_lines(res)
+    out.print(f"{ran} on {folder}", markup=False, soft_wrap=True)
+    t = compact_table()
+    add_columns(t, ("n", "top-1", "top-5", "images/s", "errors"))
     t.add_row(str(n), f"{100 * c1 / n:.1f}% ({c1})", f"{100 * c5 / n:.1f}% ({c5})", f"{res['images_per_s']:.1f}", str(len(errors)))
     out.print(t)
-    out.print(
-        f"preprocessing: crop {prep['crop']}, {prep['resize']}, mean {prep['mean']}, std {prep['std']}, "
-        f"res {prep['res']}, {prep['layout']}"
-    )
+    out.print(f"{prep_line}; ground truth: {source}", markup=False, soft_wrap=True)

@@ -72,6 +72,7 @@ def quantize(
     --mean/--std/--crop/--resize.
     """
     from ..core.errors import UsageError
+    from ..core.images import image_folder
     from ..quantize.options import OrtExtraOptions, QuantOptions
     from ..quantize.pipeline import quantize_bundle
 
@@ -81,8 +82,8 @@ def quantize(
     extra = OrtExtraOptions(activation_symmetric=symmetric_activations, calib_percentile=percentile,
                             calib_num_bins=bins)
     for name, path in (("--calib", calib), ("--eval", eval_dir)):
-        if path is not None and not path.is_dir():
-            raise UsageError(f"{name} {path} is not a folder")
+        if path is not None:
+            image_folder(path, name)  # export's words for the same mistake
     qat = None
     if target.is_dir() and (recipe == "qat-ranges" or (recipe is None and calib is None and not synthetic)):
         recipe, qat = _bundle_recipe(target, recipe)

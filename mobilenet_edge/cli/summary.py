@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from ..core import jsonio
+from ..core.tables import add_columns, compact_table
 from ..core.variants import Variant
 from .app import app, out
 
@@ -28,6 +28,8 @@ def summary(
     res: Annotated[int, typer.Option(help="Input resolution in pixels (>= 32).")] = 224,
     classes: Annotated[int, typer.Option("--classes", help="Output classes (1001 for Google's models).")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Add the TF-slim layer names and output shapes (the default "
+                                       "table, paper Table 1's columns, fits 80 columns).")] = False,
 ) -> None:
     """Per-layer table (paper Table 1) with params and MACs, totals, and the per-type shares (Table 2).
 
@@ -39,21 +41,21 @@ def summary(
     if as_json:
         out.print_json(jsonio.dumps(d))
         return
-    t = Table(title=f"{v.name}  ({classes} classes)", title_justify="left")
-    for col in ("Layer", "Type / Stride", "Filter shape", "Input size", "Output", "Params", "MACs"):
-        t.add_column(col, justify="right" if col in ("Params", "MACs") else "left")
+    cols = ["Layer", "Type / Stride", "Filter shape", "Input size", "Output", "Params", "MACs"]
+    if not wide:  # paper Table 1's columns (+ counts); the layer name and output shape need --wide
+        cols = [c for c in cols if c not in ("Layer", "Output")]
+    t = compact_table(f"{v.name}  ({classes} classes)", caption=None if wide else "--wide adds layer names, outputs")
+    add_columns(t, cols, left=("Layer", "Type / Stride", "Filter shape", "Input size", "Output"))
     for row in d["layers"]:
-        t.add_row(
-            row["name"], row["type_stride"], _shape(row["filter_shape"]), _shape(row["input_shape"]),
-            _shape(row["output_shape"]), f"{row['params']:,}", f"{row['macs']:,}",
-        )
+        cells = {"Layer": row["name"], "Type / Stride": row["type_stride"], "Filter shape": _shape(row["filter_shape"]),
+                 "Input size": _shape(row["input_shape"]), "Output": _shape(row["output_shape"]),
+                 "Params": f"{row['params']:,}", "MACs": f"{row['macs']:,}"}
+        t.add_row(*[cells[c] for c in cols])
     t.add_section()
-    t.add_row("Total", "", "", "", "", f"{d['params']:,}", f"{d['macs']:,}")
+    t.add_row(*["Total" if i == 0 else "" for i in range(len(cols) - 2)], f"{d['params']:,}", f"{d['macs']:,}")
     out.print(t)
-    s = Table(title="Share per layer type (paper Table 2: conv/FC weights only)", title_justify="left")
-    s.add_column("Type")
-    s.add_column("Mult-Adds", justify="right")
-    s.add_column("Parameters", justify="right")
+    s = compact_table("Share per layer type (paper Table 2: conv/FC weights only)")
+    add_columns(s, ("Type", "Mult-Adds", "Parameters"), left=("Type",))
     for name, share in d["shares"].items():
         s.add_row(name, f"{share['macs_pct']:.2f}%", f"{share['params_pct']:.2f}%")
     out.print(s)

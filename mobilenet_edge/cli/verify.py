@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from ..core import jsonio
 from ..core.errors import MobilenetEdgeError
+from ..core.tables import add_columns, compact_table
 from .app import app, out
 
 EPILOG = (
@@ -44,9 +44,9 @@ def verify(
     if as_json:
         out.print_json(jsonio.dumps({**rep, "error": None if rep["ok"] else rep["problems"][0]}))
     else:
-        t = Table(title=f"verify {rep['bundle']}", title_justify="left")
-        for col in ("File", "Size", "sha256", "Loads", "Backend", "1st run ms"):
-            t.add_column(col, justify="right" if col in ("Size", "1st run ms") else "left")
+        t = compact_table(f"verify {rep['bundle']}")
+        add_columns(t, ("File", "Size", "sha256", "Loads", "Backend", "1st run ms"),
+                    left=("File", "sha256", "Loads", "Backend"), fold=("File",))
         for r in rep["files"]:
             t.add_row(
                 r["file"], "-" if r["size"] is None else f"{r['size']:,}",

@@ -13,10 +13,11 @@ import typer
 from ..core import jsonio
 from ..core.bundle import check_can_write
 from ..core.errors import MobilenetEdgeError, UsageError
-from .app import app, err, out
+from .app import Group, app, err, out
 
 weights_app = typer.Typer(
     name="weights",
+    cls=Group,
     no_args_is_help=True,
     help="Google's published MobileNet V1 weights by name (list, download) and import into a .safetensors checkpoint.",
 )
@@ -238,10 +239,9 @@ def list_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the entries as JSON on stdout.")] = False,
 ) -> None:
     """List Google's published MobileNet V1 weights: source, alpha, res, published top-1, size, cached or shipped."""
-    from rich.table import Table
-
     from ..build.weights import download as D
     from ..build.weights.registry import REGISTRY, check_source
+    from ..core.tables import add_columns, compact_table
 
     if source is not None:
         check_source(source)
@@ -255,9 +255,8 @@ def list_cmd(
     if as_json:
         out.print_json(jsonio.dumps({"cache": str(D.cache_dir()), "entries": rows}))
         return
-    t = Table(title=f"MobileNet V1 weights (cache: {D.cache_dir()})")
-    for col in ("name", "source", "alpha", "res", "top-1", "size", "cached"):
-        t.add_column(col, justify="right" if col in ("alpha", "res", "top-1", "size") else "left")
+    t = compact_table(f"MobileNet V1 weights (cache: {D.cache_dir()})")
+    add_columns(t, ("name", "source", "alpha", "res", "top-1", "size", "cached"), left=("name", "source", "cached"))
     for r in rows:
         size = r["size"] or r["download_size"]
         t.add_row(r["name"], r["source"], f"{r['alpha']:g}", str(r["res"]),

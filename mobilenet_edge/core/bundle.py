@@ -16,6 +16,7 @@ half-written survives a crash; a bundle folder is replaced only after its succes
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -60,12 +61,47 @@ def atomic_path(dst: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        with disk_errors(dst):
+            yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp_path, dst)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+#: errno values of a full or read-only disk: the message names the file being written
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+
+
+class DiskError(MobilenetEdgeError):
+    """A full (or read-only) disk while writing ``path``; ``reason`` is the OS's words. Exit code 1."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"cannot write {path}: {reason} (nothing was replaced)")
+
+
+@contextlib.contextmanager
+def disk_errors(dst: str | Path, *, stage: Path | None = None) -> Iterator[None]:
+    """Turn a full (or read-only) disk while writing ``dst`` into one line that names it.
+
+    OSError for a failed ``write()`` carries no file name ("[Errno 28] No space left on device"). With
+    ``stage`` (the temp folder that becomes ``dst``), a file inside it is named by its final path.
+
+    Raises:
+        DiskError: ``"cannot write {dst}: No space left on device (nothing was replaced)"``.
+    """
+    try:
+        yield
+    except DiskError as e:
+        if stage is not None and e.path.is_relative_to(stage):
+            raise DiskError(Path(dst) / e.path.relative_to(stage), e.reason) from None
+        raise
+    except OSError as e:
+        if e.errno not in DISK_ERRNOS:
+            raise
+        raise DiskError(Path(dst), e.strerror or str(e)) from None
 
 
 def _umask() -> int:
@@ -149,10 +185,11 @@ def staged_dir(dst: str | Path, *, force: bool = False, keep: tuple[str, ...] = 
     parent = check_writable_dir(dst.parent)
     stage = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=parent))
     try:
-        for name in keep:
-            if (dst / name).is_file():
-                shutil.copy2(dst / name, stage / name)
-        yield stage
+        with disk_errors(dst, stage=stage):
+            for name in keep:
+                if (dst / name).is_file():
+                    shutil.copy2(dst / name, stage / name)
+            yield stage
         os.chmod(stage, 0o755)
         if dst.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=parent))

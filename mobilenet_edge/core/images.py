@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import UsageError
+from .errors import MobilenetEdgeError, UsageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -73,6 +73,13 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessing:
+        """From a manifest's or ONNX metadata's ``preprocessing`` (unknown keys ignored).
+
+        Raises:
+            MobilenetEdgeError: ``d`` is not a JSON object (e.g. a number).
+        """
+        if not isinstance(d, dict):
+            raise MobilenetEdgeError(f"'preprocessing' must be a JSON object, got {type(d).__name__} {d!r:.40}")
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
@@ -136,6 +143,23 @@ def expand_paths(paths: Iterable[str | Path], *, recursive: bool = True) -> list
         else:
             raise UsageError(f"no such file or folder: {p}")
     return out
+
+
+def image_folder(path: str | Path, option: str = "") -> Path:
+    """Check that ``path`` (given with ``option``, e.g. ``--calib``) is a folder; the one wording of every
+    command that takes a folder of images (export, quantize, eval, bench --grid).
+
+    Raises:
+        UsageError: ``"--calib /x: no such folder"`` or ``"--calib photo.jpg is a file, expected a folder of
+            images"``.
+    """
+    path = Path(path)
+    what = f"{option} {path}" if option else str(path)
+    if path.is_file():
+        raise UsageError(f"{what} is a file, expected a folder of images")
+    if not path.is_dir():
+        raise UsageError(f"{what}: no such folder")
+    return path
 
 
 def open_rgb(path: str | Path, *, target: int | None = None) -> Image.Image:

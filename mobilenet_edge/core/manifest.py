@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import MobilenetEdgeError
+from .errors import MobilenetEdgeError, UsageError
 
 MANIFEST = "manifest.json"
 LABELS = "labels.txt"
@@ -61,6 +61,10 @@ class Manifest:
     _ORDER = ("format", "format_version", "name", "created", "producer", "variant", "model_config", "weights",
               "preprocessing", "labels", "files", "export")
 
+    #: sections that are JSON objects (``weights`` may also be a plain source name)
+    _OBJECTS = ("producer", "variant", "model_config", "weights", "preprocessing", "labels", "files", "export",
+                "quantization")
+
     # -- reading --------------------------------------------------------------------------------------
 
     @classmethod
@@ -68,6 +72,11 @@ class Manifest:
         """From parsed JSON (``check``: raise MobilenetEdgeError when it is not our format)."""
         if check and (not isinstance(data, dict) or data.get("format") != FORMAT):
             raise MobilenetEdgeError(f"{where} is not a mobilenet-edge manifest")
+        if check:  # a section of the wrong JSON type fails here, in one line, not later as AttributeError
+            for key in cls._OBJECTS:
+                value = data.get(key)
+                if value is not None and not isinstance(value, dict) and not (key == "weights" and isinstance(value, str)):
+                    raise MobilenetEdgeError(f"{where}: '{key}' must be a JSON object, got {_json_type(value)}")
         known = {f.name for f in fields(cls)} - {"extra", "read_order"}
         kw: dict[str, Any] = {k: v for k, v in data.items() if k in known}
         return cls(**kw, extra={k: v for k, v in data.items() if k not in known}, read_order=tuple(data))
@@ -77,13 +86,15 @@ class Manifest:
         """Parse ``bundle/manifest.json``.
 
         Raises:
-            MobilenetEdgeError: no manifest, unreadable or not JSON, or not our format.
+            UsageError: no manifest (the folder is not a bundle; exit 2).
+            MobilenetEdgeError: unreadable or not JSON, or not our format.
         """
         path = Path(bundle) / MANIFEST
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise MobilenetEdgeError(f"{bundle} is not a bundle: no {MANIFEST}") from None
+            # the user named a folder that is not a bundle: a usage error (exit 2) in every command
+            raise UsageError(f"{bundle} is not a bundle: no {MANIFEST}") from None
         except (OSError, ValueError) as e:
             raise MobilenetEdgeError(f"cannot read {path}: {e}") from None
         return cls.from_dict(data, where=str(path))
@@ -140,3 +151,14 @@ class Manifest:
         from .bundle import write_json_atomic
 
         write_json_atomic(Path(bundle) / MANIFEST, self.to_dict())
+
+
+def _json_type(value) -> str:
+    """The JSON name of a parsed value's type ("a number", "a string", "a list", ...)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        return f"a string ({value[:40]!r})"
+    return "a list" if isinstance(value, list) else type(value).__name__

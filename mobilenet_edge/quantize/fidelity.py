@@ -18,6 +18,7 @@ from ..core.labels import background_offset
 from ..core.onnx_graph import activation_bounds, quiet_ort_logging, stdout_to_stderr
 from ..core.openvino_session import OPENVINO, ov_compiled_model
 from ..core.sessions import ort_session
+from ..core.tables import add_columns, compact_table
 
 #: fp32 top-1 minus top-2 logit below which an image counts as a near-tie: the two classes' softmax
 #: probabilities are within a factor exp(0.1) = 1.105 of each other.
@@ -274,18 +275,16 @@ def _fmt_pct(v) -> str:
 
 def fidelity_table(rep: dict, title: str) -> Table:
     """Rich table of a fidelity record (:func:`fidelity`)."""
-    t = Table(title=title, title_justify="left")
-    t.add_column("metric")
-    t.add_column("fp32", justify="right")
-    t.add_column("int8", justify="right")
+    s = rep["sqnr_db"]
+    t = compact_table(title, caption=f"worst SQNR on {s['worst_image']}" if s.get("worst_image") else None)
+    add_columns(t, ("metric", "fp32", "int8"), left=("metric",), fold=("metric",))
     t.add_row("images evaluated", str(rep["images"]), str(rep["images"]))
     t.add_row("top-1 agreement int8 vs fp32", "", _fmt_pct(rep["agreement_top1"]))
-    s = rep["sqnr_db"]
     t.add_row("logits SQNR mean (dB)", "", "-" if s["mean"] is None else f"{s['mean']:.1f}")
-    t.add_row("logits SQNR worst (dB)", "", "-" if s["worst"] is None else f"{s['worst']:.1f}  ({s['worst_image']})")
+    t.add_row("logits SQNR worst (dB)", "", "-" if s["worst"] is None else f"{s['worst']:.1f}")
     nt = rep.get("near_ties")
     if nt:
-        t.add_row(f"fp32 near-ties (top-1 - top-2 < {nt['margin_logit']:g} logit)", str(nt["images"]),
+        t.add_row(f"fp32 near-ties (top-2 gap < {nt['margin_logit']:g} logit)", str(nt["images"]),
                   f"{nt['disagreements']} of {len(rep['disagreements'])} disagreements")
     if rep["labelled"]:
         t.add_row(f"top-1 ({rep['labelled']} labelled)", _fmt_pct(rep["fp32"]["top1"]), _fmt_pct(rep["int8"]["top1"]))
@@ -294,9 +293,9 @@ def fidelity_table(rep: dict, title: str) -> Table:
 
 
 def layers_table(dbg: dict, *, top: int = 10) -> Table:
-    t = Table(title=f"per-layer SQNR, worst {top} first ({dbg['images']} images)", title_justify="left")
-    t.add_column("activation (int8 model vs fp32 model)")
-    t.add_column("SQNR (dB)", justify="right")
+    t = compact_table(f"per-layer SQNR, worst {top} first ({dbg['images']} images)")
+    add_columns(t, ("activation (int8 model vs fp32 model)", "SQNR (dB)"),
+                left=("activation (int8 model vs fp32 model)",), fold=("activation (int8 model vs fp32 model)",))
     for r in dbg["activations"][:top]:
         t.add_row(r["tensor"], _f1(r["xmodel_db"]))
     w = dbg["weights"][:3]

@@ -62,6 +62,24 @@ def model_name(path: Path, manifest: Manifest | None) -> str:
     return path.name
 
 
+def run_info(model: str | Path, runner, manifest: Manifest | None, *, int8: bool, threads: int, prep) -> dict:
+    """What ran, as ``predict`` and ``eval`` report it (text and JSON): ``{"model"`` (:func:`model_name`),
+    ``"precision"`` (:func:`precision_of`), ``"file"`` (the model file run), ``"backend", "backend_version",
+    "threads", "runtime"`` (:mod:`.names`), ``"preprocessing"`` (:meth:`Preprocessing.to_dict`), and
+    ``"execution"`` (OpenVINO only: :attr:`~.runner.Runner.execution`)``}``."""
+    return {
+        "model": model_name(Path(model), manifest),
+        "precision": precision_of(runner, manifest, int8),
+        "file": str(runner.path),
+        "backend": runner.backend,
+        "backend_version": runner.backend_version,
+        "threads": threads,
+        "runtime": runner.runtime,
+        "preprocessing": prep.to_dict(),
+        **({"execution": runner.execution} if runner.execution is not None else {}),
+    }
+
+
 def evaluate(
     model: str | Path,
     folder: str | Path,
@@ -99,11 +117,7 @@ def evaluate(
     """
     from .load import open_model
 
-    folder = Path(folder)
-    if folder.is_file():
-        raise UsageError(f"{folder} is a file, expected a folder of images")
-    if not folder.is_dir():
-        raise UsageError(f"no such folder: {folder}")
+    folder = imglib.image_folder(folder)
     runner, prep, labels, manifest = open_model(model, int8=int8, fmt=fmt, threads=threads,
                                                 prep_overrides=prep_overrides, runtime=runtime)
     gt, source = _truth(runner, folder, labels_csv, labels)
@@ -117,27 +131,22 @@ def evaluate(
     seconds = time.perf_counter() - t0
     if n == 0:
         raise MobilenetEdgeError(f"no image of {folder} could be decoded ({len(errors)} errors)")
+    info = run_info(model, runner, manifest, int8=int8, threads=threads, prep=prep)
     return {
         "n": n,
         "top1": c1 / n,
         "top5": c5 / n,
-        "model": model_name(Path(model), manifest),
-        "precision": precision_of(runner, manifest, int8),
-        "file": str(runner.path),
-        "backend": runner.backend,
-        "backend_version": runner.backend_version,
-        "threads": threads,
-        "runtime": runner.runtime,
+        **{k: v for k, v in info.items() if k not in ("preprocessing", "execution")},
         "top1_correct": c1,
         "top5_correct": c5,
         "images_per_s": n / seconds if seconds > 0 else None,
         "seconds": seconds,
         "ground_truth": source,
-        "preprocessing": prep.to_dict(),
+        "preprocessing": info["preprocessing"],
         "errors": errors,
         "weights": weights,
         "random_weights": weights == "random",
-        **({"execution": runner.execution} if runner.execution is not None else {}),
+        **({"execution": info["execution"]} if "execution" in info else {}),
     }
 
 

@@ -1,4 +1,4 @@
-"""Bench results: JSON/CSV files, merging across machines, rich tables and matplotlib plots (no torch).
+"""Bench results: JSON/CSV files, merging across machines, rich tables (no torch; plots: :mod:`.plots`).
 
 A result file is ``{"environment": {...}, "results": [row, ...]}`` with rows keyed by
 :data:`mobilenet_edge.runtime.bench.COLUMNS`. Merged rows carry a ``device`` key (CPU model + arch, marked
@@ -14,12 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..core.bundle import atomic_path, write_json_atomic
-from ..core.errors import MobilenetEdgeError, UsageError
+from ..core.errors import UsageError
 from .bench import COLUMNS
 from .names import RUNTIME_LITERT, RUNTIME_ORT
-
-#: plot file suffixes (matplotlib's Agg backend writes these formats; the suffix picks the format)
-PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def write_results(path: str | Path, environment: dict, rows: list[dict], failures: list[dict] | None = None,
@@ -102,18 +99,21 @@ def _rows(data, source: str, device: str | None) -> list[dict]:
 
 def device_table(rows: list[dict], *, title: str = "", value: str = "p50_ms"):
     """A rich Table with one row per (model, precision, runtime, threads) and one column per device
-    (``value``, default p50 latency in ms; "-" where a device has no result)."""
-    from rich.table import Table
+    (``value``, default p50 latency in ms; "-" where a device has no result). A column is headed by the
+    device's host (``bench --on``: "HOST: board, CPU (arch)") and the caption spells each device out, so
+    that a few devices fit 80 columns."""
+    from ..core.tables import add_columns, compact_table
 
     devices = list(dict.fromkeys(r["device"] for r in rows))
+    heads = [d.split(": ", 1)[0] for d in devices]
+    if len(set(heads)) < len(heads):  # two devices with one host name: full names
+        heads = list(devices)
     keyed: dict[tuple, dict] = {}
     for r in rows:
-        keyed.setdefault((r["model"], r["precision"], r["runtime"], r["threads"]), {})[r["device"]] = r.get(value)
-    t = Table(title=title or None, title_justify="left")
-    for head in ("model", "prec", "runtime", "thr"):
-        t.add_column(head, justify="right" if head == "thr" else "left", overflow="fold")
-    for d in devices:
-        t.add_column(f"{d}\n{value.replace('_ms', ' ms')}", justify="right", overflow="fold")
+        keyed.setdefault((display_model(r), r["precision"], r["runtime"], r["threads"]), {})[r["device"]] = r.get(value)
+    legend = "; ".join(d for h, d in zip(heads, devices) if h != d)
+    t = compact_table(title, caption=f"{value.replace('_ms', ' ms')}: {legend}" if legend else None)
+    add_columns(t, ["model", "prec", "runtime", "thr", *heads], left=("model", "prec", "runtime"), fold=("model",))
     for key, per_device in keyed.items():
         t.add_row(*map(str, key), *[_fmt(value, per_device.get(d)) for d in devices])
     return t
@@ -141,25 +141,53 @@ def load_results(paths: Iterable[str | Path]) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict], *, title: str = "", show_device: bool = False):
-    """A rich Table of result rows (latency in ms, throughput, GMAC/s, RSS, top-1 when present)."""
-    from rich.table import Table
+#: bench/report table columns (row key, header): the default set fits 80 columns, ``wide`` adds the rest
+NARROW_COLUMNS = (("model", "model"), ("precision", "prec"), ("runtime", "runtime"), ("threads", "thr"),
+                  ("p50_ms", "p50"), ("p99_ms", "p99"))
+WIDE_COLUMNS = (("model", "model"), ("precision", "prec"), ("runtime", "runtime"), ("threads", "thr"),
+                ("init_ms", "init ms"), ("first_ms", "first ms"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
+                ("p99_ms", "p99 ms"), ("std_ms", "std"), ("throughput_ips", "inf/s"), ("gmacs_per_s", "GMAC/s"),
+                ("peak_rss_mb", "RSS MB"), ("size_mb", "MB"))
+#: the caption of a default table: what --wide adds
+WIDE_HINT = "latency in ms; --wide adds init, first run, p90, std, inf/s, RSS, MB, file names"
 
-    t = Table(title=title or None, title_justify="left")
-    cols = [("model", "model"), ("precision", "prec"), ("runtime", "runtime"), ("threads", "thr"),
-            ("init_ms", "init ms"), ("first_ms", "first ms"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
-            ("p99_ms", "p99 ms"), ("std_ms", "std"), ("throughput_ips", "inf/s"), ("gmacs_per_s", "GMAC/s"),
-            ("peak_rss_mb", "RSS MB"), ("size_mb", "MB")]
+
+def table(rows: list[dict], *, title: str = "", wide: bool = False):
+    """A rich Table of result rows, one per (model, precision, runtime, threads).
+
+    The default columns (:data:`NARROW_COLUMNS`: p50/p99 latency in ms, top-1 when present) fit an
+    80-column terminal: a bundle's file shows as the bundle name (its precision and runtime name the
+    file: ``.onnx`` on onnxruntime/openvino, ``.tflite`` on litert). ``wide``: every column of
+    :data:`WIDE_COLUMNS` and full file names. Rows of several machines: one table each (:func:`by_device`).
+    """
+    from ..core.tables import add_columns, compact_table
+
+    t = compact_table(title, caption=None if wide else WIDE_HINT)
+    cols = list(WIDE_COLUMNS if wide else NARROW_COLUMNS)
     if any(r.get("top1") is not None for r in rows):
         cols.append(("top1", "top-1"))
-    if show_device:
-        cols.insert(0, ("device", "device"))
-    for _, head in cols:
-        t.add_column(head, justify="left" if head in ("model", "prec", "runtime", "device") else "right",
-                     overflow="fold" if head in ("model", "device") else "ellipsis")
+    add_columns(t, [h for _, h in cols], left=("model", "prec", "runtime"), fold=("model",))
     for r in rows:
-        t.add_row(*[_fmt(k, r.get(k)) for k, _ in cols])
+        t.add_row(*[(r.get(k) if wide else display_model(r)) if k == "model" else _fmt(k, r.get(k)) for k, _ in cols])
     return t
+
+
+def display_model(row: dict) -> str:
+    """A row's model for a default table: ``"<bundle>/model.int8.onnx"`` -> ``"<bundle>"`` (a bundle's file
+    is named by the row's precision and runtime); other labels unchanged."""
+    from ..core.bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8
+
+    model = str(row.get("model", ""))
+    head, sep, tail = model.rpartition("/")
+    return head if sep and head and tail in (FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8) else model
+
+
+def by_device(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows grouped by their ``device`` (in first-seen order): one table per machine fits 80 columns."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(str(r.get("device") or "unknown device"), []).append(r)
+    return groups
 
 
 def _fmt(key: str, v) -> str:
@@ -181,7 +209,7 @@ def ratio_rows(rows: list[dict]) -> list[dict]:
         if r.get("variant") is None:
             continue
         keyed.setdefault((r.get("device"), r["variant"], r["threads"]), {})[(r["precision"], r["runtime"],
-                                                                            _is_reference(r))] = r
+                                                                            is_reference(r))] = r
     for (device, variant, threads), d in sorted(keyed.items(), key=lambda kv: str(kv[0])):
         fp32 = d.get(("fp32", RUNTIME_ORT, False))
         int8 = d.get(("int8", RUNTIME_ORT, False))
@@ -228,7 +256,7 @@ def fastest(rows: list[dict]) -> list[dict]:
     """
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        if not _is_reference(r) and r.get("p50_ms") is not None:
+        if not is_reference(r) and r.get("p50_ms") is not None:
             key = (str(r.get("device", "")), str(r.get("variant") or r["model"]), int(r["threads"]))
             groups.setdefault(key, []).append(r)
     out = []
@@ -255,114 +283,6 @@ def fastest_lines(fast: list[dict]) -> list[str]:
     return lines
 
 
-def _is_reference(r: dict) -> bool:
+def is_reference(r: dict) -> bool:
+    """A row of one of Google's reference ``*_quant.tflite`` files (an anchor in tables and plots)."""
     return str(r.get("model", "")).endswith("_quant.tflite")
-
-
-def plot_latency_vs_macs(rows: list[dict], dst: str | Path, *, title: str = "") -> None:
-    """PNG: p50 latency (ms) vs MMACs, one line per (alpha, precision), points labelled by res."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        if r.get("macs") and r.get("alpha") is not None and r.get("runtime") == RUNTIME_ORT:
-            groups.setdefault((r["alpha"], r["precision"], r.get("device", ""), r.get("threads", 1)), []).append(r)
-    multi_threads = len({k[3] for k in groups}) > 1
-    for (alpha, precision, device, threads), rs in sorted(groups.items(),
-                                                           key=lambda kv: (str(kv[0][2]), kv[0][3], -kv[0][0], kv[0][1])):
-        rs = sorted(rs, key=lambda r: r["macs"])
-        xs = [r["macs"] / 1e6 for r in rs]
-        ys = [r["p50_ms"] for r in rs]
-        style = "-o" if precision == "fp32" else "--s"
-        label = (f"alpha {alpha:g} {precision}" + (f" x{threads}" if multi_threads else "")
-                 + (f" [{device}]" if len({k[2] for k in groups}) > 1 else ""))
-        ax.plot(xs, ys, style, label=label, markersize=4)
-        for x, y, r in zip(xs, ys, rs):
-            ax.annotate(str(r["res"]), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
-    refs = [r for r in rows if _is_reference(r) and r.get("macs")]
-    if refs:
-        ax.plot([r["macs"] / 1e6 for r in refs], [r["p50_ms"] for r in refs], "k^", label="Google int8 .tflite (LiteRT)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("MMACs (multiply-adds, log scale)")
-    ax.set_ylabel("p50 latency, batch 1 (ms, log scale)")
-    ax.set_title(title or "MobileNet V1: latency vs MACs (ONNX Runtime)")
-    ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, ncol=2)
-    _save(fig, dst)
-
-
-def plot_top1_vs_latency(rows: list[dict], dst: str | Path, *, title: str = "") -> None:
-    """PNG: top-1 vs p50 latency with the Pareto front (paper Figure 4 as latency)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
-    pts = [r for r in rows if r.get("top1") is not None]
-    for precision, marker in (("fp32", "o"), ("int8", "s")):
-        rs = [r for r in pts if r["precision"] == precision and not _is_reference(r)]
-        ax.scatter([r["p50_ms"] for r in rs], [100 * r["top1"] for r in rs], marker=marker, label=precision, s=18)
-        for r in rs:
-            ax.annotate(f"{r['alpha']:g}/{r['res']}", (r["p50_ms"], 100 * r["top1"]), fontsize=6,
-                        textcoords="offset points", xytext=(3, 2))
-    refs = [r for r in pts if _is_reference(r)]
-    if refs:
-        ax.scatter([r["p50_ms"] for r in refs], [100 * r["top1"] for r in refs], marker="^", c="k",
-                   label="Google int8 .tflite")
-    front = pareto_front(pts)
-    if front:
-        ax.plot([r["p50_ms"] for r in front], [100 * r["top1"] for r in front], "r-", alpha=0.5, label="Pareto front")
-    ax.set_xlabel("p50 latency, batch 1 (ms)")
-    ax.set_ylabel("top-1 (%)")
-    ax.set_title(title or "MobileNet V1: top-1 vs latency")
-    ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    _save(fig, dst)
-
-
-def pareto_front(rows: list[dict]) -> list[dict]:
-    """Rows not dominated by a faster-or-equal, more-accurate row, sorted by latency."""
-    front, best = [], -1.0
-    for r in sorted(rows, key=lambda r: (r["p50_ms"], -r["top1"])):
-        if r["top1"] > best:
-            front.append(r)
-            best = r["top1"]
-    return front
-
-
-def check_plot_path(dst: str | Path, option: str = "--plot") -> Path:
-    """A plot file name must end in one of :data:`PLOT_SUFFIXES` (the suffix picks the format).
-
-    Raises:
-        UsageError: another suffix (e.g. ``.txt``, which would hold PNG bytes).
-    """
-    dst = Path(dst)
-    if dst.suffix.lower() not in PLOT_SUFFIXES:
-        raise UsageError(f"{option} needs a .png (or .pdf/.svg) file name, got {dst.name}")
-    return dst
-
-
-def require_matplotlib() -> None:
-    """Raises MobilenetEdgeError (exit 1, with the pip command) when matplotlib is not installed."""
-    _pyplot()
-
-
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise MobilenetEdgeError("plots need matplotlib: pip install 'mobilenet-edge[plot]'") from None
-    return plt
-
-
-def _save(fig, dst) -> None:
-    import matplotlib.pyplot as plt
-
-    fmt = Path(dst).suffix.lower().lstrip(".")
-    fig.tight_layout()
-    with atomic_path(dst) as tmp:
-        fig.savefig(tmp, format=fmt if "." + fmt in PLOT_SUFFIXES else "png")
-    plt.close(fig)

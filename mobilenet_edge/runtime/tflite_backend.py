@@ -103,6 +103,8 @@ def probe_tflite_runtime(path: Path) -> None:
         raise MobilenetEdgeError(f"cannot load TFLite model {path}: probe failed: {one_line(e)}") from None
     if proc.returncode != 0:
         why = f"signal {-proc.returncode}" if proc.returncode < 0 else _last_line(proc)
+        if any(m in proc.stderr for m in NEWER_RUNTIME_MARKERS):  # the file is fine; the runtime is too old
+            raise TfliteLoadError(path, why, "", "tflite-runtime")
         raise MobilenetEdgeError(
             f"cannot load TFLite model {path}: tflite-runtime fails on it ({why}); the file is corrupt or truncated"
         )
@@ -159,13 +161,25 @@ def one_line(e: Exception) -> str:
     return (s[:300] + "...") if len(s) > 300 else (s or type(e).__name__)
 
 
-class TfliteLoadError(MobilenetEdgeError):
-    """A ``.tflite`` file the interpreter refused. ``reason``: the interpreter's error on one line;
-    ``log``: what it printed on stderr meanwhile (at most 200 characters), "" when nothing."""
+#: what TFLite says when a file needs ops (or op versions) this interpreter lacks: the file is fine, the
+#: runtime is too old ("Didn't find op for builtin opcode 'CONV_2D' version '99' ... Are you using an old
+#: TFLite binary with a newer model?")
+NEWER_RUNTIME_MARKERS = ("Didn't find op for builtin opcode", "Didn't find custom op", "old TFLite binary",
+                         "newer model")
 
-    def __init__(self, path: Path, reason: str, log: str) -> None:
-        self.path, self.reason, self.log = path, reason, log
-        super().__init__(f"cannot load TFLite model {path}: {reason}" + (f" [{log}]" if log else ""))
+
+class TfliteLoadError(MobilenetEdgeError):
+    """A ``.tflite`` file the interpreter refused: the one wording of ``predict``, ``export --weights`` and
+    ``weights import``. ``reason``: the interpreter's error on one line; ``log``: what it printed on
+    stderr meanwhile (at most 200 characters), "" when nothing; ``backend``: e.g. "ai-edge-litert 2.3.0".
+    ``needs_newer_runtime``: the interpreter lacks an op the file uses (not a corrupt file)."""
+
+    def __init__(self, path: Path, reason: str, log: str, backend: str = "") -> None:
+        self.path, self.reason, self.log, self.backend = path, reason, log, backend
+        self.needs_newer_runtime = any(m in reason or m in log for m in NEWER_RUNTIME_MARKERS)
+        why = (f"it needs a newer TFLite runtime than {backend or 'this one'} (an op or op version this runtime "
+               f"lacks; the file itself may be fine): {reason}" if self.needs_newer_runtime else reason)
+        super().__init__(f"cannot load TFLite model {path}: {why}" + (f" [{log}]" if log else ""))
 
 
 def make_interpreter(path: str | Path, *, threads: int | None = None, allocate: bool = True, probe: bool = True,
@@ -201,5 +215,5 @@ def make_interpreter(path: str | Path, *, threads: int | None = None, allocate: 
                 it.allocate_tensors()
     except Exception as e:  # noqa: BLE001  (ValueError/RuntimeError depending on the version)
         log = " ".join(ln for ln in captured.text().split() if ln)[:200]
-        raise TfliteLoadError(path, one_line(e), log) from None
+        raise TfliteLoadError(path, one_line(e), log, f"{backend} {version}") from None
     return it, backend, version

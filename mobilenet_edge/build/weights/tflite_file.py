@@ -94,6 +94,8 @@ def open_tflite(path: str | Path, **kwargs):
     try:
         return make_interpreter(p, allocate=False, **kwargs)[0]
     except TfliteLoadError as e:
+        if e.needs_newer_runtime:  # predict's words: the file is fine, the runtime is too old
+            raise WeightsError(str(e)) from None
         raise WeightsError(f"{p.name} is truncated or corrupt ({p.stat().st_size} bytes): {e.reason}") from None
     except MobilenetEdgeError:
         raise WeightsError(
