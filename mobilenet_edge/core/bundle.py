@@ -10,7 +10,9 @@ A bundle holds::
     manifest.json       variant, weights, preprocessing, labels, files (sha256, size), parity, quantization
 
 Every artifact is written to a temporary file in the same folder and renamed, so nothing
-half-written survives a crash; a bundle folder is replaced only after its successor is complete.
+half-written survives a crash; a bundle folder is replaced only after its successor is complete, and
+never by a second run that started before it existed unless that run has ``force`` (the final rename
+refuses an existing folder).
 """
 
 from __future__ import annotations
@@ -154,18 +156,46 @@ def staged_dir(dst: str | Path, *, force: bool = False, keep: tuple[str, ...] = 
                 shutil.copy2(dst / name, stage / name)
         yield stage
         os.chmod(stage, 0o755)
-        if dst.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=parent))
-            os.replace(dst, old / dst.name)
-            os.replace(stage, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, dst)
+        _put_in_place(stage, dst, parent, force=force)
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
         if created_parent and parent.is_dir() and not any(parent.iterdir()):
             parent.rmdir()  # a failed first export leaves no empty --out folder behind
+
+
+def _put_in_place(stage: Path, dst: Path, parent: Path, *, force: bool) -> None:
+    """Rename the complete ``stage`` folder to ``dst``, never silently over a ``dst`` that appeared meanwhile.
+
+    ``os.rename`` of a folder refuses a non-empty target (POSIX rename(2): ENOTEMPTY / EEXIST; Windows: any
+    existing target), so of two runs writing the same ``dst`` at once the second learns it here, after
+    the check at the start passed for both (issue #20 item 6). Without ``force`` that is
+    UsageError "exists"; with ``force`` the existing folder is moved aside, the new one renamed in, the
+    old one removed (retried if another ``force`` run swaps in between).
+    """
+    for _ in range(3):
+        try:
+            os.rename(stage, dst)
+            return
+        except OSError:
+            if not (dst.exists() or dst.is_symlink()):
+                raise
+            if not force:
+                raise UsageError(f"{dst} exists (another run wrote it meanwhile); use --force to replace it") from None
+        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=parent))
+        try:
+            os.rename(dst, old / dst.name)
+        except FileNotFoundError:  # another --force run moved it first
+            pass
+        try:
+            os.rename(stage, dst)
+            return
+        except OSError:
+            if not dst.exists():
+                raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+    raise UsageError(f"{dst} keeps being replaced by other runs; try again")
 
 
 def read_manifest(bundle: str | Path) -> dict:
