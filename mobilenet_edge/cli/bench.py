@@ -103,6 +103,8 @@ def bench(
     runtimes: Annotated[Optional[str], typer.Option("--runtimes", help="Runtimes to bench, comma-separated: ort, "
                                                     "openvino, litert (default: every one that runs here; "
                                                     "--grid: ort and litert).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing --json/--csv files (--grid: the results "
+                                        "in --out).")] = False,
 ) -> None:
     """Latency of .onnx (ONNX Runtime, OpenVINO) and .tflite (LiteRT) models: init, first run, p50/p90/p99, inf/s, RSS."""
     from ..core.platform_info import environment
@@ -116,7 +118,7 @@ def bench(
         raise UsageError(f"--warmup must be >= 0, got {warmup}")
     for name, path in (("--json", json_path), ("--csv", csv_path)):
         if path is not None and str(path) != "-":
-            check_can_write(path, name)  # before any work, not after the benchmark
+            check_can_write(path, name, force=force)  # before any work, not after the benchmark
     if on is not None:  # issue #19: the devices' own bench, one column per device
         from .push import bench_on_hosts
 
@@ -135,7 +137,7 @@ def bench(
             raise UsageError("--grid builds its own models: give either model paths or --grid, not both")
         return _grid(alphas=parse_float_list(alphas, "--alphas"), resolutions=parse_int_list(res, "--res", minimum=32),
                      threads=thread_list, runs=runs, warmup=warmup, weights_dir=weights_dir, calib=calib,
-                     eval_dir=eval_dir, out_dir=out_dir, tflite=tflite, runtimes=runtime_list)
+                     eval_dir=eval_dir, out_dir=out_dir, tflite=tflite, runtimes=runtime_list, force=force)
     if not models:
         raise UsageError("give at least one bundle folder or model file (or --grid)")
     targets = [t for m in models for t in B.targets_for(m, runtimes=runtime_list)]
@@ -157,19 +159,22 @@ def bench(
         raise typer.Exit(1)
 
 
-def _grid(*, weights_dir, calib, eval_dir, out_dir, tflite: bool, runtimes, **kwargs) -> None:
+def _grid(*, weights_dir, calib, eval_dir, out_dir, tflite: bool, runtimes, force: bool, **kwargs) -> None:
     """``bench --grid``: its folder checks before any work, then :func:`~mobilenet_edge.build.grid.run_grid`."""
+    from ..build.grid import check_results_absent
+
     for name, folder in (("--weights-dir", weights_dir), ("--calib", calib), ("--eval", eval_dir)):
         if folder is not None and not folder.is_dir():
             raise UsageError(f"{name} {folder}: no such folder")
     check_can_write(out_dir, "--out", folder=True)
+    check_results_absent(out_dir, force=force)  # the README's command must not rewrite committed results
     _require_grid_packages(tflite=tflite)
     if tflite and calib is None:
         raise UsageError("--grid --tflite needs --calib DIR: the int8 .tflite is calibrated on real images")
     from ..build.grid import run_grid
 
     run_grid(weights_dir=weights_dir, calib=calib, eval_dir=eval_dir, out_dir=out_dir, out=out, err=err, tflite=tflite,
-             **kwargs, **({"runtimes": runtimes} if runtimes else {}))
+             force=force, **kwargs, **({"runtimes": runtimes} if runtimes else {}))
 
 
 def _require_grid_packages(*, tflite: bool = False) -> None:
@@ -260,13 +265,14 @@ def report(
     files: Annotated[list[Path], typer.Argument(help="Result JSON files from bench (several machines welcome).")],
     plot: Annotated[Optional[Path], typer.Option(help="Write a latency-vs-MACs plot here (.png, .pdf or .svg).")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write the merged rows as CSV.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing --plot/--csv files.")] = False,
 ) -> None:
     """Merge bench result files (e.g. a workstation and a Pi) into one table keyed by variant, precision, device."""
     from ..runtime import report as R
 
     for name, path in (("--plot", plot), ("--csv", csv_path)):
         if path is not None:
-            check_can_write(path, name)
+            check_can_write(path, name, force=force)
     if plot is not None:
         R.check_plot_path(plot, "--plot")
     rows = R.load_results(files)

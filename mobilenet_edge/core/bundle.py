@@ -103,18 +103,23 @@ def check_writable_dir(path: str | Path) -> Path:
     return path
 
 
-def check_can_write(path: str | Path, option: str, *, folder: bool = False) -> Path:
+def check_can_write(path: str | Path, option: str, *, folder: bool = False, force: bool | None = None) -> Path:
     """Check, before any work and without creating anything, that ``path`` can be written.
 
     ``path`` is a file written with :func:`atomic_path` (or, with ``folder=True``, a folder that will
     be created if needed): the nearest existing folder on its way (missing folders are created at write
     time) must be a writable folder. Same rule as :func:`check_writable_dir` for ``export --out``.
+    ``force=False``: a results file must not exist yet (issue #20: nothing is overwritten without
+    ``--force``); None: an existing file may be replaced.
 
     Raises:
         UsageError: ``"{option} {path}: folder {f} is not writable"``, ``"... {f} is not a folder"``,
-            or (a file) ``"{option} {path} is a folder; give a file name"``.
+            (a file) ``"{option} {path} is a folder; give a file name"``, or (``force=False``)
+            ``"{option} {path} exists; use --force to replace it"``.
     """
     path = Path(path)
+    if force is False and not folder and (path.is_file() or path.is_symlink()):
+        raise UsageError(f"{option} {path} exists; use --force to replace it")
     if folder:
         if path.exists() and not path.is_dir():
             raise UsageError(f"{option} {path} is not a folder")
