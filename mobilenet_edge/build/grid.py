@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8, sha256_file
+from ..core.bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8, file_mismatch
 from ..core.errors import MobilenetEdgeError, UsageError
 from ..core.manifest import Manifest
 from ..core.variants import Variant, parse_name
@@ -36,7 +36,7 @@ def check_results_absent(out_dir: Path, *, force: bool) -> None:
 
 def bundle_complete(bundle: Path, *, int8: bool = True, tflite: bool = False) -> bool:
     """True when the manifest lists model.onnx (and model.int8.onnx; with ``tflite`` model.tflite and
-    model.int8.tflite too) and every listed sha256 matches."""
+    model.int8.tflite too) and every listed file's size and sha256 match."""
     try:
         manifest = Manifest.read(bundle)
     except MobilenetEdgeError:
@@ -45,7 +45,7 @@ def bundle_complete(bundle: Path, *, int8: bool = True, tflite: bool = False) ->
     needed = [FILE_FP32] + ([FILE_INT8] if int8 else []) + ([FILE_TFLITE, FILE_TFLITE_INT8] if tflite else [])
     if any(n not in files for n in needed):
         return False
-    return all((bundle / n).is_file() and sha256_file(bundle / n) == manifest.file(n).get("sha256") for n in files)
+    return all((bundle / n).is_file() and file_mismatch(bundle / n, manifest.file(n), cached=True)[2] is None for n in files)
 
 
 def find_weights(weights_dir: Path | None, alpha: float, res: int) -> tuple[Path | None, bool]:

@@ -10,7 +10,7 @@ import typer
 
 from ..core.bundle import check_can_write
 from ..core.errors import MobilenetEdgeError, UsageError
-from .app import app, err, out
+from .app import NO_VERIFY_HELP, app, err, out, warn_no_verify
 
 BENCH_EPILOG = (
     "Examples:\n\n"
@@ -105,6 +105,7 @@ def bench(
                                                     "--grid: ort and litert).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace existing --json/--csv files (--grid: the results "
                                         "in --out).")] = False,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help=NO_VERIFY_HELP)] = False,
 ) -> None:
     """Latency of .onnx (ONNX Runtime, OpenVINO) and .tflite (LiteRT) models: init, first run, p50/p90/p99, inf/s, RSS."""
     from ..core.platform_info import environment
@@ -119,13 +120,14 @@ def bench(
     for name, path in (("--json", json_path), ("--csv", csv_path)):
         if path is not None and str(path) != "-":
             check_can_write(path, name, force=force)  # before any work, not after the benchmark
+    warn_no_verify(no_verify)
     if on is not None:  # issue #19: the devices' own bench, one column per device
         from .push import bench_on_hosts
 
         if grid or eval_dir is not None or not models:
             raise UsageError("bench --on takes bundle folders (not --grid or --eval)")
         bench_args = ["--threads", threads, "--runs", str(runs), "--warmup", str(warmup)]
-        bench_args += ["--runtimes", runtimes] if runtimes else []
+        bench_args += (["--runtimes", runtimes] if runtimes else []) + (["--no-verify"] if no_verify else [])
         return bench_on_hosts(models, on, bench_args=bench_args, remote_cmd=remote_cmd, json_path=json_path,
                               csv_path=csv_path)
     if not grid:
@@ -140,11 +142,11 @@ def bench(
                      eval_dir=eval_dir, out_dir=out_dir, tflite=tflite, runtimes=runtime_list, force=force)
     if not models:
         raise UsageError("give at least one bundle folder or model file (or --grid)")
-    targets = [t for m in models for t in B.targets_for(m, runtimes=runtime_list)]
+    targets = [t for m in models for t in B.targets_for(m, runtimes=runtime_list, verify=not no_verify)]
     env = environment()
     top1 = {}
     if eval_dir is not None:
-        top1 = _top1_for(targets, eval_dir)
+        top1 = _top1_for(targets, eval_dir, verify=not no_verify)
     rows, failures = run_targets(targets, thread_list, runs=runs, warmup=warmup, env=env, json_path=json_path,
                                  csv_path=csv_path, top1=top1)
     to_stdout = json_path is not None and str(json_path) == "-"
@@ -223,7 +225,7 @@ def run_targets(targets, thread_list, *, runs, warmup, env, json_path=None, csv_
     return rows, failures
 
 
-def _top1_for(targets, eval_dir: Path) -> dict:
+def _top1_for(targets, eval_dir: Path, *, verify: bool = True) -> dict:
     """Top-1 of each (file, runtime) target on ``eval_dir``; one warning per bundle (or lone file) with random weights."""
     from ..core.manifest import MANIFEST, Manifest
     from ..runtime.evaluate import evaluate, random_weights_warning, weights_source
@@ -242,7 +244,7 @@ def _top1_for(targets, eval_dir: Path) -> dict:
             if lone:  # a lone file: its own metadata decides (evaluate calls this when random)
                 err.print(f"warning: {t.label}: {m}", markup=False)
 
-        res[t.path, t.runtime] = evaluate(t.path, eval_dir, warn=warn, runtime=t.runtime)["top1"]
+        res[t.path, t.runtime] = evaluate(t.path, eval_dir, warn=warn, runtime=t.runtime, verify=verify)["top1"]
     return res
 
 

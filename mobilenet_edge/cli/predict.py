@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ..core import jsonio
 from ..core.errors import UsageError
-from .app import PROG, app, err, out
+from .app import NO_VERIFY_HELP, PROG, app, err, out, warn_no_verify
 
 PREDICT_EPILOG = (
     "Examples:\n\n"
@@ -60,6 +60,7 @@ MeanOpt = Annotated[
 ]
 StdOpt = Annotated[Optional[str], typer.Option("--std", help="Pixel std, one value or R,G,B in 0..255.")]
 CropOpt = Annotated[Optional[float], typer.Option("--crop", help="Central crop fraction per side, (0, 1]; 1.0 = plain resize.")]
+NoVerifyOpt = Annotated[bool, typer.Option("--no-verify", help=NO_VERIFY_HELP)]
 ResizeOpt = Annotated[Optional[str], typer.Option("--resize", help="Resize filter: bilinear, bicubic, nearest, lanczos.")]
 
 
@@ -128,6 +129,7 @@ def predict(
                                               "(the bundle is pushed, the images copied; see `push --help`).")] = None,
     remote_cmd: Annotated[Optional[str], typer.Option("--remote-cmd", help="--on: the devices' mobilenet-edge.")] = None,
     runtime: RuntimeOpt = None,
+    no_verify: NoVerifyOpt = False,
 ) -> None:
     """Top-k classes with probabilities for each image.
 
@@ -144,18 +146,17 @@ def predict(
 
     if top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {top_k}")
+    warn_no_verify(no_verify)
     if on is not None:  # issue #19: the device's own predict
-        from .push import predict_on_hosts
-
         if any(v is not None for v in (mean, std, crop, resize, labels)):
             raise UsageError("predict --on uses the bundle's own preprocessing and labels (no --mean/--std/--crop/--resize/--labels)")
-        return predict_on_hosts(model, images, on, remote_cmd=remote_cmd, as_json=as_json, show=_print_predictions,
-                                predict_args=["--top-k", str(top_k), "--threads", str(threads), *(["--int8"] if int8 else []),
-                                              *(["--format", fmt] if fmt else [])])
+        args = ["--top-k", str(top_k), "--threads", str(threads)] + (["--int8"] if int8 else [])
+        return _predict_on(model, images, on, remote_cmd=remote_cmd, as_json=as_json, predict_args=args + (
+            ["--format", fmt] if fmt else []) + (["--no-verify"] if no_verify else []))
     paths = imglib.expand_paths(images)
     overrides = _overrides(mean, std, crop, resize)
     loaded = open_model(model, int8=int8, fmt=fmt, threads=threads, prep_overrides=overrides, labels_file=labels,
-                        runtime=runtime)
+                        runtime=runtime, verify=not no_verify)
     runner, prep, names, manifest = loaded.runner, loaded.prep, loaded.labels, loaded.manifest
     if top_k > runner.num_classes:
         raise UsageError(f"--top-k must be between 1 and the class count {runner.num_classes}, got {top_k}")
@@ -193,6 +194,13 @@ def predict(
         raise typer.Exit(1)
 
 
+def _predict_on(model, images, on, **kwargs) -> None:
+    """``predict --on``: the devices' own predict (runtime/remote, issue #19)."""
+    from .push import predict_on_hosts
+
+    predict_on_hosts(model, images, on, show=_print_predictions, **kwargs)
+
+
 def _print_predictions(results: list[dict]) -> None:
     """One table per image: rank, label, index, probability."""
     for r in results:
@@ -225,6 +233,7 @@ def eval_cmd(
     resize: ResizeOpt = None,
     fmt: FmtOpt = None,
     runtime: RuntimeOpt = None,
+    no_verify: NoVerifyOpt = False,
 ) -> None:
     """Top-1 / top-5 accuracy on a folder of labelled images.
 
@@ -233,12 +242,14 @@ def eval_cmd(
     """
     from ..runtime.evaluate import evaluate
 
+    warn_no_verify(no_verify)
     with _progress(8, "eval") as bar:  # total unknown until the ground truth is read
         task = bar.add_task("eval", total=None)
         res = evaluate(
             model, folder, int8=int8, labels_csv=labels, threads=threads, fmt=fmt,
             prep_overrides=_overrides(mean, std, crop, resize), on_error=_report_skipped,
             progress=lambda done, total: bar.update(task, completed=done, total=total), warn=_warn, runtime=runtime,
+            verify=not no_verify,
         )
     n, c1, c5, errors = res["n"], res["top1_correct"], res["top5_correct"], res["errors"]
     prep, source = res["preprocessing"], res["ground_truth"]

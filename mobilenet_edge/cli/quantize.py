@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..core import jsonio
-from .app import app, err, out
+from .app import NO_VERIFY_HELP, app, err, out, warn_no_verify
 from .predict import MeanOpt, StdOpt, _floats
 
 EPILOG = (
@@ -59,6 +59,7 @@ def quantize(
                        "ort (default) or openvino.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the quantization record as JSON.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing int8 model.")] = False,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help=NO_VERIFY_HELP)] = False,
 ) -> None:
     """Quantize an fp32 model to int8 (QDQ, per-channel weights) with ONNX Runtime and report its
     fidelity to fp32: top-1 agreement, logits SQNR (dB), top-1/top-5 with labels.
@@ -86,9 +87,10 @@ def quantize(
     if target.is_dir():
         if any(v is not None for v in (mean, std, crop, resize, res)):
             raise UsageError("--mean/--std/--crop/--resize/--res apply to a lone .onnx file; a bundle has its preprocessing")
+        warn_no_verify(no_verify)
         rec = quantize_bundle(target, calib=calib, eval_dir=eval_dir, options=opts, synthetic=synthetic,
                               labels_csv=labels, debug_layers=debug_layers, force=force, fold=fold,
-                              runtime=fidelity_runtime)
+                              runtime=fidelity_runtime, verify=not no_verify)
         dst = target / "model.int8.onnx"
     elif target.is_file():
         prep = _lone_file_prep(target, mean=mean, std=std, crop=crop, resize=resize, res=res)
@@ -104,11 +106,7 @@ def quantize(
                             runtime=fidelity_runtime)
     else:
         raise UsageError(f"no such bundle folder or .onnx file: {target}")
-
-    if as_json:
-        out.print_json(jsonio.dumps(rec))
-        return
-    print_record(rec, dst)
+    out.print_json(jsonio.dumps(rec)) if as_json else print_record(rec, dst)
 
 
 def _lone_file_prep(target: Path, *, mean, std, crop, resize, res):

@@ -44,6 +44,60 @@ def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+#: sha256 of the files checked in this process, keyed by (real path, size, mtime_ns, inode): a bundle opened
+#: twice (e.g. ``bench --eval``) is hashed once. Only in-process: a cache on disk keyed by mtime would miss
+#: what this check is for (bits that rot on an SD card leave size and mtime alone).
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def cached_sha256(path: str | Path) -> str:
+    """:func:`sha256_file`, remembered for this process while the file's size, mtime and inode stay the same."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
+
+
+def file_mismatch(path: str | Path, rec: dict, *, cached: bool = False) -> tuple[int, str, str | None]:
+    """Compare a file with its manifest ``files`` record: (size in bytes, sha256 hex, why it differs or None).
+
+    The reason is ``"size S bytes, manifest says M"`` or ``"sha256 0123456789ab... differs from the
+    manifest's ..."``. ``cached``: through :func:`cached_sha256`.
+    """
+    size = os.stat(path).st_size
+    digest = cached_sha256(path) if cached else sha256_file(path)
+    if size != rec.get("size"):
+        return size, digest, f"size {size} bytes, manifest says {rec.get('size')}"
+    if digest != rec.get("sha256"):
+        return size, digest, f"sha256 {digest[:12]}... differs from the manifest's {str(rec.get('sha256'))[:12]}..."
+    return size, digest, None
+
+
+def check_bundle_file(bundle: str | Path, name: str, manifest: Manifest) -> Path:
+    """Refuse a bundle file that is not the one its manifest records (size, then sha256; issue #20).
+
+    Every model opened from a bundle goes through this (``runtime/load.open_model``, ``bench``,
+    ``quantize``) unless the user passes ``--no-verify``. Cost: one sha256 pass over the file per process
+    (:func:`cached_sha256`; figures in docs/bundle-format.md).
+
+    Returns:
+        ``bundle/name``.
+    Raises:
+        MobilenetEdgeError: one line naming the file: not listed in manifest.json, or its size or sha256
+            differs (a copy cut short, a flipped byte, a file replaced by hand).
+    """
+    path = Path(bundle) / name
+    hint = f"`mobilenet-edge verify {bundle}` checks every file; --no-verify runs it anyway"
+    rec = manifest.file(name)
+    if not rec.get("sha256"):
+        raise MobilenetEdgeError(f"{path} is not listed in {MANIFEST} with a sha256 ({hint})")
+    _, _, why = file_mismatch(path, rec, cached=True)
+    if why:
+        raise MobilenetEdgeError(f"{path} does not match {MANIFEST} ({why}): changed or corrupt since export; {hint}")
+    return path
+
+
 def file_record(path: str | Path) -> dict:
     """``{"sha256": hex, "size": bytes}`` for a file."""
     path = Path(path)

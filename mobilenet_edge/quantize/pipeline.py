@@ -296,6 +296,7 @@ def quantize_bundle(
     progress: bool = True,
     fold: int = 0,
     runtime: str = "onnxruntime",
+    verify: bool = True,
 ) -> dict:
     """Write ``model.int8.onnx`` into a bundle and record it in ``manifest.json``.
 
@@ -311,6 +312,8 @@ def quantize_bundle(
         fold: which half of a split ``calib`` folder calibrates (0: even positions, 1: odd), for
             2-fold cross evaluation.
         runtime: where the fidelity report runs both models: "onnxruntime" or "openvino".
+        verify: check ``model.onnx`` against the manifest's size and sha256 before quantizing it
+            (:func:`~mobilenet_edge.core.bundle.check_bundle_file`; the CLI's ``--no-verify`` turns it off).
     Returns:
         The manifest's new ``quantization`` record.
     Raises:
@@ -322,6 +325,8 @@ def quantize_bundle(
     dst = bundle_dir / bdl.FILE_INT8
     if dst.exists() and not force:
         raise UsageError(f"{dst} exists; use --force to replace it")
+    if verify:
+        bdl.check_bundle_file(bundle_dir, src.name, manifest)
     prep = manifest.prep()
     source = manifest.weights_source
     if calib is None and not synthetic and source == "random":

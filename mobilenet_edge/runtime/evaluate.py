@@ -72,13 +72,15 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
     warn: Callable[[str], None] | None = None,
     runtime: str | None = None,
+    verify: bool = True,
 ) -> dict:
     """Top-1 and top-5 of a bundle / .onnx / .tflite on a folder of labelled images.
 
     Ground truth from :func:`ground_truth`. A 1001-class model's index 0 is background: prediction i
     counts as ImageNet class i-1. Undecodable images are skipped (listed under ``errors``).
     ``warn(msg)`` gets :func:`random_weights_warning` before any image is run when the weights are random.
-    ``runtime``: as :func:`~.load.open_model` (None: the file's default runtime).
+    ``runtime``, ``verify``: as :func:`~.load.open_model` (None: the file's default runtime; a bundle's
+    file checked against its manifest).
 
     Returns:
         ``{"n", "top1", "top5"`` (fractions 0-1), ``"model", "precision", "file", "backend",
@@ -100,7 +102,7 @@ def evaluate(
     if not folder.is_dir():
         raise UsageError(f"no such folder: {folder}")
     runner, prep, _, manifest = open_model(model, int8=int8, fmt=fmt, threads=threads, prep_overrides=prep_overrides,
-                                           runtime=runtime)
+                                           runtime=runtime, verify=verify)
     gt, source = _truth(runner, folder, labels_csv)
     weights = weights_source(runner, manifest)
     if weights == "random" and warn is not None:
