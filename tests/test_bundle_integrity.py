@@ -128,6 +128,22 @@ def test_quantize_refuses_a_corrupt_fp32_model(capsys, tmp_path):
     assert not (b / B.FILE_INT8).exists()
 
 
+def test_a_bundle_file_given_by_its_path_is_checked_too(capsys, corrupt, tmp_path):
+    """`predict export/x/model.int8.onnx`: the file is still the bundle's, and its record still holds."""
+    b, imgs = corrupt
+    for args in (["predict", b / B.FILE_INT8, imgs / "0.png"],
+                 ["bench", b / B.FILE_INT8, "--runs", "2", "--warmup", "0"]):
+        code, out, err = _run(capsys, *args)
+        assert code == 1 and out == "", (args, err)
+        _refusal(err, b / B.FILE_INT8)
+    c = tiny_bundle(tmp_path / "c", res=16, classes=10)
+    _flip_a_weight_byte(c / B.FILE_FP32)
+    code, _, err = _run(capsys, "quantize", c / B.FILE_FP32, "--synthetic")
+    assert code == 1
+    _refusal(err, c / B.FILE_FP32)
+    assert not (c / "model.int8.onnx").exists()
+
+
 def test_a_lone_file_has_no_manifest_and_is_not_checked(capsys, corrupt, tmp_path):
     b, imgs = corrupt
     lone = tmp_path / "copied.int8.onnx"

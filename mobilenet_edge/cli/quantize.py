@@ -68,6 +68,7 @@ def quantize(
     <name>.int8.onnx beside it; its preprocessing comes from its metadata (our exports) or from
     --mean/--std/--crop/--resize.
     """
+    from ..core.bundle import check_listed_file
     from ..core.errors import UsageError
     from ..core.onnx_graph import model_io
     from ..quantize.options import OrtExtraOptions, QuantOptions
@@ -93,11 +94,10 @@ def quantize(
                               runtime=fidelity_runtime, verify=not no_verify)
         dst = target / "model.int8.onnx"
     elif target.is_file():
+        if not no_verify:
+            check_listed_file(target)  # a bundle's model.onnx given by its path: its manifest record holds
         prep = _lone_file_prep(target, mean=mean, std=std, crop=crop, resize=resize, res=res)
-        dst = target.with_name(target.name[: -len(".onnx")] + ".int8.onnx" if target.name.endswith(".onnx")
-                               else target.name + ".int8.onnx")
-        if dst.exists() and not force:
-            raise UsageError(f"{dst} exists; use --force to replace it")
+        dst = _lone_file_dst(target, force=force)
         weights = model_io(target)["metadata"].get("weights")
         if calib is None and not synthetic:
             raise UsageError("--calib DIR is required (or --synthetic for a random-weight model)")
@@ -107,6 +107,17 @@ def quantize(
     else:
         raise UsageError(f"no such bundle folder or .onnx file: {target}")
     out.print_json(jsonio.dumps(rec)) if as_json else print_record(rec, dst)
+
+
+def _lone_file_dst(target: Path, *, force: bool) -> Path:
+    """``<name>.int8.onnx`` beside a lone ``<name>.onnx``. Raises UsageError when it exists without ``force``."""
+    from ..core.errors import UsageError
+
+    stem = target.name[: -len(".onnx")] if target.name.endswith(".onnx") else target.name
+    dst = target.with_name(stem + ".int8.onnx")
+    if dst.exists() and not force:
+        raise UsageError(f"{dst} exists; use --force to replace it")
+    return dst
 
 
 def _lone_file_prep(target: Path, *, mean, std, crop, resize, res):

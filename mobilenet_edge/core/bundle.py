@@ -98,6 +98,25 @@ def check_bundle_file(bundle: str | Path, name: str, manifest: Manifest) -> Path
     return path
 
 
+def check_listed_file(path: str | Path) -> None:
+    """A model file given by its path that sits in a bundle folder whose manifest lists it (e.g.
+    ``export/<name>/model.int8.onnx``) is checked as :func:`check_bundle_file` checks it; a file without
+    such a record (a lone file, or a folder without a readable manifest) is not.
+
+    Raises:
+        MobilenetEdgeError: as :func:`check_bundle_file`.
+    """
+    path = Path(path)
+    if not (path.parent / MANIFEST).is_file():
+        return
+    try:
+        manifest = Manifest.read(path.parent)
+    except MobilenetEdgeError:
+        return
+    if manifest.file(path.name):
+        check_bundle_file(path.parent, path.name, manifest)
+
+
 def file_record(path: str | Path) -> dict:
     """``{"sha256": hex, "size": bytes}`` for a file."""
     path = Path(path)

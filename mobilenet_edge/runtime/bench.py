@@ -33,7 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8, MANIFEST, check_bundle_file
+from ..core.bundle import (
+    FILE_FP32,
+    FILE_INT8,
+    FILE_TFLITE,
+    FILE_TFLITE_INT8,
+    MANIFEST,
+    check_bundle_file,
+    check_listed_file,
+)
 from ..core.errors import MobilenetEdgeError, UsageError
 from ..core.manifest import Manifest
 from ..core.openvino_session import openvino_available
@@ -134,6 +142,8 @@ def targets_for(spec: str | Path, *, formats: Iterable[str] = ("onnx", "tflite")
         return _bundle_targets(path, formats, runtimes, verify=verify)
     if not path.is_file():
         raise UsageError(f"no such model file or bundle: {path}")
+    if verify:
+        check_listed_file(path)  # e.g. bundle/model.int8.onnx given by its path
     target = _file_target(path)
     rts = runtimes_for(path, runtimes, every=False)
     if not rts:

@@ -101,8 +101,9 @@ def open_model(
             name (:mod:`.names`: "ort"/"onnxruntime", "openvino", "litert"); in a bundle it also picks the
             format when ``fmt`` is None (litert: ``.tflite``, the others: ``.onnx``).
         verify: in a bundle, check the model file (and labels.txt when listed) against manifest.json's
-            size and sha256 first (:func:`~mobilenet_edge.core.bundle.check_bundle_file`); False is the
-            CLI's ``--no-verify``. A lone file has no manifest and is not checked.
+            size and sha256 first (:func:`~mobilenet_edge.core.bundle.check_bundle_file`); also a file given
+            by its path inside a bundle folder that lists it. False is the CLI's ``--no-verify``. A lone
+            file has no manifest and is not checked.
     Returns:
         :class:`LoadedModel` (runner, preprocessing, labels (len == num_classes), manifest or None).
     Raises:
@@ -125,6 +126,8 @@ def open_model(
         runner, prep_dict, labels, manifest = _open_bundle(p, int8=int8, fmt=fmt, threads=threads, runtime=runtime,
                                                            verify=verify)
     elif p.is_file():
+        if verify:
+            _bundle.check_listed_file(p)  # a file inside a bundle, given by its path: its record still holds
         runner, prep_dict, labels = _open_file(p, int8=int8, threads=threads, runtime=runtime)
         manifest = None
     else:
