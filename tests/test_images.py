@@ -329,6 +329,10 @@ def test_the_bound_is_read_from_the_environment(tmp_path, monkeypatch):
         monkeypatch.setenv(images.MAX_MEGAPIXELS_ENV, bad)
         with pytest.raises(UsageError, match=images.MAX_MEGAPIXELS_ENV):
             images.max_pixels()
+    skipped = []  # a bad setting stops a run once, instead of skipping every image
+    with pytest.raises(UsageError, match=images.MAX_MEGAPIXELS_ENV):
+        list(images.iter_batches([png, png], _prep(8), on_error=lambda p, e: skipped.append(p)))
+    assert skipped == []
 
 
 def test_a_jpeg_over_the_bound_is_decoded_at_a_reduced_scale(tmp_path, monkeypatch):

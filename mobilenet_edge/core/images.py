@@ -341,7 +341,8 @@ def iter_batches(
     paths: Sequence[Path], prep: Preprocessing, *, batch: int = 1, on_error=None
 ) -> Iterator[tuple[list[Path], np.ndarray]]:
     """Yield (paths, (B, ...) float32) batches; undecodable files go to ``on_error(path, exc)``
-    (skipped) when given, else raise."""
+    (skipped) when given, else raise. A bad ``MOBILENET_EDGE_MAX_MEGAPIXELS`` raises UsageError once, first."""
+    max_pixels()  # a bad setting is one error, not one skipped image each
     buf_p: list[Path] = []
     buf_x: list[np.ndarray] = []
     for p in paths:
