@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from quant_fidelity import images_and_labels, run  # noqa: E402
 
 from mobilenet_edge.core import jsonio  # noqa: E402
-from mobilenet_edge.core.bundle import read_manifest  # noqa: E402
+from mobilenet_edge.core.bundle import check_can_write, read_manifest  # noqa: E402
+from mobilenet_edge.core.errors import UsageError  # noqa: E402
 from mobilenet_edge.core.images import Preprocessing  # noqa: E402
 from mobilenet_edge.core.labels import background_offset  # noqa: E402
 from mobilenet_edge.quantize.fidelity import top2_margin  # noqa: E402
@@ -210,7 +211,13 @@ def main(argv=None) -> int:
     ap.add_argument("--draws", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True, help="output stem (.json and .md are added)")
+    ap.add_argument("--force", action="store_true", help="replace existing result files (committed ones included)")
     a = ap.parse_args(argv)
+    try:  # never replace results without --force (issue #20)
+        for f in (a.out.with_suffix(".json"), a.out.with_suffix(".md")):
+            check_can_write(f, "--out", force=a.force)
+    except UsageError as e:
+        ap.error(str(e))
     fid = json.loads(a.fidelity.read_text()) if a.fidelity else None
     res = {"created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "calib": str(a.calib),
            "draws": a.draws, "seed": a.seed,

@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from quant_fidelity import evaluate_bundle, latency, machine  # noqa: E402
 
 from mobilenet_edge.core import jsonio  # noqa: E402
-from mobilenet_edge.core.bundle import read_manifest  # noqa: E402
+from mobilenet_edge.core.bundle import check_can_write, read_manifest  # noqa: E402
+from mobilenet_edge.core.errors import UsageError  # noqa: E402
 from mobilenet_edge.core.variants import Variant  # noqa: E402
 
 PREFIXES = (2, 6, 10, 14, 18, 22, 27)
@@ -93,7 +94,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="output stem (.json and .md are added)")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--force", action="store_true", help="replace existing result files (committed ones included)")
     a = ap.parse_args(argv)
+    try:  # never replace results without --force (issue #20)
+        for f in (a.out.with_suffix(".json"), a.out.with_suffix(".md")):
+            check_can_write(f, "--out", force=a.force)
+    except UsageError as e:
+        ap.error(str(e))
     with tempfile.TemporaryDirectory() as td:
         bundles = [sweep(b, a.calib, Path(td), rounds=a.rounds, runs=a.runs) for b in a.bundles]
     res = {"created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine(),

@@ -47,6 +47,8 @@ from quant_fidelity_report import google_tflite, markdown  # noqa: E402
 from research import equalize as eq  # noqa: E402
 
 from mobilenet_edge.core import jsonio  # noqa: E402
+from mobilenet_edge.core.bundle import check_can_write  # noqa: E402
+from mobilenet_edge.core.errors import UsageError  # noqa: E402
 from mobilenet_edge.core.images import Preprocessing, load  # noqa: E402
 from mobilenet_edge.core.labels import background_offset  # noqa: E402
 from mobilenet_edge.core.manifest import Manifest  # noqa: E402
@@ -326,7 +328,13 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--no-latency", action="store_true")
+    ap.add_argument("--force", action="store_true", help="replace existing result files (committed ones included)")
     a = ap.parse_args(argv)
+    try:  # never replace results without --force (issue #20)
+        for f in (Path(f"{a.out}.json"), Path(f"{a.out}.md")):
+            check_can_write(f, "--out", force=a.force)
+    except UsageError as e:
+        ap.error(str(e))
     methods = {k: v for k, v in METHODS.items() if not a.methods or k in a.methods.split(";")}
     res = {"created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "calib": str(a.calib),
            "machine": machine(), "bundles": [], "latency": {}, "google_tflite": {}}

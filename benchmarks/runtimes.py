@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mobilenet_edge.core import jsonio  # noqa: E402
+from mobilenet_edge.core.bundle import check_can_write  # noqa: E402
+from mobilenet_edge.core.errors import UsageError  # noqa: E402
 from mobilenet_edge.core.platform_info import environment  # noqa: E402
 from mobilenet_edge.runtime import bench as B  # noqa: E402
 from mobilenet_edge.runtime.names import RUNTIMES  # noqa: E402
@@ -124,7 +126,13 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/runtimes"))
+    ap.add_argument("--force", action="store_true", help="replace existing result files (committed ones included)")
     args = ap.parse_args(argv)
+    try:  # never replace results without --force (issue #20)
+        for f in (Path(f"{args.out}.json"),):
+            check_can_write(f, "--out", force=args.force)
+    except UsageError as e:
+        ap.error(str(e))
     threads = [int(v) for v in args.threads.split(",")]
     env = environment()
     started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

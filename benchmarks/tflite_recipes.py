@@ -36,6 +36,8 @@ from mobilenet_edge.build.tflite.records import interpreter, raw_invoke  # noqa:
 from mobilenet_edge.build.tflite_export import export_tflite  # noqa: E402
 from mobilenet_edge.build.weights import load_weights  # noqa: E402
 from mobilenet_edge.core import images, jsonio  # noqa: E402
+from mobilenet_edge.core.bundle import check_can_write  # noqa: E402
+from mobilenet_edge.core.errors import UsageError  # noqa: E402
 from mobilenet_edge.core.labels import background_offset  # noqa: E402
 from mobilenet_edge.core.versions import TFLITE_TOOLS, versions  # noqa: E402
 from mobilenet_edge.runtime.runner import Runner  # noqa: E402
@@ -84,7 +86,13 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "tflite_recipes"))
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--force", action="store_true", help="replace existing result files (committed ones included)")
     a = ap.parse_args()
+    try:  # never replace results without --force (issue #20)
+        for f in (Path(a.out).with_suffix(".json"), Path(a.out).with_suffix(".md")):
+            check_can_write(f, "--out", force=a.force)
+    except UsageError as e:
+        ap.error(str(e))
     data = Path(a.data)
     calib = data / "imagenet-calib"
     rows_csv = list(csv.DictReader(open(calib / "labels.csv", encoding="utf-8")))

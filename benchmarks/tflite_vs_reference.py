@@ -37,6 +37,8 @@ sys.path.insert(0, str(ROOT))
 from mobilenet_edge.build.tflite.records import interpreter, raw_invoke  # noqa: E402
 from mobilenet_edge.build.tflite_export import export_tflite  # noqa: E402
 from mobilenet_edge.core import images, jsonio  # noqa: E402
+from mobilenet_edge.core.bundle import check_can_write  # noqa: E402
+from mobilenet_edge.core.errors import UsageError  # noqa: E402
 from mobilenet_edge.core.labels import background_offset  # noqa: E402
 from mobilenet_edge.core.versions import TFLITE_TOOLS, versions  # noqa: E402
 from mobilenet_edge.quantize.fidelity import sqnr_db  # noqa: E402
@@ -100,11 +102,17 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--workdir", default=None, help="keep the .tflite files here (default: a temporary folder)")
+    ap.add_argument("--force", action="store_true", help="replace an existing result file (committed ones included)")
     args = ap.parse_args()
 
     import torch
 
     model, source = load_model(args.weights, args.alpha, args.res)
+    tag = f"{args.alpha:.2f}_{args.res}"
+    try:  # never replace results without --force (issue #20); checked before the long run
+        check_can_write(Path(args.out) / f"tflite_{tag}_{source}.json", "--out", force=args.force)
+    except UsageError as e:
+        ap.error(str(e))
     prep = images.Preprocessing(res=args.res)
     calib_dir = DATA / "imagenet-calib"
     rows = list(csv.DictReader(open(calib_dir / "labels.csv", encoding="utf-8")))
@@ -116,7 +124,6 @@ def main() -> int:
     tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="tflite-vs-reference-")
     work = Path(args.workdir or tmp.name)  # model files stay out of --out (results are committed)
     work.mkdir(parents=True, exist_ok=True)
-    tag = f"{args.alpha:.2f}_{args.res}"
     rec_fp32 = export_tflite(model, work / f"model_{tag}.tflite", res=args.res, check=photos + [x_nchw])
     rec_int8 = export_tflite(
         model, work / f"model_{tag}.int8.tflite", res=args.res, int8=True, calib=[x_nchw], check=[x_nchw]

@@ -147,7 +147,7 @@ def test_bench_cli_writes_json_and_csv(capsys, tmp_path, tiny_bundle_dir):
         assert r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
         assert r["throughput_ips"] == pytest.approx(1000 / r["mean_ms"])
     assert _run(capsys, "bench", str(tiny_bundle_dir / "model.onnx"), "--threads", "1,1", "--runs", "2",
-                "--json", str(j))[0] == 0
+                "--json", str(j), "--force")[0] == 0  # r.json exists: --force replaces it (issue #20)
     assert len(json.loads(j.read_text())["results"]) == 1  # '1,1' benches once
     header = c.read_text().splitlines()[0].split(",")
     assert header == list(COLUMNS)

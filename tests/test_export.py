@@ -180,8 +180,8 @@ def test_failed_int8_step_of_a_forced_export_keeps_the_old_bundle(capsys, tmp_pa
 
 
 def test_bench_grid_writes_results_and_reuses_complete_bundles(capsys, tmp_path):
-    """bench --grid (random weights): fp32 + int8 rows per point, JSON/CSV/PNG; a second run reuses the
-    bundle (its manifest is not rewritten) because every sha256 still matches."""
+    """bench --grid (random weights): fp32 + int8 rows per point, JSON/CSV/PNG; a second run needs --force
+    to replace the results and reuses the bundle (its manifest is not rewritten): every sha256 still matches."""
     pytest.importorskip("matplotlib")
     args = ["bench", "--grid", "--alphas", "0.25", "--res", "64", "--out", str(tmp_path), "--runs", "2",
             "--warmup", "0"]
@@ -194,5 +194,6 @@ def test_bench_grid_writes_results_and_reuses_complete_bundles(capsys, tmp_path)
     assert (tmp_path / "grid.csv").is_file() and (tmp_path / "latency_vs_macs.png").read_bytes()[:4] == b"\x89PNG"
     manifest = tmp_path / "bundles" / "mobilenet_v1_0.25_64" / "manifest.json"
     stamp = manifest.stat().st_mtime_ns
-    assert run(capsys, *args)[0] == 0
+    assert run(capsys, *args)[0] == 2  # grid.json exists: not replaced without --force (issue #20)
+    assert run(capsys, *args, "--force")[0] == 0
     assert manifest.stat().st_mtime_ns == stamp

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import struct
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import numpy as np
 import pytest
@@ -239,13 +242,113 @@ def test_huge_png_costs_one_decoded_image(tmp_path):
         "im.save(sys.argv[1], compress_level=1)\n"
     )
     subprocess.run([sys.executable, "-c", gen, str(path)], check=True, timeout=300)
-    proc = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, images.MAX_MEGAPIXELS_ENV: "100"}  # 100 MP: over the default bound, raised on purpose
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True, timeout=300,
+                          env=env)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     decoded_kb = side * side * 4 / 1024
     assert (r["peak_kb"] - r["base_kb"]) < 1.25 * decoded_kb, r
     assert r["shape"] == [3, 160, 160]
     np.testing.assert_allclose(r["centre"], [(30 - 127.5) / 127.5, (120 - 127.5) / 127.5, (200 - 127.5) / 127.5], atol=0.02)
+
+
+# -- the decoded-size bound (issue #20 item 2) ---------------------------------------------------------------
+
+
+def _grey_png(path, width: int, height: int) -> None:
+    """An 8-bit greyscale PNG of zeros written row by row (no decoded copy in this process): a few hundred
+    kB on disk for hundreds of megapixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    comp = zlib.compressobj(9)
+    row = b"\0" * (width + 1)  # filter byte 0 + one byte per pixel
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+_HUGE_RUN = textwrap.dedent(
+    """
+    import json, resource, sys
+    from mobilenet_edge.cli import main
+    bundle, small, huge, folder = sys.argv[1:]
+    assert main(["predict", bundle, small]) == 0  # imports, session and one image: the baseline
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code_predict = main(["predict", bundle, huge])
+    code_eval = main(["eval", bundle, folder])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"base_kb": base, "peak_kb": peak, "predict": code_predict, "eval": code_eval}))
+    """
+)
+
+
+def test_a_23000_px_png_is_refused_from_its_header(tmp_path):
+    """The issue's file: 23000 x 23000 (529 MP; 2.1 GB as Pillow's RGB, 529 MB even as greyscale), a small
+    PNG within Pillow's guard as this package set it. predict refuses it (exit 1, one line), eval skips it
+    with a warning and scores the other image; neither decodes it: the peak RSS of the run (ru_maxrss of a
+    fresh interpreter) grows by less than a tenth of the greyscale decode."""
+    from _tiny_models import tiny_bundle
+
+    side = 23_000
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    huge = folder / "huge.png"
+    _grey_png(huge, side, side)
+    assert huge.stat().st_size < 2_000_000
+    small = folder / "small.png"
+    Image.new("RGB", (20, 20), (90, 160, 30)).save(small)
+    (folder / "labels.csv").write_text("file,imagenet_index\nhuge.png,1\nsmall.png,2\n")
+    bundle = tiny_bundle(tmp_path / "b", res=16, classes=1001)
+    env = {k: v for k, v in os.environ.items() if k != images.MAX_MEGAPIXELS_ENV}
+    proc = subprocess.run([sys.executable, "-c", _HUGE_RUN, str(bundle), str(small), str(huge), str(folder)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["predict"] == 1 and r["eval"] == 0, proc.stderr
+    assert (r["peak_kb"] - r["base_kb"]) * 1024 < 0.1 * side * side, r
+    lines = proc.stderr.splitlines()
+    err = [ln for ln in lines if ln.startswith("mobilenet-edge: error:")]
+    assert err == [f"mobilenet-edge: error: cannot decode image {huge}: 23000 x 23000 = 529.0 megapixels, over the "
+                   f"50-megapixel limit (set {images.MAX_MEGAPIXELS_ENV} to raise it)"]
+    assert any(ln.startswith(f"warning: skipped {huge}: cannot decode: 23000 x 23000") for ln in lines), lines
+
+
+def test_the_bound_is_read_from_the_environment(tmp_path, monkeypatch):
+    png = tmp_path / "a.png"
+    Image.new("RGB", (401, 300), (10, 20, 30)).save(png)  # 120300 pixels
+    monkeypatch.setenv(images.MAX_MEGAPIXELS_ENV, "0.1")
+    with pytest.raises(UsageError, match=r"401 x 300 = 0\.1 megapixels, over the 0\.1-megapixel limit"):
+        images.open_image(png)
+    monkeypatch.setenv(images.MAX_MEGAPIXELS_ENV, "0.1203")  # exactly 120300 pixels: allowed
+    assert images.open_image(png).size == (401, 300)
+    monkeypatch.delenv(images.MAX_MEGAPIXELS_ENV)
+    assert images.max_pixels() == 50_000_000
+    for bad in ("0", "-3", "nan", "lots"):
+        monkeypatch.setenv(images.MAX_MEGAPIXELS_ENV, bad)
+        with pytest.raises(UsageError, match=images.MAX_MEGAPIXELS_ENV):
+            images.max_pixels()
+    skipped = []  # a bad setting stops a run once, instead of skipping every image
+    with pytest.raises(UsageError, match=images.MAX_MEGAPIXELS_ENV):
+        list(images.iter_batches([png, png], _prep(8), on_error=lambda p, e: skipped.append(p)))
+    assert skipped == []
+
+
+def test_a_jpeg_over_the_bound_is_decoded_at_a_reduced_scale(tmp_path, monkeypatch):
+    """A JPEG over the bound is not refused: libjpeg decodes it at 1/2 (here), close to the full decode."""
+    yy, xx = np.mgrid[0:300, 0:401]
+    a = np.stack([xx * 255 // 400, yy * 255 // 299, (xx + yy) * 255 // 699], -1).astype(np.uint8)  # smooth ramps
+    jpg = tmp_path / "a.jpg"
+    Image.fromarray(a).save(jpg, quality=95)
+    prep = _prep(32, resize="tf_bilinear")
+    full = images.load(jpg, prep)
+    monkeypatch.setenv(images.MAX_MEGAPIXELS_ENV, "0.05")  # 120300 pixels > 50000 >= 201 x 150 = 30150
+    assert images.open_image(jpg).size == (201, 150)
+    np.testing.assert_allclose(images.load(jpg, prep), full, atol=6)  # a ramp of <= 0.64 grey level / pixel
+    monkeypatch.setenv(images.MAX_MEGAPIXELS_ENV, "0.0002")  # even 1/8 (51 x 38 = 1938) is over 200 pixels
+    with pytest.raises(UsageError, match="over the 0.0002-megapixel limit"):
+        images.open_image(jpg)
 
 
 def test_tf_crop_resize_follows_tf1_resize_bilinear_semantics():

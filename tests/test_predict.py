@@ -419,6 +419,10 @@ def test_bundle_from_reference_weights_keeps_top1(capsys, tmp_path, reference_di
 
         quantize_static(str(b / bundle.FILE_FP32), str(b / bundle.FILE_INT8), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+        manifest = bundle.read_manifest(b)  # recorded as quantize records it: a bundle's files are checked on load
+        manifest["files"][bundle.FILE_INT8] = {**bundle.file_record(b / bundle.FILE_INT8), "format": "onnx",
+                                               "precision": "int8"}
+        bundle.write_manifest(b, manifest)
     for extra in ([], ["--int8"]):
         code, out, err = run(capsys, "predict", b, images_dir / "parrot.jpg", images_dir / "cat.bmp",
                              "--crop", "1.0", "--json", *extra)

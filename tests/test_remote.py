@@ -317,3 +317,27 @@ def test_predict_on_matches_local_predict(server, device, bundle, tmp_path, imag
     for a, b in zip(local, remote):
         assert [e["index"] for e in a["top_k"]] == [e["index"] for e in b["top_k"]]
         assert [e["score"] for e in a["top_k"]] == pytest.approx([e["score"] for e in b["top_k"]], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_no_verify_is_passed_to_the_devices(server, device, bundle, tmp_path):
+    """Issue #20: `predict --on` / `bench --on` hand --no-verify to the device's own command. The device's
+    command is a wrapper that logs its arguments before running the real one."""
+    from PIL import Image
+
+    log = tmp_path / "argv.log"
+    wrapper = tmp_path / "mobilenet-edge-logged"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexec "{device["cmd"]}" "$@"\n')
+    wrapper.chmod(0o755)
+    img = tmp_path / "grey.png"
+    Image.new("RGB", (20, 20), (120, 120, 120)).save(img)
+    dest = f"device:{tmp_path / 'd'}"
+    cli(server, "predict", bundle, img, "--json", "--on", dest, "--remote-cmd", wrapper, "--no-verify", check=0)
+    cli(server, "bench", bundle, "--on", dest, "--remote-cmd", wrapper, "--runs", "2", "--warmup", "0", "--no-verify",
+        check=0)
+    calls = [c.split() for c in log.read_text().splitlines()]
+    assert any(c[0] == "predict" and "--no-verify" in c for c in calls), calls
+    assert any(c[0] == "bench" and "--no-verify" in c for c in calls), calls
+    cli(server, "predict", bundle, img, "--json", "--on", dest, "--remote-cmd", wrapper, check=0)
+    last_predict = [c for c in (c.split() for c in log.read_text().splitlines()) if c[0] == "predict"][-1]
+    assert "--no-verify" not in last_predict  # only when asked for

@@ -88,3 +88,17 @@ def test_names():
     assert Variant(1.0, 224).name == "mobilenet_v1_1.00_224"
     assert parse_name("mobilenet_v1_0.5_160_quant.tflite") == (0.5, 160)
     assert parse_name("photo.jpg") is None
+
+
+def test_names_of_near_alphas_do_not_collide():
+    """Issue #20 item 10: 0.504 and 0.496 both printed as 0.50 and shared the bundle folder of 0.5."""
+    names = {a: variant_name(a, 160) for a in (0.5, 0.504, 0.496, 0.5 + 1e-12)}
+    assert len(set(names.values())) == 4, names
+    # the paper's grid keeps its two-decimal names (DESIGN.md, the committed results)
+    assert [variant_name(a, 224) for a in (1.0, 0.75, 0.5, 0.25)] == [
+        "mobilenet_v1_1.00_224", "mobilenet_v1_0.75_224", "mobilenet_v1_0.50_224", "mobilenet_v1_0.25_224"]
+    assert names[0.504] == "mobilenet_v1_0.504_160" and names[0.496] == "mobilenet_v1_0.496_160"
+    # the name gives back the exact alpha, in positional notation (no exponent in a folder name)
+    for a in (0.504, 0.125, 1 / 3, 1e-5, 0.1 + 0.2, 2.0):
+        name = variant_name(a, 128)
+        assert "e" not in name.split("_")[2] and parse_name(name) == (a, 128), name

@@ -10,15 +10,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8, sha256_file
-from ..core.errors import MobilenetEdgeError
+from ..core.bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8, file_mismatch
+from ..core.errors import MobilenetEdgeError, UsageError
 from ..core.manifest import Manifest
 from ..core.variants import Variant, parse_name
+
+#: the results ``run_grid`` writes in its ``out_dir`` (the second plot only with ``eval_dir``)
+RESULT_FILES = ("grid.json", "grid.csv", "latency_vs_macs.png", "top1_vs_latency.png")
+
+
+def check_results_absent(out_dir: Path, *, force: bool) -> None:
+    """Refuse an ``out_dir`` that already holds grid results unless ``force`` (issue #20: the README's
+    command rewrote the committed benchmarks/results). Complete bundles in ``out_dir/bundles`` are not
+    results: they are reused either way.
+
+    Raises:
+        UsageError: ``"--out DIR holds results of an earlier grid (grid.json, ...); use --force to replace
+            them or another --out"``.
+    """
+    existing = [n for n in RESULT_FILES if (Path(out_dir) / n).exists()]
+    if existing and not force:
+        raise UsageError(f"--out {out_dir} holds results of an earlier grid ({', '.join(existing)}); "
+                         "use --force to replace them or another --out")
 
 
 def bundle_complete(bundle: Path, *, int8: bool = True, tflite: bool = False) -> bool:
     """True when the manifest lists model.onnx (and model.int8.onnx; with ``tflite`` model.tflite and
-    model.int8.tflite too) and every listed sha256 matches."""
+    model.int8.tflite too) and every listed file's size and sha256 match."""
     try:
         manifest = Manifest.read(bundle)
     except MobilenetEdgeError:
@@ -27,7 +45,7 @@ def bundle_complete(bundle: Path, *, int8: bool = True, tflite: bool = False) ->
     needed = [FILE_FP32] + ([FILE_INT8] if int8 else []) + ([FILE_TFLITE, FILE_TFLITE_INT8] if tflite else [])
     if any(n not in files for n in needed):
         return False
-    return all((bundle / n).is_file() and sha256_file(bundle / n) == manifest.file(n).get("sha256") for n in files)
+    return all((bundle / n).is_file() and file_mismatch(bundle / n, manifest.file(n), cached=True)[2] is None for n in files)
 
 
 def find_weights(weights_dir: Path | None, alpha: float, res: int) -> tuple[Path | None, bool]:
@@ -63,7 +81,7 @@ def reference_for(weights_dir: Path | None, alpha: float, res: int) -> Path | No
 
 def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, calib=None, eval_dir=None,
              out_dir=Path("benchmarks/results"), out=None, err=None, tflite=False,
-             runtimes=("onnxruntime", "litert")) -> list[dict]:
+             runtimes=("onnxruntime", "litert"), force=False) -> list[dict]:
     """Export, quantize and bench the grid; returns the result rows. See module docstring.
 
     ``tflite``: also export model.tflite and model.int8.tflite (litert-torch, calibrated on ``calib``,
@@ -71,10 +89,14 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
     progress (default: stdout / stderr). ``runtimes``: the runtimes each bundle file is benched on
     (runtime/names.py; default ONNX Runtime and LiteRT, as before OpenVINO; add "openvino" for its rows).
 
+    ``force``: replace the results of an earlier grid in ``out_dir`` (:data:`RESULT_FILES`).
+
     Raises:
+        UsageError: ``out_dir`` holds results and not ``force`` (:func:`check_results_absent`), before any work.
         MobilenetEdgeError: one or more grid points failed (each named with its error; the rows of the
             others are kept in ``grid.json`` / ``grid.csv``).
     """
+    check_results_absent(Path(out_dir), force=force)
     from rich.console import Console
 
     from ..core.platform_info import environment
@@ -94,7 +116,7 @@ def run_grid(*, alphas, resolutions, threads, runs, warmup, weights_dir=None, ca
     rows: list[dict] = []
     failures: list[dict] = []
     variants = [Variant(a, r, 1001 if weights_dir else 1000) for a in alphas for r in resolutions]
-    json_path, csv_path = out_dir / "grid.json", out_dir / "grid.csv"
+    json_path, csv_path = out_dir / RESULT_FILES[0], out_dir / RESULT_FILES[1]
     if weights_dir is None:
         err.print("no --weights-dir: Google's pretrained weights from the registry per point (shipped, cached or "
                   "downloaded; `mobilenet-edge weights list`), random where none is reachable (marked in the rows)"
@@ -212,7 +234,7 @@ def _report(rows: list[dict], env: dict, out_dir: Path, json_path: Path, csv_pat
     from ..runtime import plots as P
     from ..runtime import report as R
 
-    plots = [out_dir / "latency_vs_macs.png"] + ([out_dir / "top1_vs_latency.png"] if eval_dir is not None else [])
+    plots = [out_dir / RESULT_FILES[2]] + ([out_dir / RESULT_FILES[3]] if eval_dir is not None else [])
     P.plot_latency_vs_macs(rows, plots[0])
     if eval_dir is not None:
         P.plot_top1_vs_latency(rows, plots[1])

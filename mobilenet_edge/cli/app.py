@@ -104,6 +104,17 @@ if not sys.stdout.isatty() and not os.environ.get("TERMINAL_WIDTH") and "COLUMNS
         pass
 
 
+#: ``--no-verify`` of predict, eval, bench and quantize (issue #20: a bundle's model is checked against its manifest)
+NO_VERIFY_HELP = "Use a bundle's files even if their size or sha256 differ from manifest.json (said on stderr)."
+
+
+def warn_no_verify(flag: bool) -> None:
+    """One stderr line when ``--no-verify`` is given: the check it turns off is a safety net."""
+    if flag:
+        err.print("warning: --no-verify: bundle files are used without checking them against manifest.json",
+                  markup=False)
+
+
 def _version(value: bool) -> None:
     if value:
         from .. import __version__

@@ -10,7 +10,7 @@ import typer
 
 from ..core.bundle import check_can_write
 from ..core.errors import MobilenetEdgeError, UsageError
-from .app import app, err, out
+from .app import NO_VERIFY_HELP, app, err, out, warn_no_verify
 
 BENCH_EPILOG = (
     "Examples:\n\n"
@@ -108,6 +108,9 @@ def bench(
                                                     "--grid: ort and litert).")] = None,
     wide: Annotated[bool, typer.Option("--wide", help="Every column (init, first run, p90, std, inf/s, GMAC/s, "
                                        "RSS, size) and full file names; the default fits 80 columns.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing --json/--csv files (--grid: the results "
+                                        "in --out).")] = False,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help=NO_VERIFY_HELP)] = False,
 ) -> None:
     """Latency of .onnx (ONNX Runtime, OpenVINO) and .tflite (LiteRT) models: init, first run, p50/p90/p99, inf/s, RSS."""
     from ..core.platform_info import environment
@@ -121,14 +124,15 @@ def bench(
         raise UsageError(f"--warmup must be >= 0, got {warmup}")
     for name, path in (("--json", json_path), ("--csv", csv_path)):
         if path is not None and str(path) != "-":
-            check_can_write(path, name)  # before any work, not after the benchmark
+            check_can_write(path, name, force=force)  # before any work, not after the benchmark
+    warn_no_verify(no_verify)
     if on is not None:  # issue #19: the devices' own bench, one column per device
         from .push import bench_on_hosts
 
         if grid or eval_dir is not None or not models:
             raise UsageError("bench --on takes bundle folders (not --grid or --eval)")
         bench_args = ["--threads", threads, "--runs", str(runs), "--warmup", str(warmup)]
-        bench_args += ["--runtimes", runtimes] if runtimes else []
+        bench_args += (["--runtimes", runtimes] if runtimes else []) + (["--no-verify"] if no_verify else [])
         return bench_on_hosts(models, on, bench_args=bench_args, remote_cmd=remote_cmd, json_path=json_path,
                               csv_path=csv_path)
     if not grid:
@@ -140,14 +144,14 @@ def bench(
             raise UsageError("--grid builds its own models: give either model paths or --grid, not both")
         return _grid(alphas=parse_float_list(alphas, "--alphas"), resolutions=parse_int_list(res, "--res", minimum=32),
                      threads=thread_list, runs=runs, warmup=warmup, weights_dir=weights_dir, calib=calib,
-                     eval_dir=eval_dir, out_dir=out_dir, tflite=tflite, runtimes=runtime_list)
+                     eval_dir=eval_dir, out_dir=out_dir, tflite=tflite, runtimes=runtime_list, force=force)
     if not models:
         raise UsageError("give at least one bundle folder or model file (or --grid)")
-    targets = [t for m in models for t in B.targets_for(m, runtimes=runtime_list)]
+    targets = [t for m in models for t in B.targets_for(m, runtimes=runtime_list, verify=not no_verify)]
     env = environment()
     top1 = {}
     if eval_dir is not None:
-        top1 = _top1_for(targets, eval_dir)
+        top1 = _top1_for(targets, eval_dir, verify=not no_verify)
     rows, failures = run_targets(targets, thread_list, runs=runs, warmup=warmup, env=env, json_path=json_path,
                                  csv_path=csv_path, top1=top1)
     to_stdout = json_path is not None and str(json_path) == "-"
@@ -162,8 +166,9 @@ def bench(
         raise typer.Exit(1)
 
 
-def _grid(*, weights_dir, calib, eval_dir, out_dir, tflite: bool, runtimes, **kwargs) -> None:
+def _grid(*, weights_dir, calib, eval_dir, out_dir, tflite: bool, runtimes, force: bool, **kwargs) -> None:
     """``bench --grid``: its folder checks before any work, then :func:`~mobilenet_edge.build.grid.run_grid`."""
+    from ..build.grid import check_results_absent
     from ..core.images import image_folder
 
     if weights_dir is not None and not weights_dir.is_dir():
@@ -172,13 +177,14 @@ def _grid(*, weights_dir, calib, eval_dir, out_dir, tflite: bool, runtimes, **kw
         if folder is not None:
             image_folder(folder, name)
     check_can_write(out_dir, "--out", folder=True)
+    check_results_absent(out_dir, force=force)  # the README's command must not rewrite committed results
     _require_grid_packages(tflite=tflite)
     if tflite and calib is None:
         raise UsageError("--grid --tflite needs --calib DIR: the int8 .tflite is calibrated on real images")
     from ..build.grid import run_grid
 
     run_grid(weights_dir=weights_dir, calib=calib, eval_dir=eval_dir, out_dir=out_dir, out=out, err=err, tflite=tflite,
-             **kwargs, **({"runtimes": runtimes} if runtimes else {}))
+             force=force, **kwargs, **({"runtimes": runtimes} if runtimes else {}))
 
 
 def _require_grid_packages(*, tflite: bool = False) -> None:
@@ -226,7 +232,7 @@ def run_targets(targets, thread_list, *, runs, warmup, env, json_path=None, csv_
         return B.bench_targets(targets, thread_list, runs=runs, warmup=warmup, top1=top1, on_start=start, on_done=done)
 
 
-def _top1_for(targets, eval_dir: Path) -> dict:
+def _top1_for(targets, eval_dir: Path, *, verify: bool = True) -> dict:
     """Top-1 of each (file, runtime) target on ``eval_dir``; one warning per bundle (or lone file) with random weights."""
     from ..core.manifest import MANIFEST, Manifest
     from ..runtime.evaluate import POSITION_WARNING, evaluate, random_weights_warning, weights_source
@@ -245,7 +251,7 @@ def _top1_for(targets, eval_dir: Path) -> dict:
             if lone or m == POSITION_WARNING:  # random weights of a lone file: its own metadata decides
                 err.print(f"warning: {t.label}: {m}", markup=False)
 
-        r = evaluate(t.path, eval_dir, warn=warn, runtime=t.runtime)
+        r = evaluate(t.path, eval_dir, warn=warn, runtime=t.runtime, verify=verify)
         res[t.path, t.runtime] = r["top1"]
         if r["ground_truth"] not in rules:  # the rule that mapped files to classes, said once per rule
             rules.add(r["ground_truth"])
@@ -274,6 +280,7 @@ def report(
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write the merged rows as CSV.")] = None,
     wide: Annotated[bool, typer.Option("--wide", help="Every column and full file names; the default fits 80 "
                                        "columns.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing --plot/--csv files.")] = False,
 ) -> None:
     """Merge bench result files (e.g. a workstation and a Pi) into one table keyed by variant, precision, device."""
     from ..runtime import plots as P
@@ -281,7 +288,7 @@ def report(
 
     for name, path in (("--plot", plot), ("--csv", csv_path)):
         if path is not None:
-            check_can_write(path, name)
+            check_can_write(path, name, force=force)
     if plot is not None:
         P.check_plot_path(plot, "--plot")
     rows = R.load_results(files)

@@ -16,7 +16,7 @@ import typer
 from ..core import jsonio
 from ..core.errors import UsageError
 from ..core.tables import add_columns, compact_table
-from .app import PROG, app, err, out
+from .app import NO_VERIFY_HELP, PROG, app, err, out, warn_no_verify
 
 PREDICT_EPILOG = (
     "Examples:\n\n"
@@ -66,6 +66,7 @@ CropOpt = Annotated[Optional[float], typer.Option("--crop", help="Central crop f
 RESIZE_HELP = ("Resize filter: tf_bilinear (TF-slim's evaluation resize; the default for Google's weights), "
                "bilinear, bicubic, nearest, lanczos.")
 ResizeOpt = Annotated[Optional[str], typer.Option("--resize", help=RESIZE_HELP)]
+NoVerifyOpt = Annotated[bool, typer.Option("--no-verify", help=NO_VERIFY_HELP)]
 
 
 def _floats(text: str | None, name: str):
@@ -133,6 +134,7 @@ def predict(
                                               "(the bundle is pushed, the images copied; see `push --help`).")] = None,
     remote_cmd: Annotated[Optional[str], typer.Option("--remote-cmd", help="--on: the devices' mobilenet-edge.")] = None,
     runtime: RuntimeOpt = None,
+    no_verify: NoVerifyOpt = False,
 ) -> None:
     """Top-k classes with probabilities for each image.
 
@@ -149,17 +151,17 @@ def predict(
 
     if top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {top_k}")
+    warn_no_verify(no_verify)
     if on is not None:  # issue #19: the device's own predict
-        from .push import predict_on_hosts
-
         if any(v is not None for v in (mean, std, crop, resize, labels)):
             raise UsageError("predict --on uses the bundle's own preprocessing and labels (no --mean/--std/--crop/--resize/--labels)")
-        return predict_on_hosts(model, images, on, remote_cmd=remote_cmd, as_json=as_json, show=_print_predictions,
-                                predict_args=["--top-k", str(top_k), "--threads", str(threads), *(["--int8"] if int8 else []),
-                                              *(["--format", fmt] if fmt else [])])
+        args = ["--top-k", str(top_k), "--threads", str(threads)] + (["--int8"] if int8 else [])
+        return _predict_on(model, images, on, remote_cmd=remote_cmd, as_json=as_json, predict_args=args + (
+            ["--format", fmt] if fmt else []) + (["--no-verify"] if no_verify else []))
     paths = imglib.expand_paths(images)
-    runner, prep, names, manifest = open_model(model, int8=int8, fmt=fmt, threads=threads, labels_file=labels,
-                                               prep_overrides=_overrides(mean, std, crop, resize), runtime=runtime)
+    overrides = _overrides(mean, std, crop, resize)
+    runner, prep, names, manifest = open_model(model, int8=int8, fmt=fmt, threads=threads, prep_overrides=overrides,
+                                               labels_file=labels, runtime=runtime, verify=not no_verify)
     if top_k > runner.num_classes:
         raise UsageError(f"--top-k must be between 1 and the class count {runner.num_classes}, got {top_k}")
     info = run_info(model, runner, manifest, int8=int8, threads=threads, prep=prep)
@@ -211,6 +213,13 @@ def ran_lines(info: dict) -> list[str]:
             f"res {prep['res']}, {prep['layout']}"]
 
 
+def _predict_on(model, images, on, **kwargs) -> None:
+    """``predict --on``: the devices' own predict (runtime/remote, issue #19)."""
+    from .push import predict_on_hosts
+
+    predict_on_hosts(model, images, on, show=_print_predictions, **kwargs)
+
+
 def _print_predictions(results: list[dict]) -> None:
     """What ran (:func:`ran_lines`, once), then one table per image: rank, label, index, probability."""
     if results and "file" in results[0]:  # a device's older mobilenet-edge (predict --on) may not say
@@ -243,6 +252,7 @@ def eval_cmd(
     resize: ResizeOpt = None,
     fmt: FmtOpt = None,
     runtime: RuntimeOpt = None,
+    no_verify: NoVerifyOpt = False,
 ) -> None:
     """Top-1 / top-5 accuracy on a folder of labelled images.
 
@@ -251,12 +261,14 @@ def eval_cmd(
     """
     from ..runtime.evaluate import evaluate
 
+    warn_no_verify(no_verify)
     with _progress(8, "eval") as bar:  # total unknown until the ground truth is read
         task = bar.add_task("eval", total=None)
         res = evaluate(
             model, folder, int8=int8, labels_csv=labels, threads=threads, fmt=fmt,
             prep_overrides=_overrides(mean, std, crop, resize), on_error=_report_skipped,
             progress=lambda done, total: bar.update(task, completed=done, total=total), warn=_warn, runtime=runtime,
+            verify=not no_verify,
         )
     n, c1, c5, errors = res["n"], res["top1_correct"], res["top5_correct"], res["errors"]
     source = res["ground_truth"]

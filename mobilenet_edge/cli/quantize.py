@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..core import jsonio
-from .app import app, err, out
+from .app import NO_VERIFY_HELP, app, err, out, warn_no_verify
 from .predict import MeanOpt, StdOpt, _floats
 
 EPILOG = (
@@ -63,6 +63,7 @@ def quantize(
                        "ort (default) or openvino.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the quantization record as JSON.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing int8 model.")] = False,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help=NO_VERIFY_HELP)] = False,
 ) -> None:
     """Quantize an fp32 model to int8 (QDQ, per-channel weights) with ONNX Runtime and report its
     fidelity to fp32: top-1 agreement, logits SQNR (dB), top-1/top-5 with labels.
@@ -71,6 +72,7 @@ def quantize(
     <name>.int8.onnx beside it; its preprocessing comes from its metadata (our exports) or from
     --mean/--std/--crop/--resize.
     """
+    from ..core.bundle import check_listed_file
     from ..core.errors import UsageError
     from ..core.images import image_folder
     from ..quantize.options import OrtExtraOptions, QuantOptions
@@ -79,8 +81,7 @@ def quantize(
     mean, std = _floats(mean, "mean"), _floats(std, "std")  # same syntax as predict: 127.5 or R,G,B
     fidelity_runtime = _fidelity_runtime(runtime)
 
-    extra = OrtExtraOptions(activation_symmetric=symmetric_activations, calib_percentile=percentile,
-                            calib_num_bins=bins)
+    extra = OrtExtraOptions(activation_symmetric=symmetric_activations, calib_percentile=percentile, calib_num_bins=bins)
     for name, path in (("--calib", calib), ("--eval", eval_dir)):
         if path is not None:
             image_folder(path, name)  # export's words for the same mistake
@@ -93,25 +94,23 @@ def quantize(
     if target.is_dir():
         if any(v is not None for v in (mean, std, crop, resize, res)):
             raise UsageError("--mean/--std/--crop/--resize/--res apply to a lone .onnx file; a bundle has its preprocessing")
+        warn_no_verify(no_verify)
         rec = quantize_bundle(target, calib=calib, eval_dir=eval_dir, options=opts, synthetic=synthetic,
                               labels_csv=labels, debug_layers=debug_layers, force=force, fold=fold,
-                              runtime=fidelity_runtime, activation_ranges=qat)
+                              runtime=fidelity_runtime, activation_ranges=qat, verify=not no_verify)
         dst = target / "model.int8.onnx"
     elif target.is_file():
         if recipe == "qat-ranges":
             raise UsageError("--recipe qat-ranges needs a bundle folder (its manifest names the source .tflite)")
+        if not no_verify:
+            check_listed_file(target)  # a bundle's model.onnx given by its path: its manifest record holds
         prep = _lone_file_prep(target, mean=mean, std=std, crop=crop, resize=resize, res=res)
         dst, rec = _quantize_lone_file(target, prep, force=force, calib=calib, eval_dir=eval_dir, options=opts,
                                        synthetic=synthetic, labels_csv=labels, debug_layers_=debug_layers, fold=fold,
                                        runtime=fidelity_runtime)
     else:
         raise UsageError(f"no such bundle folder or .onnx file: {target}")
-
-    if as_json:
-        out.print_json(jsonio.dumps(rec))
-        return
-    print_record(rec, dst)
-
+    out.print_json(jsonio.dumps(rec)) if as_json else print_record(rec, dst)
 
 def _quantize_lone_file(target: Path, prep, *, force: bool, calib, synthetic: bool, **kw):
     """``<name>.int8.onnx`` beside a lone .onnx file: (its path, the quantization record)."""

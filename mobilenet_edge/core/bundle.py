@@ -10,7 +10,9 @@ A bundle holds::
     manifest.json       variant, weights, preprocessing, labels, files (sha256, size), parity, quantization
 
 Every artifact is written to a temporary file in the same folder and renamed, so nothing
-half-written survives a crash; a bundle folder is replaced only after its successor is complete.
+half-written survives a crash; a bundle folder is replaced only after its successor is complete, and
+never by a second run that started before it existed unless that run has ``force`` (the final rename
+refuses an existing folder).
 """
 
 from __future__ import annotations
@@ -41,6 +43,79 @@ def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+#: sha256 of the files checked in this process, keyed by (real path, size, mtime_ns, inode): a bundle opened
+#: twice (e.g. ``bench --eval``) is hashed once. Only in-process: a cache on disk keyed by mtime would miss
+#: what this check is for (bits that rot on an SD card leave size and mtime alone).
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def cached_sha256(path: str | Path) -> str:
+    """:func:`sha256_file`, remembered for this process while the file's size, mtime and inode stay the same."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
+
+
+def file_mismatch(path: str | Path, rec: dict, *, cached: bool = False) -> tuple[int, str, str | None]:
+    """Compare a file with its manifest ``files`` record: (size in bytes, sha256 hex, why it differs or None).
+
+    The reason is ``"size S bytes, manifest says M"`` or ``"sha256 0123456789ab... differs from the
+    manifest's ..."``. ``cached``: through :func:`cached_sha256`.
+    """
+    size = os.stat(path).st_size
+    digest = cached_sha256(path) if cached else sha256_file(path)
+    if size != rec.get("size"):
+        return size, digest, f"size {size} bytes, manifest says {rec.get('size')}"
+    if digest != rec.get("sha256"):
+        return size, digest, f"sha256 {digest[:12]}... differs from the manifest's {str(rec.get('sha256'))[:12]}..."
+    return size, digest, None
+
+
+def check_bundle_file(bundle: str | Path, name: str, manifest: Manifest) -> Path:
+    """Refuse a bundle file that is not the one its manifest records (size, then sha256; issue #20).
+
+    Every model opened from a bundle goes through this (``runtime/load.open_model``, ``bench``,
+    ``quantize``) unless the user passes ``--no-verify``. Cost: one sha256 pass over the file per process
+    (:func:`cached_sha256`; figures in docs/bundle-format.md).
+
+    Returns:
+        ``bundle/name``.
+    Raises:
+        MobilenetEdgeError: one line naming the file: not listed in manifest.json, or its size or sha256
+            differs (a copy cut short, a flipped byte, a file replaced by hand).
+    """
+    path = Path(bundle) / name
+    hint = f"`mobilenet-edge verify {bundle}` checks every file; --no-verify runs it anyway"
+    rec = manifest.file(name)
+    if not rec.get("sha256"):
+        raise MobilenetEdgeError(f"{path} is not listed in {MANIFEST} with a sha256 ({hint})")
+    _, _, why = file_mismatch(path, rec, cached=True)
+    if why:
+        raise MobilenetEdgeError(f"{path} does not match {MANIFEST} ({why}): changed or corrupt since export; {hint}")
+    return path
+
+
+def check_listed_file(path: str | Path) -> None:
+    """A model file given by its path that sits in a bundle folder whose manifest lists it (e.g.
+    ``export/<name>/model.int8.onnx``) is checked as :func:`check_bundle_file` checks it; a file without
+    such a record (a lone file, or a folder without a readable manifest) is not.
+
+    Raises:
+        MobilenetEdgeError: as :func:`check_bundle_file`.
+    """
+    path = Path(path)
+    if not (path.parent / MANIFEST).is_file():
+        return
+    try:
+        manifest = Manifest.read(path.parent)
+    except MobilenetEdgeError:
+        return
+    if manifest.file(path.name):
+        check_bundle_file(path.parent, path.name, manifest)
 
 
 def file_record(path: str | Path) -> dict:
@@ -137,18 +212,23 @@ def check_writable_dir(path: str | Path) -> Path:
     return path
 
 
-def check_can_write(path: str | Path, option: str, *, folder: bool = False) -> Path:
+def check_can_write(path: str | Path, option: str, *, folder: bool = False, force: bool | None = None) -> Path:
     """Check, before any work and without creating anything, that ``path`` can be written.
 
     ``path`` is a file written with :func:`atomic_path` (or, with ``folder=True``, a folder that will
     be created if needed): the nearest existing folder on its way (missing folders are created at write
     time) must be a writable folder. Same rule as :func:`check_writable_dir` for ``export --out``.
+    ``force=False``: a results file must not exist yet (issue #20: nothing is overwritten without
+    ``--force``); None: an existing file may be replaced.
 
     Raises:
         UsageError: ``"{option} {path}: folder {f} is not writable"``, ``"... {f} is not a folder"``,
-            or (a file) ``"{option} {path} is a folder; give a file name"``.
+            (a file) ``"{option} {path} is a folder; give a file name"``, or (``force=False``)
+            ``"{option} {path} exists; use --force to replace it"``.
     """
     path = Path(path)
+    if force is False and not folder and (path.is_file() or path.is_symlink()):
+        raise UsageError(f"{option} {path} exists; use --force to replace it")
     if folder:
         if path.exists() and not path.is_dir():
             raise UsageError(f"{option} {path} is not a folder")
@@ -191,18 +271,46 @@ def staged_dir(dst: str | Path, *, force: bool = False, keep: tuple[str, ...] = 
                     shutil.copy2(dst / name, stage / name)
             yield stage
         os.chmod(stage, 0o755)
-        if dst.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=parent))
-            os.replace(dst, old / dst.name)
-            os.replace(stage, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, dst)
+        _put_in_place(stage, dst, parent, force=force)
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
         if created_parent and parent.is_dir() and not any(parent.iterdir()):
             parent.rmdir()  # a failed first export leaves no empty --out folder behind
+
+
+def _put_in_place(stage: Path, dst: Path, parent: Path, *, force: bool) -> None:
+    """Rename the complete ``stage`` folder to ``dst``, never silently over a ``dst`` that appeared meanwhile.
+
+    ``os.rename`` of a folder refuses a non-empty target (POSIX rename(2): ENOTEMPTY / EEXIST; Windows: any
+    existing target), so of two runs writing the same ``dst`` at once the second learns it here, after
+    the check at the start passed for both (issue #20 item 6). Without ``force`` that is
+    UsageError "exists"; with ``force`` the existing folder is moved aside, the new one renamed in, the
+    old one removed (retried if another ``force`` run swaps in between).
+    """
+    for _ in range(3):
+        try:
+            os.rename(stage, dst)
+            return
+        except OSError:
+            if not (dst.exists() or dst.is_symlink()):
+                raise
+            if not force:
+                raise UsageError(f"{dst} exists (another run wrote it meanwhile); use --force to replace it") from None
+        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=parent))
+        try:
+            os.rename(dst, old / dst.name)
+        except FileNotFoundError:  # another --force run moved it first
+            pass
+        try:
+            os.rename(stage, dst)
+            return
+        except OSError:
+            if not dst.exists():
+                raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+    raise UsageError(f"{dst} keeps being replaced by other runs; try again")
 
 
 def read_manifest(bundle: str | Path) -> dict:

@@ -9,11 +9,17 @@ CMYK through Pillow's ICC-free conversion, Adobe-inverted JPEGs included; 16-bit
 
 Memory: :func:`load` crops and resizes in the file's own mode before converting to RGB, and JPEGs are
 decoded at a reduced scale (Pillow ``draft``), so a huge image costs one decoded copy, not several.
+That copy is bounded too (issue #20): the size in the file's header is checked before anything is decoded
+against :func:`max_pixels` (default :data:`DEFAULT_MAX_MEGAPIXELS`, environment variable
+:data:`MAX_MEGAPIXELS_ENV`). A JPEG over the bound is decoded at the largest DCT scale (1/2, 1/4, 1/8) that
+fits it; any other image over the bound is refused (predict: an error; eval and calibration: skipped
+with a warning). Images within the bound are decoded exactly as before.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,9 +32,35 @@ from .errors import MobilenetEdgeError, UsageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
-# A 10000x10000 PNG (1e8 pixels) must decode (issue: no blow-up beyond one decoded image); Pillow's
-# default guard warns at 89M pixels and refuses at 179M. Keep the refusal, silence nothing globally.
-_MAX_PIXELS = 16384 * 16384
+#: Default bound on the decoded size of one image, in megapixels (1e6 pixels). Pillow holds RGB at 4 bytes
+#: per pixel, so one 50-megapixel decode is 200 MB (up to twice that while an EXIF rotation is applied):
+#: within a 1 GB Raspberry Pi beside the runtime and model. It admits the 48-50 MP photos of current phone
+#: cameras and most camera bodies' full frames; larger JPEGs are decoded at a reduced scale instead.
+#: Pillow's own guard (warning at 89 MP, error at 179 MP) let a 1.5 MB, 23000 x 23000 PNG (529 MP, 2.1 GB
+#: decoded as RGB) through; it is replaced by this bound while our decoder opens a file.
+DEFAULT_MAX_MEGAPIXELS = 50.0
+#: Environment variable that sets the bound (megapixels, a number > 0), e.g. ``MOBILENET_EDGE_MAX_MEGAPIXELS=200``.
+MAX_MEGAPIXELS_ENV = "MOBILENET_EDGE_MAX_MEGAPIXELS"
+#: JPEG DCT scales Pillow's ``draft`` can decode at (libjpeg: 1/1, 1/2, 1/4, 1/8)
+_JPEG_SCALES = (1, 2, 4, 8)
+
+
+def max_pixels() -> int:
+    """The decoded-size bound in pixels: ``MOBILENET_EDGE_MAX_MEGAPIXELS`` x 1e6, else the default (50 MP).
+
+    Raises:
+        UsageError: the variable is set but is not a finite number > 0 (message names it).
+    """
+    raw = os.environ.get(MAX_MEGAPIXELS_ENV, "").strip()
+    if not raw:
+        return int(DEFAULT_MAX_MEGAPIXELS * 1e6)
+    try:
+        mp = float(raw)
+    except ValueError:
+        mp = math.nan
+    if not (math.isfinite(mp) and mp > 0):
+        raise UsageError(f"{MAX_MEGAPIXELS_ENV} must be a number of megapixels > 0, got {raw!r}")
+    return max(1, int(mp * 1e6))
 
 
 @dataclass(frozen=True)
@@ -183,18 +215,20 @@ def open_image(path: str | Path, *, target: int | None = None) -> Image.Image:
         UsageError: the file is missing or not a decodable image (message names the file and reason).
     """
     path = Path(path)
+    limit = max_pixels()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             old = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = _MAX_PIXELS
+            Image.MAX_IMAGE_PIXELS = None  # our bound replaces Pillow's, checked below before any decoding
             try:
-                img = Image.open(path)
-                if target and img.format == "JPEG":
-                    img.draft("RGB" if img.mode != "CMYK" else "CMYK", (target, target))
-                img.load()
+                img = Image.open(path)  # reads the header only
             finally:
                 Image.MAX_IMAGE_PIXELS = old
+            if target and img.format == "JPEG":
+                img.draft("RGB" if img.mode != "CMYK" else "CMYK", (target, target))
+            _bound(img, path, limit)
+            img.load()
         if img.size[0] < 1 or img.size[1] < 1:
             raise UsageError(f"cannot decode image {path}: empty image {img.size}")
         # in place: a copy of a 10000x10000 image would double the memory
@@ -205,6 +239,22 @@ def open_image(path: str | Path, *, target: int | None = None) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
         reason = str(e) or type(e).__name__
         raise UsageError(f"cannot decode image {path}: {reason}") from None
+
+
+def _bound(img: Image.Image, path: Path, limit: int) -> None:
+    """Before decoding: a JPEG over ``limit`` pixels gets the largest DCT scale that fits (Pillow ``draft``);
+    any image still over it raises UsageError ``cannot decode image PATH: W x H = N megapixels, over ...``."""
+    w, h = img.size
+    if w * h > limit and img.format == "JPEG":
+        for s in _JPEG_SCALES:
+            if math.ceil(w / s) * math.ceil(h / s) <= limit:
+                # draft takes the largest of 1/8..1/1 not above min(w // w', h // h'): exactly 1/s here
+                img.draft("RGB" if img.mode != "CMYK" else "CMYK", (max(1, w // s), max(1, h // s)))
+                break
+    if img.size[0] * img.size[1] > limit:
+        raise UsageError(
+            f"cannot decode image {path}: {w} x {h} = {w * h / 1e6:.1f} megapixels, over the "
+            f"{limit / 1e6:g}-megapixel limit (set {MAX_MEGAPIXELS_ENV} to raise it)")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -315,7 +365,8 @@ def iter_batches(
     paths: Sequence[Path], prep: Preprocessing, *, batch: int = 1, on_error=None
 ) -> Iterator[tuple[list[Path], np.ndarray]]:
     """Yield (paths, (B, ...) float32) batches; undecodable files go to ``on_error(path, exc)``
-    (skipped) when given, else raise."""
+    (skipped) when given, else raise. A bad ``MOBILENET_EDGE_MAX_MEGAPIXELS`` raises UsageError once, first."""
+    max_pixels()  # a bad setting is one error, not one skipped image each
     buf_p: list[Path] = []
     buf_x: list[np.ndarray] = []
     for p in paths:

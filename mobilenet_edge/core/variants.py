@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 #: Paper Table 1 body, fixed: (out_channels at alpha=1, stride of the depthwise conv) per block.
 #: The stem (3x3 conv, 32 channels, stride 2) comes before these.
@@ -230,8 +231,27 @@ class Variant:
 
 
 def variant_name(alpha: float, res: int) -> str:
-    """Canonical name ``mobilenet_v1_{alpha:.2f}_{res}``, e.g. ``mobilenet_v1_0.50_160``."""
-    return f"mobilenet_v1_{check_alpha(alpha):.2f}_{check_res(res)}"
+    """Canonical name ``mobilenet_v1_{alpha}_{res}``, e.g. ``mobilenet_v1_0.50_160``.
+
+    ``alpha`` is written with two decimals (the paper's grid: ``1.00``, ``0.75``, ``0.50``, ``0.25``) or,
+    when two decimals would not give it back exactly, with as many as it needs (``0.504`` ->
+    ``mobilenet_v1_0.504_160``, ``0.496`` -> ``mobilenet_v1_0.496_160``): two different alphas never share
+    a name (issue #20), and :func:`parse_name` reads back the very alpha.
+    """
+    return f"mobilenet_v1_{alpha_text(alpha)}_{check_res(res)}"
+
+
+def alpha_text(alpha: float) -> str:
+    """``alpha`` in positional notation with at least two decimals, exact: ``float(text) == alpha``.
+
+    ``0.5`` -> ``"0.50"``, ``0.504`` -> ``"0.504"``, ``1e-05`` -> ``"0.00001"``, ``1/3`` ->
+    ``"0.3333333333333333"`` (Python's shortest round-trip digits, never an exponent).
+    """
+    value = check_alpha(alpha)
+    text = f"{value:.2f}"
+    if float(text) != value:
+        text = format(Decimal(repr(value)), "f")  # shortest digits that give the float back, no exponent
+    return text
 
 
 _NAME_RE = re.compile(r"mobilenet_v1_(\d+(?:\.\d+)?)_(\d+)")

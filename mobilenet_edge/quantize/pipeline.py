@@ -267,6 +267,7 @@ def quantize_bundle(
     fold: int = 0,
     runtime: str = "onnxruntime",
     activation_ranges=None,
+    verify: bool = True,
 ) -> dict:
     """Write ``model.int8.onnx`` into a bundle and record it in ``manifest.json``.
 
@@ -284,6 +285,8 @@ def quantize_bundle(
             2-fold cross evaluation.
         runtime: where the fidelity report runs both models: "onnxruntime" or "openvino".
         activation_ranges: the ``qat-ranges`` recipe's source ranges (:func:`quantize_file`); no ``calib`` needed.
+        verify: check ``model.onnx`` against the manifest's size and sha256 before quantizing it
+            (:func:`~mobilenet_edge.core.bundle.check_bundle_file`; the CLI's ``--no-verify`` turns it off).
     Returns:
         The manifest's new ``quantization`` record.
     Raises:
@@ -295,6 +298,8 @@ def quantize_bundle(
     dst = bundle_dir / bdl.FILE_INT8
     if dst.exists() and not force:
         raise UsageError(f"{dst} exists; use --force to replace it")
+    if verify:
+        bdl.check_bundle_file(bundle_dir, src.name, manifest)
     prep = manifest.prep()
     source = manifest.weights_source
     if _from_file(options):

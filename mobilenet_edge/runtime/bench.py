@@ -33,7 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.bundle import FILE_FP32, FILE_INT8, FILE_TFLITE, FILE_TFLITE_INT8
+from ..core.bundle import (
+    FILE_FP32,
+    FILE_INT8,
+    FILE_TFLITE,
+    FILE_TFLITE_INT8,
+    check_bundle_file,
+    check_listed_file,
+)
 from ..core.errors import MobilenetEdgeError, UsageError
 from ..core.manifest import Manifest
 from ..core.openvino_session import openvino_available
@@ -115,23 +122,27 @@ def runtimes_for(path: Path, runtimes: Iterable[str] | None, *, every: bool) -> 
 
 
 def targets_for(spec: str | Path, *, formats: Iterable[str] = ("onnx", "tflite"),
-                runtimes: Iterable[str] | None = None) -> list[Target]:
+                runtimes: Iterable[str] | None = None, verify: bool = True) -> list[Target]:
     """Expand a bundle folder or a single .onnx/.tflite file into (file, runtime) targets.
 
     A bundle gives every (model file, runtime) pair that can run here (``.onnx``: ONNX Runtime, then
     OpenVINO when installed; ``.tflite``: LiteRT); a lone file its default runtime (ONNX Runtime or
     LiteRT). ``runtimes`` (names of :mod:`.names`) replaces both: the pairs whose runtime is listed.
+    ``verify``: a bundle's files are checked against its manifest first (``--no-verify``: False).
 
     Raises:
         UsageError: the path does not exist or is not a model file / bundle; a lone file that none of
             ``runtimes`` can run.
+        MobilenetEdgeError: (``verify``) a bundle file whose size or sha256 differs from its manifest.
     """
     path = Path(spec)
     runtimes = tuple(runtimes) if runtimes is not None else None
     if path.is_dir():
-        return _bundle_targets(path, formats, runtimes)
+        return _bundle_targets(path, formats, runtimes, verify=verify)
     if not path.is_file():
         raise UsageError(f"no such model file or bundle: {path}")
+    if verify:
+        check_listed_file(path)  # e.g. bundle/model.int8.onnx given by its path
     target = _file_target(path)
     rts = runtimes_for(path, runtimes, every=False)
     if not rts:
@@ -139,8 +150,10 @@ def targets_for(spec: str | Path, *, formats: Iterable[str] = ("onnx", "tflite")
     return [replace(target, runtime=r) for r in rts]
 
 
-def _bundle_targets(path: Path, formats: Iterable[str], runtimes: tuple[str, ...] | None = None) -> list[Target]:
-    """Every model file of a bundle, with the manifest's variant (name, alpha, res, classes, params, MACs)."""
+def _bundle_targets(path: Path, formats: Iterable[str], runtimes: tuple[str, ...] | None = None, *,
+                    verify: bool = True) -> list[Target]:
+    """Every model file of a bundle, with the manifest's variant (name, alpha, res, classes, params, MACs);
+    with ``verify`` each one checked against the manifest (:func:`~mobilenet_edge.core.bundle.check_bundle_file`)."""
     manifest = Manifest.read(path)  # not a bundle: the one wording and exit code (2) of every command
     v = manifest.variant or {}
     out = []
@@ -148,6 +161,8 @@ def _bundle_targets(path: Path, formats: Iterable[str], runtimes: tuple[str, ...
                              (FILE_TFLITE_INT8, "int8")):
         f = path / fname
         if f.is_file() and f.suffix.lstrip(".") in formats:
+            if verify:
+                check_bundle_file(path, fname, manifest)
             out += [Target(
                 f, precision, r, manifest.name, v.get("alpha"), v.get("res"),
                 v.get("num_classes"), v.get("params"), v.get("macs"), f"{manifest.name}/{fname}",

@@ -93,6 +93,7 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
     warn: Callable[[str], None] | None = None,
     runtime: str | None = None,
+    verify: bool = True,
 ) -> dict:
     """Top-1 and top-5 of a bundle / .onnx / .tflite on a folder of labelled images.
 
@@ -101,7 +102,8 @@ def evaluate(
     ``warn(msg)`` gets :func:`random_weights_warning` before any image is run when the weights are random,
     and :data:`POSITION_WARNING` when class folders are matched by position. Class folders named by the model's
     labels (torchvision's ImageFolder layout) map to those labels.
-    ``runtime``: as :func:`~.load.open_model` (None: the file's default runtime).
+    ``runtime``, ``verify``: as :func:`~.load.open_model` (None: the file's default runtime; a bundle's
+    file checked against its manifest).
 
     Returns:
         ``{"n", "top1", "top5"`` (fractions 0-1), ``"model", "precision", "file", "backend",
@@ -119,7 +121,7 @@ def evaluate(
 
     folder = imglib.image_folder(folder)
     runner, prep, labels, manifest = open_model(model, int8=int8, fmt=fmt, threads=threads,
-                                                prep_overrides=prep_overrides, runtime=runtime)
+                                                prep_overrides=prep_overrides, runtime=runtime, verify=verify)
     gt, source = _truth(runner, folder, labels_csv, labels)
     if source == GT_POSITION_FOLDERS and warn is not None:
         warn(POSITION_WARNING)

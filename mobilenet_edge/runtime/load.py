@@ -75,6 +75,7 @@ def open_model(
     prep_overrides: dict | None = None,
     labels_file: str | Path | None = None,
     runtime: str | None = None,
+    verify: bool = True,
 ) -> LoadedModel:
     """Open a bundle folder, a lone ``.onnx`` or a foreign ``.tflite`` with what it needs to be fed.
 
@@ -99,12 +100,17 @@ def open_model(
         runtime: None (the file's default: ONNX Runtime for ``.onnx``, LiteRT for ``.tflite``) or a runtime
             name (:mod:`.names`: "ort"/"onnxruntime", "openvino", "litert"); in a bundle it also picks the
             format when ``fmt`` is None (litert: ``.tflite``, the others: ``.onnx``).
+        verify: in a bundle, check the model file (and labels.txt when listed) against manifest.json's
+            size and sha256 first (:func:`~mobilenet_edge.core.bundle.check_bundle_file`); also a file given
+            by its path inside a bundle folder that lists it. False is the CLI's ``--no-verify``. A lone
+            file has no manifest and is not checked.
     Returns:
         :class:`LoadedModel` (runner, preprocessing, labels (len == num_classes), manifest or None).
     Raises:
         UsageError: missing path, bad override, unknown runtime or one that cannot run the file, ``int8`` with a lone non-int8 file, a labels folder
             instead of a file, or labels whose count differs from the model's classes.
-        MobilenetEdgeError: a bundle without the requested model, an unloadable model.
+        MobilenetEdgeError: a bundle without the requested model, a bundle file that differs from its
+            manifest (``verify``), an unloadable model.
     """
     p = Path(path_or_bundle)
     if fmt not in (None, "onnx", "tflite"):
@@ -117,8 +123,11 @@ def open_model(
         if fmt is None and p.is_dir():
             fmt = "tflite" if runtime == RUNTIME_LITERT else "onnx"
     if p.is_dir():
-        runner, prep_dict, labels, manifest = _open_bundle(p, int8=int8, fmt=fmt, threads=threads, runtime=runtime)
+        runner, prep_dict, labels, manifest = _open_bundle(p, int8=int8, fmt=fmt, threads=threads, runtime=runtime,
+                                                           verify=verify)
     elif p.is_file():
+        if verify:
+            _bundle.check_listed_file(p)  # a file inside a bundle, given by its path: its record still holds
         runner, prep_dict, labels = _open_file(p, int8=int8, threads=threads, runtime=runtime)
         manifest = None
     else:
@@ -128,15 +137,22 @@ def open_model(
     return LoadedModel(runner, prep, labels, manifest)
 
 
-def _open_bundle(p: Path, *, int8: bool, fmt: str | None, threads: int, runtime: str | None = None):
-    """(runner, preprocessing dict or None, labels or None, manifest) of a bundle folder."""
+def _open_bundle(p: Path, *, int8: bool, fmt: str | None, threads: int, runtime: str | None = None,
+                 verify: bool = True):
+    """(runner, preprocessing dict or None, labels or None, manifest) of a bundle folder; with ``verify`` the
+    model file and (when listed) the labels file are checked against the manifest before use."""
     manifest = Manifest.read(p)
     if fmt is None:
         fmt = "onnx" if (p / (_bundle.FILE_INT8 if int8 else _bundle.FILE_FP32)).is_file() else (
             "tflite" if (p / (_bundle.FILE_TFLITE_INT8 if int8 else _bundle.FILE_TFLITE)).is_file() else "onnx"
         )
-    runner = Runner(_bundle.model_file(p, int8=int8, fmt=fmt), threads=threads, runtime=runtime)
+    model = _bundle.model_file(p, int8=int8, fmt=fmt)
     labels_path = p / manifest.labels_file
+    if verify:
+        _bundle.check_bundle_file(p, model.name, manifest)
+        if manifest.file(manifest.labels_file) and labels_path.is_file():
+            _bundle.check_bundle_file(p, manifest.labels_file, manifest)
+    runner = Runner(model, threads=threads, runtime=runtime)
     labels = read_labels(labels_path) if labels_path.is_file() else None
     return runner, manifest.preprocessing, labels, manifest
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.bundle import MANIFEST, sha256_file
+from ..core.bundle import MANIFEST, file_mismatch
 from ..core.errors import MobilenetEdgeError, UsageError
 from ..core.manifest import Manifest
 
@@ -61,15 +61,12 @@ def check_file(folder: Path, name: str, rec: dict, manifest: Manifest, *, thread
     elif not path.is_file():
         row["problem"] = f"{name}: listed in manifest.json but missing"
     else:
-        size = path.stat().st_size
+        size, digest, why = file_mismatch(path, rec)
         row["size"] = size
         row["size_ok"] = size == rec.get("size")
-        digest = sha256_file(path)
         row["sha256_ok"] = digest == rec.get("sha256")
-        if not row["size_ok"]:
-            row["problem"] = f"{name}: size {size} bytes, manifest says {rec.get('size')}"
-        elif not row["sha256_ok"]:
-            row["problem"] = f"{name}: sha256 {digest[:12]}... differs from the manifest's {str(rec.get('sha256'))[:12]}..."
+        if why:
+            row["problem"] = f"{name}: {why}"
         elif path.suffix.lower() in MODEL_SUFFIXES:
             check_model(path, manifest, row, threads=threads)
     return row
