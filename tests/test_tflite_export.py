@@ -302,7 +302,7 @@ def test_export_cli_format_tflite_adds_files_to_bundle(tmp_path, capsys, images_
     from mobilenet_edge.cli import main
     from mobilenet_edge.core.bundle import read_manifest, sha256_file
 
-    code = main(["export", "--alpha", "0.25", "--res", "64", "--classes", "1001", "--padding", "tf_same",
+    code = main(["export", "--alpha", "0.25", "--res", "64", "--classes", "1001", "--weights", "random", "--padding", "tf_same",
                  "--format", "tflite", "--out", str(tmp_path), "--parity-images", str(images_dir)])
     assert code == 0, capsys.readouterr().err
     b = tmp_path / "mobilenet_v1_0.25_64"

@@ -392,7 +392,9 @@ def test_pt_state_dict_loads_with_weights_only(tmp_path):
     m = MobileNetV1(alpha=0.5, num_classes=10).eval()
     p = tmp_path / "w.pt"
     torch.save(m.state_dict(), p)
-    lw = W.load_weights(p)
+    with pytest.raises(UsageError, match="--padding tf_same .* or --padding symmetric"):
+        W.load_weights(p)  # a plain state dict does not say which padding its model had: not guessed
+    lw = W.load_weights(p, padding="symmetric")
     assert lw.source == "torch" and lw.config["alpha"] == 0.5 and lw.config["num_classes"] == 10
     assert lw.preprocessing is None and lw.labels is None
     for k, v in m.state_dict().items():
@@ -407,7 +409,7 @@ def test_plain_safetensors_state_dict_without_metadata(tmp_path):
     m = MobileNetV1(alpha=0.75, num_classes=1000).eval()
     p = tmp_path / "plain.safetensors"
     save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(p))
-    lw = W.load_weights(p)
+    lw = W.load_weights(p, padding="symmetric")  # the one convention tensors cannot tell
     assert lw.config["alpha"] == 0.75 and lw.config["num_classes"] == 1000
     assert lw.preprocessing is None and lw.labels is None and lw.origin is None
     x = torch.rand(1, 3, 64, 64)

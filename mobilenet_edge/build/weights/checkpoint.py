@@ -250,6 +250,10 @@ def load_checkpoint(path: str | Path, *, alpha: float | None = None, activation:
     except ValueError as e:
         raise WeightsError(f"{p.name}: bad config in checkpoint: {e}") from None
     validate_state_dict(sd, model, name=p.name, alpha=alpha)
+    if not meta.get("config") and padding is None:  # both paddings fit the same tensors: refuse to guess
+        raise UsageError(f"{p.name} is a state dict of mobilenet-edge's MobileNetV1 without its config, which "
+                         "does not record the padding: give --padding tf_same (me.create_model and Google's weights) "
+                         "or --padding symmetric (MobileNetV1()'s default); `weights import` and build.weights.save_checkpoint (.safetensors) keep it")
     model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in sd.items()})
     model.eval()
     origin = meta.get("source")
