@@ -47,10 +47,14 @@ def test_examples_run_as_written(name, tmp_path, monkeypatch):
     if not blocks:
         pytest.skip(f"{name} has no ```python block")
     data = _need(DATA)
-    for entry in data.iterdir():  # images/, imagenet-calib/, ... beside the example, as the docs say
+    repo = tmp_path / "repo"  # run as from a clone: ../shared/data beside it (the README's D=../shared/data)
+    repo.mkdir()
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "data").symlink_to(data, target_is_directory=True)
+    for entry in data.iterdir():  # images/, imagenet-calib/, ... beside the example, as docs/api.md says
         if entry.is_dir():
-            (tmp_path / entry.name).symlink_to(entry, target_is_directory=True)
-    monkeypatch.chdir(tmp_path)
+            (repo / entry.name).symlink_to(entry, target_is_directory=True)
+    monkeypatch.chdir(repo)
     out = io.StringIO()
     namespace: dict = {"__name__": "__main__"}
     with contextlib.redirect_stdout(out), warnings.catch_warnings():
@@ -66,4 +70,4 @@ def test_examples_run_as_written(name, tmp_path, monkeypatch):
     if name == "docs/api.md":  # the fine-tuned model predicts one of its own five labels
         last = printed.strip().splitlines()[-1]
         assert any(f"label='{label}'" in last for label in FIVE), last
-        assert (tmp_path / "export" / "mobilenet_v1_0.25_128" / "model.int8.onnx").is_file()
+        assert (repo / "export" / "mobilenet_v1_0.25_128" / "model.int8.onnx").is_file()

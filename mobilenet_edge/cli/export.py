@@ -115,7 +115,9 @@ def _print_summary(res_: dict, *, int8: bool, fmt: str, eval_given: bool) -> Non
     q = shlex.quote(str(bundle))  # commands to paste: quoted, and no rich markup ("[...]" in a path)
     err.print("next:")
     if not int8:
-        err.print(f"  mobilenet-edge quantize {q} --calib DIR" + ("   # model.int8.onnx; for model.int8.tflite "
+        qat = str((manifest.get("weights", {}).get("registry") or {}).get("name", "")).startswith("google-quant")
+        err.print(f"  mobilenet-edge quantize {q}" + ("   # int8 from the QAT file's own ranges; --calib DIR calibrates"
+                  if qat and fmt != "tflite" else " --calib DIR") + ("   # model.int8.onnx; for model.int8.tflite "
                   "export again with --int8 --calib DIR" if fmt == "tflite" else ""), markup=False, soft_wrap=True)
     err.print(f"  mobilenet-edge predict {q} photo.jpg{' --int8' if int8 else ''}", markup=False, soft_wrap=True)
     if fmt == "tflite":
