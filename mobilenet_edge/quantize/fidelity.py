@@ -285,7 +285,8 @@ def fidelity_table(rep: dict, title: str) -> Table:
     nt = rep.get("near_ties")
     if nt:
         t.add_row(f"fp32 near-ties (top-2 gap < {nt['margin_logit']:g} logit)", str(nt["images"]),
-                  f"{nt['disagreements']} of {len(rep['disagreements'])} disagreements")
+                  f"{nt['disagreements']} of {len(rep['disagreements'])} disagreements" if rep["disagreements"]
+                  else "no disagreement")
     if rep["labelled"]:
         t.add_row(f"top-1 ({rep['labelled']} labelled)", _fmt_pct(rep["fp32"]["top1"]), _fmt_pct(rep["int8"]["top1"]))
         t.add_row(f"top-5 ({rep['labelled']} labelled)", _fmt_pct(rep["fp32"]["top5"]), _fmt_pct(rep["int8"]["top5"]))
