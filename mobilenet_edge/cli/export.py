@@ -116,7 +116,7 @@ def _print_summary(res_: dict, *, int8: bool, fmt: str, eval_given: bool) -> Non
     err.print("next:")
     if not int8:
         qat = str((manifest.get("weights", {}).get("registry") or {}).get("name", "")).startswith("google-quant")
-        err.print(f"  mobilenet-edge quantize {q}" + ("   # int8 from the QAT file's own ranges; --calib DIR calibrates"
+        err.print(f"  mobilenet-edge quantize {q}" + ("   # no images needed: activation ranges from the QAT .tflite; --calib DIR calibrates"
                   if qat and fmt != "tflite" else " --calib DIR") + ("   # model.int8.onnx; for model.int8.tflite "
                   "export again with --int8 --calib DIR" if fmt == "tflite" else ""), markup=False, soft_wrap=True)
     err.print(f"  mobilenet-edge predict {q} photo.jpg{' --int8' if int8 else ''}", markup=False, soft_wrap=True)
