@@ -367,3 +367,11 @@ def test_tf_crop_resize_follows_tf1_resize_bilinear_semantics():
     np.testing.assert_allclose(tf_crop_resize(img, 0.5, 2)[0, :, 0], [20, 30])
     # rows interpolate the same way (a transposed image gives the transposed result)
     np.testing.assert_allclose(tf_crop_resize(img.transpose(Image.Transpose.TRANSPOSE), 1.0, 2)[:, 0, 0], [10, 30])
+
+
+def test_missing_image_is_named_without_the_os_error_text(tmp_path):
+    """A file that is gone (e.g. deleted between listing and decoding) is one plain line, not '[Errno 2] ...'."""
+    gone = tmp_path / "gone.jpg"
+    with pytest.raises(UsageError) as e:
+        images.load(gone, Preprocessing(res=32))
+    assert str(e.value) == f"cannot decode image {gone}: no such file"

@@ -20,6 +20,10 @@ weights_app = typer.Typer(
     cls=Group,
     no_args_is_help=True,
     help="Google's published MobileNet V1 weights by name (list, download) and import into a .safetensors checkpoint.",
+    epilog=("Examples:\n\n"
+            "  mobilenet-edge weights list\n\n"
+            "  mobilenet-edge weights download google-quant/1.0/224   # for a machine offline\n\n"
+            "  mobilenet-edge weights import W.tflite -o w.safetensors"),
 )
 app.add_typer(weights_app, name="weights")
 

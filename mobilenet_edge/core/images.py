@@ -236,6 +236,8 @@ def open_image(path: str | Path, *, target: int | None = None) -> Image.Image:
         return img
     except UsageError:
         raise
+    except FileNotFoundError:
+        raise UsageError(f"cannot decode image {path}: no such file") from None
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
         reason = str(e) or type(e).__name__
         raise UsageError(f"cannot decode image {path}: {reason}") from None
