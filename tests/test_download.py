@@ -20,6 +20,7 @@ pytest.importorskip("pooch")
 pytest.importorskip("platformdirs")
 
 from _http_server import Server  # noqa: E402
+from conftest import small_disk  # noqa: E402
 
 from mobilenet_edge.build.weights import download as D  # noqa: E402
 from mobilenet_edge.build.weights.registry import lookup  # noqa: E402
@@ -158,13 +159,8 @@ def test_two_processes_at_once_give_one_good_file(server, tflite_05, tmp_path):
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 300 KB tmpfs (root only; skipped where mount is not allowed)."""
-    d = tmp_path / "tiny"
-    d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(d)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield d
-    subprocess.run(["umount", str(d)], check=False)
+    with small_disk(tmp_path / "tiny", "300k") as d:
+        yield d
 
 
 def test_disk_full_cache_is_one_line_and_keeps_the_old_entries(server, tflite_05, tiny_disk, monkeypatch):

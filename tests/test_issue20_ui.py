@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, has_module
+from conftest import ROOT, has_module, small_disk
 
 from mobilenet_edge.cli import main
 
@@ -264,20 +264,11 @@ def test_manifest_section_of_the_wrong_type_is_one_line(tiny, tmp_path, capsys):
 
 def test_full_disk_names_the_file(tmp_path, capsys):
     """Before: "OSError: [Errno 28] No space left on device" without the file's name."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    small = tmp_path / "small"
-    small.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(small)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    with small_disk(tmp_path / "small", "4k") as small:
         code, _, err = run(capsys, "report", RESULTS, "--csv", small / "merged.csv")  # grid.csv is ~10 KB
         assert code == 1 and err_lines(err)[-1] == (f"mobilenet-edge: error: cannot write {small / 'merged.csv'}: "
                                                     "No space left on device (nothing was replaced)"), err
         assert list(small.iterdir()) == []
-    finally:
-        subprocess.run(["umount", str(small)], check=False)
 
 
 @pytest.mark.parametrize("command", ["bench", "verify", "predict", "eval", "quantize"])

@@ -21,6 +21,7 @@ from pathlib import Path
 import _sshd
 import pytest
 from _tiny_models import tiny_bundle
+from conftest import small_disk
 
 NAME = "tiny_v1"
 CI = os.environ.get("CI") == "true"
@@ -209,14 +210,7 @@ def test_ctrl_c_mid_push_leaves_the_old_bundle(server, device, bundle, tmp_path)
 
 @pytest.mark.slow
 def test_disk_full_on_the_device(server, device, bundle, tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    dest = tmp_path / "small"
-    dest.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(dest)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    with small_disk(tmp_path / "small", "1m") as dest:
         push(server, device, bundle, dest)
         v1 = _sha(dest / NAME)
         _big_v2(bundle, 2)  # 2 MB into a 1 MB filesystem
@@ -227,8 +221,6 @@ def test_disk_full_on_the_device(server, device, bundle, tmp_path):
         assert len([ln for ln in p.stderr.splitlines() if ln.strip()]) == 1
         assert _sha(dest / NAME) == v1
         assert not (dest / f".{NAME}.push").exists()  # the partial copy is cleaned away
-    finally:
-        subprocess.run(["umount", "-l", str(dest)], check=True)  # -l: sshd children may still hold it
 
 
 @pytest.mark.slow
