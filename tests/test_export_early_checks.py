@@ -66,3 +66,17 @@ def test_export_tflite_without_litert_torch_fails_first(tmp_path, capsys):
     assert code == 1 and "pip install 'mobilenet-edge[tflite-export]' torch==2.13.0" in err
     assert not (tmp_path / "out").exists()
     assert not list(Path(tmp_path).glob("out*"))
+
+
+def test_int8_tflite_without_calib_fails_first_from_cli_and_api(tmp_path, capsys):
+    """The int8 .tflite is calibrated on images (PT2E; qat-ranges has no .tflite form): one rule, checked
+    before any work, whether export is called from the CLI or the Python API."""
+    import mobilenet_edge as me
+    from mobilenet_edge.core.errors import UsageError
+
+    code = main(["export", "--alpha", "0.25", "--res", "128", "--format", "tflite", "--int8", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().endswith("--format tflite --int8 needs --calib DIR (calibration images for the int8 .tflite)")
+    with pytest.raises(UsageError, match="needs --calib DIR"):
+        me.export(alpha=0.25, res=128, format="tflite", int8=True, out=tmp_path / "api")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "api").exists()

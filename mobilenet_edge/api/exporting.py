@@ -138,8 +138,6 @@ def export(
     weights = _weights(model)
     if format not in ("onnx", "tflite"):
         raise UsageError(f"format must be onnx or tflite, got {format!r}")
-    if int8 and calib is None and format == "tflite":
-        raise UsageError("format='tflite' with int8=True needs calib=DIR (calibration images for the int8 .tflite)")
     label_names = _labels(labels)
     _require("torch", "onnxsim", what="export")
     from ..build.export import ExportOptions, export_bundle  # the torch side, only now

@@ -324,9 +324,7 @@ def _export_tflite_files(model, stage: Path, opts: ExportOptions, prep: Preproce
     check = [x for _, x in iter_batches(images, prep, batch=8)] if images else None
     log("converting to TFLite (litert-torch)")
     files = {FILE_TFLITE: export_tflite(model, stage / FILE_TFLITE, res=opts.res, check=check)}
-    if opts.tflite_int8:
-        if opts.calib is None:
-            raise UsageError("--format tflite --int8 needs --calib DIR (calibration images)")
+    if opts.tflite_int8:  # opts.calib is set: export_checks.check_early
         calib = (x for _, x in iter_batches(expand_paths([opts.calib]), prep, batch=16))
         log(f"quantizing TFLite to int8 on {opts.calib}")
         if opts.eval_dir is not None:  # the int8 fidelity on held-out images, as for the ONNX int8 report

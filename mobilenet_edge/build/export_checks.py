@@ -41,6 +41,8 @@ def check_early(opts: ExportOptions) -> list[Path] | None:
             get_recipe(opts.recipe)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if opts.tflite_int8 and opts.calib is None:  # the int8 .tflite is calibrated (PT2E): no qat-ranges form
+        raise UsageError("--format tflite --int8 needs --calib DIR (calibration images for the int8 .tflite)")
     if opts.recipe in FILE_RANGE_RECIPES and opts.tflite_int8:
         raise UsageError(f"--recipe {opts.recipe} makes model.int8.onnx only; the int8 .tflite is calibrated "
                          "(PT2E): use --recipe fidelity, grid or plain with --format tflite --int8 --calib DIR")

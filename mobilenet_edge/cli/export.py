@@ -66,8 +66,6 @@ def export(
         raise UsageError(f"--format must be onnx or tflite, got {fmt!r}")
     if not int8 and (recipe is not None or float_first is not None):
         err.print("warning: --recipe/--float-first shape the int8 models; without --int8 they are ignored", markup=False)
-    if int8 and calib is None and fmt == "tflite":
-        raise UsageError("--format tflite --int8 needs --calib DIR (calibration images for the int8 .tflite)")
     label_names = None
     if labels is not None:
         from ..core.labels import read_labels_file
